@@ -1,0 +1,122 @@
+"""Every hook connet calls, in one place. Each docstring is the contract.
+
+Plugins implement these with ``@connet_core.hookimpl``; the rest of connet calls them only
+through :class:`connet_core.plugins.Hooks`. Decision hooks are synchronous and pure (an async
+implementation of a ``firstresult`` hook would return a coroutine, which is not None, and win).
+Objects that do I/O (stores, transports) are handed out by factory hooks.
+
+Settings objects passed to hooks are the frozen dataclasses of :mod:`connet_core.config`, so
+plugins keep no global state and several components can live in one process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, Sequence
+
+import pluggy
+
+from connet_core.model import PathCandidate, Principal, PrincipalKind, Role, RoutePolicy
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from connet_core.config import AuthSettings
+    from connet_core.store import Store
+    from connet_core.transport import Transport
+
+PROJECT = "connet"
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+# --- authentication ---------------------------------------------------------------------
+
+
+@hookspec
+def connet_admit_address(settings: "AuthSettings", kind: PrincipalKind, address: IPAddress) -> str | None:
+    """Decide whether ``address`` may talk to this server at all, before any token is read.
+
+    ``kind`` says whether a client or a relay is connecting. ``address`` is already folded
+    (IPv4-mapped IPv6 is given as IPv4). Return a reason string (for the log, never sent) to
+    refuse, or None for no objection. Every implementation is called; any reason refuses.
+    """
+
+
+@hookspec(firstresult=True)
+def connet_authenticate(settings: "AuthSettings", kind: PrincipalKind, token: str) -> Principal | None:
+    """Map a presented token to a principal.
+
+    The first non-None result wins. None means "not a token I know"; when every
+    implementation returns None the peer is refused with ``auth-failed``. Implementations
+    must compare tokens in constant time and never log them. Called again for live sessions
+    whenever tokens may have changed: a session whose token now yields None is closed.
+    """
+
+
+@hookspec
+def connet_authorize(
+    settings: "AuthSettings",
+    principal: Principal,
+    address: IPAddress,
+    name: str | None,
+    role: Role | None,
+) -> str | None:
+    """Decide whether ``principal`` connecting from ``address`` may announce ``name`` as ``role``.
+
+    Called once per session with ``name`` and ``role`` None (may this principal connect from
+    here at all), then per announcement. Return a reason string to refuse (the peer gets only
+    ``forbidden``), None for no objection. Every implementation is called; any reason refuses.
+    """
+
+
+# --- route selection ----------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def connet_select_routes(
+    name: str,
+    local_policy: RoutePolicy,
+    remote_policy: RoutePolicy,
+    candidates: Sequence[PathCandidate],
+) -> list[PathCandidate] | None:
+    """Order the paths a source should try for a new connection to a destination ``name``.
+
+    ``candidates`` are the paths that are up right now. Return them (or a subset) best
+    first; a path is tried only if returned. The caller still drops any path whose kind
+    either policy forbids. The first non-None result wins; None defers to the next plugin.
+    """
+
+
+# --- storage ------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def connet_open_store(component: str, store_dir: "Path") -> "Store | None":
+    """Open the store for ``component`` ("control" or "relay") rooted at ``store_dir``.
+
+    The first non-None result wins. Raise :class:`connet_core.errors.StoreError` for a store
+    that exists but is unusable (corrupt, unreadable); that stops the component with a clear
+    message. Returning None everywhere is an error: some plugin must provide storage.
+    """
+
+
+# --- transport ----------------------------------------------------------------------------
+
+
+@hookspec
+def connet_transport_names() -> Sequence[str]:
+    """Names of the transports this plugin provides (``transport`` config key values).
+
+    Every implementation is called; the names are used to validate configuration and to
+    list choices in ``--help``. Names must be unique across plugins.
+    """
+
+
+@hookspec(firstresult=True)
+def connet_transport(name: str) -> "Transport | None":
+    """Return the transport called ``name``, or None if this plugin does not provide it.
+
+    The first non-None result wins. Creating the transport must not do I/O; binding does.
+    """

@@ -1,0 +1,1 @@
+"""The sans-I/O protocol: messages, codec, framing, close codes."""

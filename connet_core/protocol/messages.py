@@ -1,0 +1,182 @@
+"""Every message of the four connet protocols, as frozen dataclasses.
+
+On the wire each is a msgpack map ``{"t": TYPE, field: value, ...}`` (see codec.py and
+docs/protocol.md). Field types are limited to str, int, bool, bytes and tuples of those or
+of nested message-like records, so the codec can check them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# ALPNs: the protocol version lives here.
+ALPN_CONTROL = "connet-control/1"  # client -> control
+ALPN_RELAYS = "connet-relays/1"  # relay -> control
+ALPN_RELAY = "connet-relay/1"  # client -> relay
+ALPN_PEER = "connet-peer/1"  # client <-> client
+
+
+# --- nested records (not messages on their own) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """One peer client as control tells it: its certificate and where it may be dialed."""
+
+    certificate: bytes  # DER; its sha256 is the peer's identity
+    addresses: tuple[str, ...] = ()  # host:port candidates for a direct dial
+    route: str = "any"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayInfo:
+    """A relay a client may use for one name and role, with the grant to present to it."""
+
+    addr: str  # host:port
+    certificate: bytes  # DER, pinned by the client
+    grant: bytes
+
+
+# --- control protocol (connet-control/1), on the session stream --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    token: str
+    reconnect_id: bytes = b""  # from a previous session, so control can replace it at once
+    client_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    observed_addr: str  # the client's address as the server saw it (host:port)
+    reconnect_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Add or update a destination/source; sent again when addresses change."""
+
+    name: str
+    role: str  # "destination" | "source"
+    route: str  # "any" | "direct" | "relay"
+    certificate: bytes
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    name: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceRefused:
+    name: str
+    role: str
+    code: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PeersUpdate:
+    """The full current set of peers of the opposite role for (name, role)."""
+
+    name: str
+    role: str
+    peers: tuple[PeerInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RelaysUpdate:
+    """The full current set of relays for (name, role)."""
+
+    name: str
+    role: str
+    relays: tuple[RelayInfo, ...] = ()
+
+
+# --- relay registration (connet-relays/1) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RelayRegister:
+    token: str
+    hostname: str
+    port: int
+    certificate: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RelayRegistered:
+    grant_key: bytes  # the key control signs grants for this relay with
+
+
+# --- identity proof (connet-peer/1 and connet-relay/1), on the first stream --------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The dialer names its certificate (and, to a relay, its grants)."""
+
+    certificate: bytes
+    grants: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    signature: bytes  # over (nonce, sha256 of the listener's certificate, ALPN)
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    pass
+
+
+# --- data streams (connet-peer/1 and connet-relay/1) -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """Opens a tunneled connection to destination ``name``; raw bytes follow the reply."""
+
+    name: str
+    peer: bytes = b""  # via a relay: sha256 of the destination's certificate (b"": any)
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRefused:
+    code: int
+    reason: str = ""
+
+
+# The registry: wire tag -> class. Tags are stable; never reuse one.
+MESSAGE_TYPES: dict[str, type] = {
+    "auth": Authenticate,
+    "authok": Authenticated,
+    "announce": Announce,
+    "withdraw": Withdraw,
+    "refused": AnnounceRefused,
+    "peers": PeersUpdate,
+    "relays": RelaysUpdate,
+    "relayreg": RelayRegister,
+    "relayok": RelayRegistered,
+    "hello": Hello,
+    "challenge": Challenge,
+    "proof": Proof,
+    "welcome": Welcome,
+    "connect": Connect,
+    "connected": Connected,
+    "connrefused": ConnectRefused,
+}
+NESTED_TYPES: dict[str, type] = {"peer": PeerInfo, "relay": RelayInfo}

@@ -1,0 +1,155 @@
+"""The transport seam: what an engine needs from QUIC (or anything shaped like it).
+
+A transport plugin hands out a :class:`Transport` by name (hook ``connet_transport``).
+``Transport.bind`` makes an :class:`Endpoint`: **one** UDP socket that both listens (accepts
+connections for the ALPNs it was bound with) and dials. Connections carry bidirectional
+:class:`Stream` s with real backpressure: ``Stream.write`` waits while too much is unsent.
+
+Errors raised through this seam are the ones of :mod:`connet_core.errors`:
+``DialError`` from ``dial``, ``ConnectionLost`` from anything on a closed connection,
+``StreamReset`` from a stream the peer reset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+from connet_core.model import HostPort
+
+
+@dataclass(frozen=True, slots=True)
+class TLSIdentity:
+    """A certificate chain and private key, PEM encoded (the leaf first)."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Trust:
+    """How a dialer checks the listener's certificate.
+
+    Exactly one of:
+    - ``pinned_der``: the listener must present exactly this DER certificate (peers, relays);
+    - ``cafile``: a PEM bundle of CAs; ``None`` with no pin means the default trust store.
+    ``server_name`` is the name checked against the certificate (and sent as SNI)."""
+
+    server_name: str | None = None
+    cafile: Path | None = None
+    pinned_der: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransportOptions:
+    """Timeouts and limits; the defaults are what DESIGN.md asks for."""
+
+    keepalive_interval: float = 1.0  # ping every connection this often
+    idle_timeout: float = 3.0  # a connection that heard nothing this long is down
+    handshake_timeout: float = 5.0
+    max_streams: int = 4096  # concurrent bidirectional streams a peer may open
+    stream_send_buffer: int = 256 * 1024  # Stream.write waits while more than this is unsent
+    max_datagram_size: int = 1200
+    initial_rtt: float | None = None  # None: the library's default
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStats:
+    bytes_sent: int
+    bytes_received: int
+    smoothed_rtt: float | None
+
+
+@runtime_checkable
+class Stream(Protocol):
+    """One bidirectional stream."""
+
+    @property
+    def stream_id(self) -> int: ...
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        """Up to ``max_bytes`` bytes; ``b""`` once the peer has finished (FIN).
+        Raises StreamReset or ConnectionLost."""
+
+    async def write(self, data: bytes) -> None:
+        """Queue ``data``; waits while the unsent buffer is above the bound (backpressure)."""
+
+    def write_eof(self) -> None:
+        """Half-close: send FIN after what is queued."""
+
+    def reset(self, code: int) -> None:
+        """Abort both directions with ``code`` (RESET_STREAM + STOP_SENDING)."""
+
+
+@runtime_checkable
+class Connection(Protocol):
+    @property
+    def alpn(self) -> str: ...
+
+    @property
+    def is_dialer(self) -> bool: ...
+
+    @property
+    def remote_address(self) -> HostPort:
+        """The peer's address as this endpoint sees it (IPv4-mapped folded to IPv4)."""
+
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The DER certificate the listener presented (dialer side), else None."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def stats(self) -> ConnectionStats: ...
+
+    async def open_stream(self) -> Stream: ...
+
+    async def accept_stream(self) -> Stream:
+        """The next stream the peer opened. Raises ConnectionLost once closed."""
+
+    def close(self, code: int = 0, reason: str = "") -> None:
+        """Close with an application close code; the peer sees code and reason."""
+
+    async def wait_closed(self) -> "CloseInfo": ...
+
+
+@dataclass(frozen=True, slots=True)
+class CloseInfo:
+    code: int
+    reason: str
+    by_peer: bool
+
+
+@runtime_checkable
+class Endpoint(Protocol):
+    @property
+    def local_address(self) -> HostPort:
+        """The bound address (the real port when bound to port 0)."""
+
+    async def accept(self) -> Connection:
+        """The next incoming connection whose handshake completed."""
+
+    async def dial(
+        self, address: HostPort, *, alpn: str, trust: Trust, timeout: float | None = None
+    ) -> Connection:
+        """Dial from this endpoint's own socket. Raises DialError."""
+
+    async def close(self) -> None:
+        """Close every connection (code 0 unless closed before) and the socket."""
+
+
+@runtime_checkable
+class Transport(Protocol):
+    name: str
+
+    async def bind(
+        self,
+        address: HostPort,
+        *,
+        identity: TLSIdentity | None,
+        alpns: Sequence[str],
+        options: TransportOptions = TransportOptions(),
+    ) -> Endpoint:
+        """Bind one UDP socket. With ``alpns`` (and an ``identity``) it also accepts
+        connections for those ALPNs; with none it only dials."""

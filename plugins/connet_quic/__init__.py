@@ -1,0 +1,1 @@
+"""Default connet plugin (being written)."""

@@ -1,0 +1,1 @@
+"""connet live dashboard (Textual)."""
