@@ -75,8 +75,9 @@ class Stream(Protocol):
     async def write(self, data: bytes) -> None:
         """Queue ``data``; waits while the unsent buffer is above the bound (backpressure)."""
 
-    def write_eof(self) -> None:
-        """Half-close: send FIN after what is queued."""
+    async def write_eof(self) -> None:
+        """Half-close: send FIN after what is queued. (Async because a stream layered on
+        another, such as end-to-end TLS, must write its closing record first.)"""
 
     def reset(self, code: int) -> None:
         """Abort both directions with ``code`` (RESET_STREAM + STOP_SENDING)."""

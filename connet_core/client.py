@@ -1,0 +1,797 @@
+"""The client: runs destinations and sources, keeps one proven QUIC connection per peer
+client (dialed in parallel from the socket that reaches control), and tunnels TCP over it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+from connet_core.addresses import local_candidates
+from connet_core.certs import make_identity, sign_proof, verify_proof
+from connet_core.component import Backoff
+from connet_core.config import ClientSettings, EndpointSettings
+from connet_core.errors import ConnectionLost, DialError, ProtocolError, StreamReset
+from connet_core.forward import Counters, pump
+from connet_core.logs import log_listening
+from connet_core.model import HostPort, PathCandidate, PathKind, Role, RoutePolicy, certificate_hash
+from connet_core.plugins import Hooks, load_hooks
+from connet_core.protocol.codes import CloseCode
+from connet_core.protocol.messages import (
+    ALPN_CONTROL,
+    ALPN_PEER,
+    Announce,
+    AnnounceRefused,
+    Authenticate,
+    Authenticated,
+    Challenge,
+    Connect,
+    Connected,
+    ConnectRefused,
+    Hello,
+    ALPN_RELAY,
+    PeerInfo,
+    PeersUpdate,
+    Proof,
+    RelayInfo,
+    RelaysUpdate,
+    Welcome,
+)
+from connet_core.protocol.streams import MessageStream
+from connet_core.tls_stream import PinnedContexts, TLSStream
+from connet_core.transport import Connection, Endpoint, Stream, Trust
+
+log = logging.getLogger("connet.client")
+
+HANDSHAKE_STEP_TIMEOUT = 5.0  # each message of the identity proof
+CONTROL_DIAL_TIMEOUT = 5.0
+PEER_DIAL_TIMEOUT = 5.0
+UNKNOWN_PEER_GRACE = 3.0  # a peer may dial before control told us about it
+PATH_WAIT = 5.0  # a source connection waits this long for a first path
+NEXT_PATH_TIMEOUT = 1.0  # a stream request unanswered this long moves on to the next path
+LAST_PATH_TIMEOUT = 15.0  # ... unless it is the last path: then only a dead destination ends it
+DESTINATION_DIAL_TIMEOUT = 5.0
+
+Key = tuple[str, Role]  # (name, this client's role for it)
+
+
+@dataclass(eq=False)
+class PeerConnection:
+    conn: Connection
+    dialer_hash: bytes  # whose dial this connection is: the deterministic rule keeps the lower
+    since: float = field(default_factory=time.monotonic)
+    active_streams: int = 0
+    draining: bool = False
+
+
+@dataclass(eq=False)
+class Peer:
+    """Another client this one is matched with, under one or more names."""
+
+    certificate: bytes
+    hash: bytes
+    matched: dict[Key, PeerInfo] = field(default_factory=dict)
+    connections: list[PeerConnection] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    dialer: asyncio.Task | None = None
+
+    @property
+    def label(self) -> str:
+        return self.hash.hex()[:12]
+
+    def addresses(self) -> list[HostPort]:
+        seen: list[HostPort] = []
+        for info in self.matched.values():
+            for text in info.addresses:
+                try:
+                    addr = HostPort.parse(text)
+                except ValueError:
+                    continue
+                if addr not in seen:
+                    seen.append(addr)
+        return seen
+
+    def active(self) -> PeerConnection | None:
+        live = [pc for pc in self.connections if not pc.draining and not pc.conn.closed]
+        return live[0] if live else None
+
+
+@dataclass(eq=False)
+class RelayLink:
+    """One relay this client may use, with the grants control gave for it, per name."""
+
+    addr: HostPort
+    certificate: bytes
+    grants: dict[Key, bytes] = field(default_factory=dict)
+    conn: Connection | None = None
+    presented: set[bytes] = field(default_factory=set)  # grants the relay has seen on conn
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+    @property
+    def label(self) -> str:
+        return str(self.addr)
+
+    def up(self) -> bool:
+        return self.conn is not None and not self.conn.closed
+
+
+class Client:
+    """``await Client(settings).run()`` serves until cancelled."""
+
+    def __init__(self, settings: ClientSettings, hooks: Hooks | None = None) -> None:
+        self.settings = settings
+        self.hooks = hooks or load_hooks(settings.common.disable_plugins)
+        self.identity, self.certificate, self._key = make_identity("connet-client")
+        self.hash = certificate_hash(self.certificate)
+        self.endpoint: Endpoint | None = None
+        self.observed: HostPort | None = None
+        self.control_connected = False
+        self.peers: dict[bytes, Peer] = {}
+        self.matches: dict[Key, dict[bytes, PeerInfo]] = {}
+        self.refused: dict[Key, str] = {}
+        self.destinations = {d.name: d for d in settings.destinations}
+        self.counters: dict[Key, Counters] = {
+            (e.name, e.role): Counters() for e in (*settings.destinations, *settings.sources)
+        }
+        self.source_addresses: dict[str, HostPort] = {}
+        self.relays: dict[bytes, RelayLink] = {}  # by certificate hash
+        self.relays_for: dict[Key, set[bytes]] = {}
+        self.tls = PinnedContexts(self.identity)
+        self.started = asyncio.Event()
+        self._paths_changed = asyncio.Condition()
+        self._tg: asyncio.TaskGroup | None = None
+        self._listeners: list[socket.socket] = []
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        transport = self.hooks.transport(self.settings.common.transport)
+        self.endpoint = await transport.bind(self.settings.direct_addr, identity=self.identity, alpns=[ALPN_PEER])
+        log_listening(log, "direct", "udp", self.endpoint.local_address)
+        try:
+            for source in self.settings.sources:
+                self._listeners.append(self._listen_tcp(source))
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                for source, sock in zip(self.settings.sources, self._listeners):
+                    tg.create_task(self._accept_tcp(source, sock))
+                tg.create_task(self._accept_peers())
+                tg.create_task(self._control_loop())
+                self.started.set()
+        finally:
+            for sock in self._listeners:
+                sock.close()
+            await self.endpoint.close()
+
+    def _listen_tcp(self, source: EndpointSettings) -> socket.socket:
+        host = source.addr.host or None
+        infos = socket.getaddrinfo(host, source.addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, sockaddr = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(1024)
+        sock.setblocking(False)
+        name = sock.getsockname()
+        bound = HostPort(name[0], name[1])
+        self.source_addresses[source.name] = bound
+        log_listening(log, "source", "tcp", bound)
+        return sock
+
+    # ---- control session -----------------------------------------------------------------
+
+    def _announcements(self) -> list[Announce]:
+        assert self.endpoint is not None
+        addresses = tuple(self._direct_candidates())
+        return [
+            Announce(e.name, e.role.value, e.route.value, self.certificate, addresses)
+            for e in (*self.settings.destinations, *self.settings.sources)
+        ]
+
+    def _direct_candidates(self) -> list[str]:
+        """Where peers may dial us, besides the address control observes."""
+        assert self.endpoint is not None
+        bound = self.endpoint.local_address
+        ip = bound.ip()
+        if ip is not None and not ip.is_unspecified:
+            return [str(bound)]  # bound to one address: nothing else reaches this socket
+        server_ip = self.settings.server_addr.ip()
+        # on one machine (tests, demos) loopback is a real path; across machines it is not
+        loopback = (server_ip is not None and server_ip.is_loopback) or self.settings.server_addr.host == "localhost"
+        return local_candidates(bound.port, include_loopback=loopback)
+
+    async def _control_loop(self) -> None:
+        assert self.endpoint is not None
+        backoff = Backoff(0.5, 10.0)
+        settings = self.settings
+        trust = Trust(server_name=settings.server_name, cafile=settings.server_cas)
+        while True:
+            try:
+                conn = await self.endpoint.dial(settings.server_addr, alpn=ALPN_CONTROL, trust=trust, timeout=CONTROL_DIAL_TIMEOUT)
+            except DialError as exc:
+                log.warning("cannot reach control server %s: %s", settings.server_addr, exc)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            try:
+                await self._control_session(conn, backoff)
+            except ConnectionLost as exc:
+                if exc.code == CloseCode.AUTH_FAILED:
+                    log.error("control server %s refused the token (auth-failed); retrying", settings.server_addr)
+                    backoff = Backoff(5.0, 60.0)  # a wrong token will not fix itself soon
+                elif exc.code == CloseCode.FORBIDDEN:
+                    log.error("control server %s refused this client (forbidden); retrying", settings.server_addr)
+                    backoff = Backoff(5.0, 60.0)
+                else:
+                    log.warning("lost the control server %s: %s", settings.server_addr, CloseCode.describe(exc.code))
+            except (ProtocolError, StreamReset) as exc:
+                log.warning("control session failed: %s", exc)
+                conn.close(CloseCode.PROTOCOL_ERROR, "protocol error")
+            finally:
+                self.control_connected = False
+                conn.close(CloseCode.OK)
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _control_session(self, conn: Connection, backoff: Backoff) -> None:
+        messages = MessageStream(await conn.open_stream())
+        await messages.send(Authenticate(token=self.settings.token))
+        welcome = await messages.recv(Authenticated, timeout=HANDSHAKE_STEP_TIMEOUT)
+        self.observed = HostPort.parse(welcome.observed_addr)
+        self.control_connected = True
+        backoff.reset()
+        log.info("connected to control server %s; observed address %s", self.settings.server_addr, self.observed)
+        for announce in self._announcements():
+            await messages.send(announce)
+        while True:
+            message = await messages.recv((PeersUpdate, AnnounceRefused, RelaysUpdate))
+            if isinstance(message, PeersUpdate):
+                await self._update_peers(message)
+            elif isinstance(message, RelaysUpdate):
+                self._update_relays(message)
+            elif isinstance(message, AnnounceRefused):
+                reason = f"control refused {message.role} {message.name!r}: {CloseCode.describe(message.code)}"
+                self.refused[(message.name, Role(message.role))] = reason
+                log.error(reason, extra={"endpoint": message.name})
+
+    # ---- peers ---------------------------------------------------------------------------
+
+    async def _update_peers(self, update: PeersUpdate) -> None:
+        key = (update.name, Role(update.role))
+        fresh = {certificate_hash(p.certificate): p for p in update.peers if p.certificate != self.certificate}
+        stale = set(self.matches.get(key, {})) - set(fresh)
+        self.matches[key] = fresh
+        self.refused.pop(key, None)
+        for peer_hash, info in fresh.items():
+            peer = self.peers.get(peer_hash)
+            if peer is None:
+                peer = self.peers[peer_hash] = Peer(info.certificate, peer_hash)
+                log.info("peer %s matched for %s %r", peer.label, key[1].value, key[0], extra={"endpoint": key[0]})
+            peer.matched[key] = info
+            peer.changed.set()
+            self._ensure_dialer(peer)
+        for peer_hash in stale:
+            peer = self.peers[peer_hash]
+            peer.matched.pop(key, None)
+            peer.changed.set()
+            if not peer.matched:
+                self._forget(peer)
+        async with self._paths_changed:
+            self._paths_changed.notify_all()
+
+    def _forget(self, peer: Peer) -> None:
+        log.info("peer %s is gone", peer.label)
+        del self.peers[peer.hash]
+        if peer.dialer is not None:
+            peer.dialer.cancel()
+        for pc in peer.connections:
+            pc.conn.close(CloseCode.OK, "peer withdrawn")
+
+    def _wants_direct(self, peer: Peer) -> bool:
+        for (name, role), info in peer.matched.items():
+            local = self._policy(name, role)
+            if local.allows(PathKind.DIRECT) and RoutePolicy(info.route).allows(PathKind.DIRECT):
+                return True
+        return False
+
+    def _policy(self, name: str, role: Role) -> RoutePolicy:
+        for e in self.settings.sources if role is Role.SOURCE else self.settings.destinations:
+            if e.name == name:
+                return e.route
+        return RoutePolicy.ANY
+
+    def _ensure_dialer(self, peer: Peer) -> None:
+        if peer.dialer is None or peer.dialer.done():
+            assert self._tg is not None
+            peer.dialer = self._tg.create_task(self._keep_direct(peer))
+
+    async def _keep_direct(self, peer: Peer) -> None:
+        """Dial the peer's candidates in parallel whenever there is no live connection.
+        Both ends do this at once, which is what opens the NAT mappings."""
+        backoff = Backoff(0.5, 5.0)
+        while True:
+            if peer.active() is not None or not self._wants_direct(peer) or not peer.addresses():
+                peer.changed.clear()
+                await peer.changed.wait()
+                continue
+            if await self._dial_peer(peer):
+                backoff.reset()
+                continue
+            try:
+                # a change (new addresses, a connection accepted from the peer) retries at once
+                peer.changed.clear()
+                await asyncio.wait_for(peer.changed.wait(), backoff.next_delay())
+            except TimeoutError:
+                pass  # time for the next round
+
+    async def _dial_peer(self, peer: Peer) -> bool:
+        assert self.endpoint is not None
+        endpoint = self.endpoint
+        trust = Trust(pinned_der=peer.certificate)
+        winner: list[Connection] = []
+
+        async def attempt(address: HostPort) -> None:
+            try:
+                conn = await endpoint.dial(address, alpn=ALPN_PEER, trust=trust, timeout=PEER_DIAL_TIMEOUT)
+            except DialError as exc:
+                log.debug("dial peer %s at %s failed: %s", peer.label, address, exc)
+                return
+            try:
+                await self._prove(conn)
+            except (ConnectionLost, StreamReset, ProtocolError) as exc:
+                log.warning("peer %s at %s refused our proof: %s", peer.label, address, exc)
+                conn.close(CloseCode.PROOF_FAILED)
+                return
+            winner.append(conn)
+            self._adopt(peer, conn, dialer_hash=self.hash)
+
+        addresses = peer.addresses()
+        log.debug("dialing peer %s at %s", peer.label, ", ".join(map(str, addresses)))
+        async with asyncio.TaskGroup() as tg:
+            for address in addresses:
+                tg.create_task(attempt(address))
+        return bool(winner)
+
+    async def _prove(self, conn: Connection, alpn: str = ALPN_PEER, grants: tuple[bytes, ...] = ()) -> None:
+        """The dialer's half of the identity proof (the listener was pinned by TLS)."""
+        messages = MessageStream(await conn.open_stream())
+        await messages.send(Hello(certificate=self.certificate, grants=grants))
+        challenge = await messages.recv(Challenge, timeout=HANDSHAKE_STEP_TIMEOUT)
+        listener_hash = certificate_hash(conn.peer_certificate or b"")
+        await messages.send(Proof(sign_proof(self._key, challenge.nonce, listener_hash, alpn)))
+        await messages.recv(Welcome, timeout=HANDSHAKE_STEP_TIMEOUT)
+
+    async def _accept_peers(self) -> None:
+        assert self.endpoint is not None and self._tg is not None
+        while True:
+            conn = await self.endpoint.accept()
+            self._tg.create_task(self._verify_peer(conn))
+
+    async def _known_peer(self, peer_hash: bytes) -> Peer | None:
+        """The peer with this certificate, waiting a little: its dial can overtake control's news."""
+        async with self._paths_changed:
+            try:
+                await asyncio.wait_for(
+                    self._paths_changed.wait_for(lambda: peer_hash in self.peers), UNKNOWN_PEER_GRACE
+                )
+            except TimeoutError:
+                return None
+        return self.peers[peer_hash]
+
+    async def _verify_peer(self, conn: Connection) -> None:
+        """The listener's half: nothing is served before the dialer proves its key."""
+        address = conn.remote_address
+        try:
+            stream = await asyncio.wait_for(conn.accept_stream(), HANDSHAKE_STEP_TIMEOUT)
+            messages = MessageStream(stream)
+            hello = await messages.recv(Hello, timeout=HANDSHAKE_STEP_TIMEOUT)
+            peer = await self._known_peer(certificate_hash(hello.certificate))
+            if peer is None:
+                log.warning("connection from %s with a certificate no matched peer announced", address)
+                conn.close(CloseCode.UNKNOWN_PEER, "unknown peer")
+                return
+            nonce = os.urandom(32)
+            await messages.send(Challenge(nonce))
+            proof = await messages.recv(Proof, timeout=HANDSHAKE_STEP_TIMEOUT)
+            if not verify_proof(hello.certificate, proof.signature, nonce, self.hash, ALPN_PEER):
+                log.warning("peer %s at %s failed the identity proof", peer.label, address)
+                conn.close(CloseCode.PROOF_FAILED, "proof failed")
+                return
+            await messages.send(Welcome())
+        except (TimeoutError, ConnectionLost, StreamReset):
+            conn.close(CloseCode.TIMEOUT, "no proof")
+            return
+        except ProtocolError as exc:
+            log.warning("peer at %s: %s", address, exc)
+            conn.close(exc.code, "protocol error")
+            return
+        self._adopt(peer, conn, dialer_hash=peer.hash)
+
+    def _adopt(self, peer: Peer, conn: Connection, dialer_hash: bytes) -> None:
+        """A proven connection joins the peer. When both dials succeeded, both ends keep the
+        one dialed by the lower certificate hash and let the other drain and close."""
+        if self.peers.get(peer.hash) is not peer:
+            conn.close(CloseCode.OK, "peer withdrawn")
+            return
+        pc = PeerConnection(conn, dialer_hash)
+        peer.connections.append(pc)
+        preferred = min(self.hash, peer.hash)
+        peer.connections.sort(key=lambda c: (c.dialer_hash != preferred, c.since))
+        for extra in peer.connections[1:]:
+            extra.draining = True  # no new streams; the side that dialed it closes it
+            if extra.conn.is_dialer and extra.active_streams == 0:
+                extra.conn.close(CloseCode.DUPLICATE, "duplicate")
+        log.info(
+            "peer %s connected direct via %s (%s)", peer.label, conn.remote_address,
+            "dialed" if conn.is_dialer else "accepted",
+            extra={"peer": str(conn.remote_address), "path": "direct"},
+        )
+        peer.changed.set()
+        assert self._tg is not None
+        self._tg.create_task(self._serve_peer(peer, pc))
+        self._tg.create_task(self._notify_paths())
+
+    async def _notify_paths(self) -> None:
+        async with self._paths_changed:
+            self._paths_changed.notify_all()
+
+    async def _serve_peer(self, peer: Peer, pc: PeerConnection) -> None:
+        """Serve streams the peer opens (it is a source for one of our destinations)."""
+        assert self._tg is not None
+        try:
+            while True:
+                stream = await pc.conn.accept_stream()
+                self._tg.create_task(self._serve_destination_stream(peer, pc, stream))
+        except ConnectionLost as exc:
+            if pc in peer.connections:
+                peer.connections.remove(pc)
+            if not pc.draining:
+                log.info(
+                    "peer %s direct path via %s closed: %s", peer.label, pc.conn.remote_address,
+                    CloseCode.describe(exc.code), extra={"peer": str(pc.conn.remote_address)},
+                )
+            peer.changed.set()
+
+    async def _serve_destination_stream(self, peer: Peer, pc: PeerConnection, stream) -> None:
+        messages = MessageStream(stream)
+        try:
+            request = await messages.recv(Connect, timeout=HANDSHAKE_STEP_TIMEOUT)
+        except (ProtocolError, ConnectionLost, StreamReset) as exc:
+            log.debug("stream from peer %s: %s", peer.label, exc)
+            stream.reset(exc.code)
+            return
+        destination = self.destinations.get(request.name)
+        key = (request.name, Role.DESTINATION)
+        refusal: tuple[int, str] | None = None
+        if destination is None:
+            refusal = (CloseCode.NOT_FOUND, "no such destination")
+        elif peer.hash not in self.matches.get(key, {}):
+            refusal = (CloseCode.FORBIDDEN, "peer not matched for this name")
+        elif not destination.route.allows(PathKind.DIRECT):
+            refusal = (CloseCode.NO_ROUTE, "destination does not allow direct")
+        if refusal is not None:
+            log.warning("peer %s asked for %r: refused (%s)", peer.label, request.name, refusal[1], extra={"endpoint": request.name})
+            await self._refuse(messages, stream, *refusal)
+            return
+        assert destination is not None
+        await self._connect_destination(destination, messages, stream, pc)
+
+    async def _connect_destination(
+        self, destination: EndpointSettings, messages: MessageStream, stream: Stream, pc: PeerConnection | None
+    ) -> None:
+        """Dial the destination's addr and tunnel; refuse the stream if it cannot connect."""
+        name = destination.name
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(destination.addr.host, destination.addr.port), DESTINATION_DIAL_TIMEOUT
+            )
+        except (OSError, TimeoutError) as exc:
+            log.warning("destination %r: cannot connect to %s: %s", name, destination.addr, exc, extra={"endpoint": name})
+            await self._refuse(messages, stream, CloseCode.DESTINATION_UNREACHABLE, "cannot connect")
+            return
+        if pc is not None:
+            pc.active_streams += 1
+        try:
+            await messages.send(Connected())
+            await pump(reader, writer, stream, self.counters[(name, Role.DESTINATION)], messages.take_remaining())
+        except (ConnectionLost, StreamReset, ProtocolError):
+            writer.transport.abort()
+        finally:
+            if pc is not None:
+                self._stream_done(pc)
+
+    @staticmethod
+    async def _refuse(messages: MessageStream, stream: Stream, code: int, reason: str) -> None:
+        try:
+            await messages.send(ConnectRefused(code, reason))
+            await stream.write_eof()
+        except (ConnectionLost, StreamReset):
+            pass  # nobody left to tell
+
+    def _stream_done(self, pc: PeerConnection) -> None:
+        pc.active_streams -= 1
+        if pc.draining and pc.conn.is_dialer and pc.active_streams == 0:
+            pc.conn.close(CloseCode.DUPLICATE, "duplicate")
+
+    # ---- relays --------------------------------------------------------------------------
+
+    def _update_relays(self, update: RelaysUpdate) -> None:
+        key = (update.name, Role(update.role))
+        fresh: dict[bytes, RelayInfo] = {}
+        for info in update.relays:
+            try:
+                HostPort.parse(info.addr)
+            except ValueError:
+                log.warning("control sent a relay with a bad address %r", info.addr)
+                continue
+            fresh[certificate_hash(info.certificate)] = info
+        for relay_hash in self.relays_for.get(key, set()) - set(fresh):
+            link = self.relays.get(relay_hash)
+            if link is not None:
+                link.grants.pop(key, None)
+                if not link.grants:
+                    self._drop_relay(relay_hash, link)
+        self.relays_for[key] = set(fresh)
+        for relay_hash, info in fresh.items():
+            link = self.relays.get(relay_hash)
+            if link is None:
+                link = self.relays[relay_hash] = RelayLink(HostPort.parse(info.addr), info.certificate)
+            link.grants[key] = info.grant
+            link.changed.set()
+            if link.task is None or link.task.done():
+                assert self._tg is not None
+                link.task = self._tg.create_task(self._keep_relay(link))
+
+    def _drop_relay(self, relay_hash: bytes, link: RelayLink) -> None:
+        log.info("relay %s is no longer offered", link.label)
+        del self.relays[relay_hash]
+        if link.task is not None:
+            link.task.cancel()
+        if link.conn is not None:
+            link.conn.close(CloseCode.OK, "relay withdrawn")
+
+    async def _keep_relay(self, link: RelayLink) -> None:
+        """Stay connected to a relay while it holds grants of ours; serve what it sends."""
+        assert self.endpoint is not None
+        backoff = Backoff(0.5, 10.0)
+        trust = Trust(pinned_der=link.certificate)
+        while True:
+            try:
+                conn = await self.endpoint.dial(link.addr, alpn=ALPN_RELAY, trust=trust, timeout=PEER_DIAL_TIMEOUT)
+            except DialError as exc:
+                log.warning("cannot reach relay %s: %s", link.label, exc)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            grants = tuple(link.grants.values())
+            try:
+                await self._prove(conn, ALPN_RELAY, grants)
+            except (ConnectionLost, StreamReset, ProtocolError) as exc:
+                log.warning("relay %s refused us: %s", link.label, exc)
+                conn.close(CloseCode.PROOF_FAILED)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            link.conn, link.presented = conn, set(grants)
+            log.info("relay %s connected", link.label, extra={"peer": str(link.addr), "path": "relay"})
+            await self._notify_paths()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._present_new_grants(link, conn))
+                    while True:
+                        stream = await conn.accept_stream()
+                        tg.create_task(self._serve_relayed_stream(link, stream))
+            except* ConnectionLost as group:
+                code = group.exceptions[0].code  # type: ignore[attr-defined]
+                log.warning("relay %s connection closed: %s", link.label, CloseCode.describe(code))
+            finally:
+                link.conn = None
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _present_new_grants(self, link: RelayLink, conn: Connection) -> None:
+        """Names announced after the relay connection was made need their grants shown."""
+        while True:
+            await link.changed.wait()
+            link.changed.clear()
+            new = tuple(g for g in link.grants.values() if g not in link.presented)
+            if not new:
+                continue
+            messages = MessageStream(await conn.open_stream())
+            await messages.send(Hello(certificate=self.certificate, grants=new))
+            await messages.recv(Welcome, timeout=HANDSHAKE_STEP_TIMEOUT)
+            link.presented.update(new)
+            await self._notify_paths()
+
+    async def _serve_relayed_stream(self, link: RelayLink, stream: Stream) -> None:
+        """A source reaches one of our destinations through the relay: TLS end to end."""
+        messages = MessageStream(stream)
+        try:
+            request = await messages.recv(Connect, timeout=HANDSHAKE_STEP_TIMEOUT)
+        except (ProtocolError, ConnectionLost, StreamReset) as exc:
+            stream.reset(exc.code)
+            return
+        key = (request.name, Role.DESTINATION)
+        destination = self.destinations.get(request.name)
+        source = self.matches.get(key, {}).get(request.peer)
+        if destination is None or source is None or not destination.route.allows(PathKind.RELAY):
+            log.warning("relay %s brought a stream for %r from an unmatched peer or a route we do not allow",
+                        link.label, request.name, extra={"endpoint": request.name})
+            stream.reset(CloseCode.FORBIDDEN)
+            return
+        tls = TLSStream(stream, server_side=True, contexts=self.tls, peer_der=source.certificate,
+                        initial=messages.take_remaining())
+        try:
+            await asyncio.wait_for(tls.handshake(), HANDSHAKE_STEP_TIMEOUT)
+        except (ProtocolError, ConnectionLost, StreamReset, TimeoutError) as exc:
+            log.warning("relayed stream for %r: end-to-end TLS failed: %s", request.name, exc, extra={"endpoint": request.name})
+            stream.reset(CloseCode.PROOF_FAILED)
+            return
+        await self._connect_destination(destination, MessageStream(tls), tls, None)
+
+    # ---- sources -------------------------------------------------------------------------
+
+    async def _accept_tcp(self, source: EndpointSettings, sock: socket.socket) -> None:
+        assert self._tg is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(sock)
+            self._tg.create_task(self._serve_source_connection(source, conn))
+
+    def _paths(self, source: EndpointSettings) -> tuple[list[PathCandidate], str | None]:
+        """Usable paths for a new connection, best first, or why there are none."""
+        key = (source.name, Role.SOURCE)
+        matched = self.matches.get(key, {})
+        if not matched:
+            return [], f"no destination {source.name!r} is connected"
+        routable = {
+            peer_hash: RoutePolicy(info.route)
+            for peer_hash, info in matched.items()
+            if any(source.route.allows(kind) and RoutePolicy(info.route).allows(kind) for kind in PathKind)
+        }
+        if not routable:
+            theirs = ", ".join(sorted({info.route for info in matched.values()}))
+            return [], f"no route: the source allows {source.route.value}, the destination allows {theirs}"
+        candidates: list[PathCandidate] = []
+        relays = [
+            self.relays[h] for h in self.relays_for.get(key, set())
+            if h in self.relays and self.relays[h].up() and self.relays[h].grants.get(key) in self.relays[h].presented
+        ]
+        for peer_hash, remote in routable.items():
+            peer = self.peers.get(peer_hash)
+            if peer is None:
+                continue
+            pc = peer.active()
+            if pc is not None and remote.allows(PathKind.DIRECT):
+                rtt = pc.conn.stats().smoothed_rtt
+                candidates.append(PathCandidate(PathKind.DIRECT, peer.label, None, rtt, key=(peer, pc)))
+            if remote.allows(PathKind.RELAY):
+                for link in relays:
+                    assert link.conn is not None
+                    rtt = link.conn.stats().smoothed_rtt
+                    candidates.append(PathCandidate(PathKind.RELAY, peer.label, link.label, rtt, key=(peer, link)))
+        policies = set(routable.values())
+        # the hook takes one remote policy: candidates already exclude what their own peer forbids
+        remote_policy = policies.pop() if len(policies) == 1 else RoutePolicy.ANY
+        ordered = self.hooks.select_routes(source.name, source.route, remote_policy, candidates)
+        if not ordered:
+            return [], f"no path to {source.name!r} is up yet"
+        return ordered, None
+
+    async def _wait_paths(self, source: EndpointSettings) -> tuple[list[PathCandidate], str | None]:
+        deadline = time.monotonic() + PATH_WAIT
+        async with self._paths_changed:
+            while True:
+                paths, why = self._paths(source)
+                remaining = deadline - time.monotonic()
+                if paths or (why or "").startswith("no route") or remaining <= 0:
+                    return paths, why
+                try:
+                    await asyncio.wait_for(self._paths_changed.wait(), remaining)
+                except TimeoutError:
+                    pass  # one last look above
+
+    async def _serve_source_connection(self, source: EndpointSettings, sock: socket.socket) -> None:
+        reader, writer = await asyncio.open_connection(sock=sock)
+        paths, why = await self._wait_paths(source)
+        if not paths:
+            log.warning("source %r: refusing a connection: %s", source.name, why, extra={"endpoint": source.name})
+            writer.transport.abort()
+            return
+        for index, path in enumerate(paths):
+            timeout = LAST_PATH_TIMEOUT if index == len(paths) - 1 else NEXT_PATH_TIMEOUT
+            peer, via = path.key
+            pc = via if isinstance(via, PeerConnection) else None
+            if pc is not None:
+                pc.active_streams += 1
+            try:
+                opened = await self._open_path(source.name, peer, via, timeout)
+                if opened is None:
+                    continue
+                stream, initial = opened
+                await pump(reader, writer, stream, self.counters[(source.name, Role.SOURCE)], initial)
+                return
+            except (ConnectionLost, StreamReset, ProtocolError, TimeoutError) as exc:
+                log.warning(
+                    "source %r: %s path to peer %s failed: %s", source.name, path.kind.value, peer.label, exc,
+                    extra={"endpoint": source.name, "path": path.kind.value},
+                )
+            finally:
+                if pc is not None:
+                    self._stream_done(pc)
+        writer.transport.abort()
+
+    async def _open_path(
+        self, name: str, peer: Peer, via: PeerConnection | RelayLink, timeout: float
+    ) -> tuple[Stream, bytes] | None:
+        """Open a tunneled stream to ``peer``'s destination ``name``: the stream to pump and
+        the bytes already read past the reply, or None if the destination refused."""
+        if isinstance(via, PeerConnection):
+            stream: Stream = await via.conn.open_stream()
+            messages = MessageStream(stream)
+            await messages.send(Connect(name))
+        else:
+            assert via.conn is not None
+            raw = await via.conn.open_stream()
+            hop = MessageStream(raw)
+            await hop.send(Connect(name, peer=peer.hash))
+            relayed = await hop.recv((Connected, ConnectRefused), timeout=timeout)
+            if isinstance(relayed, ConnectRefused):
+                log.warning("relay %s refused %r: %s", via.label, name, CloseCode.describe(relayed.code),
+                            extra={"endpoint": name})
+                return None
+            stream = TLSStream(raw, server_side=False, contexts=self.tls, peer_der=peer.certificate,
+                               initial=hop.take_remaining())
+            await asyncio.wait_for(stream.handshake(), timeout)
+            messages = MessageStream(stream)
+        reply = await messages.recv((Connected, ConnectRefused), timeout=timeout)
+        if isinstance(reply, ConnectRefused):
+            log.warning("source %r: peer %s refused: %s", name, peer.label, CloseCode.describe(reply.code),
+                        extra={"endpoint": name})
+            return None
+        return stream, messages.take_remaining()
+
+    # ---- status --------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        def peer_view(peer: Peer) -> dict:
+            return {
+                "id": peer.label,
+                "paths": [
+                    {
+                        "kind": "direct",
+                        "addr": str(pc.conn.remote_address),
+                        "rtt": pc.conn.stats().smoothed_rtt,
+                        "dialed": pc.conn.is_dialer,
+                        "bytes_sent": pc.conn.stats().bytes_sent,
+                        "bytes_received": pc.conn.stats().bytes_received,
+                        "active_streams": pc.active_streams,
+                    }
+                    for pc in peer.connections
+                    if not pc.conn.closed
+                ],
+            }
+
+        endpoints = []
+        for e in (*self.settings.destinations, *self.settings.sources):
+            key = (e.name, e.role)
+            counters = self.counters[key]
+            endpoints.append({
+                "name": e.name,
+                "role": e.role.value,
+                "route": e.route.value,
+                "addr": str(self.source_addresses.get(e.name, e.addr)) if e.role is Role.SOURCE else str(e.addr),
+                "refused": self.refused.get(key),
+                "peers": [peer_view(self.peers[h]) for h in self.matches.get(key, {}) if h in self.peers],
+                "bytes_in": counters.to_stream,
+                "bytes_out": counters.from_stream,
+                "active_connections": counters.active,
+                "total_connections": counters.total,
+            })
+        return {
+            "role": "client",
+            "control": {"addr": str(self.settings.server_addr), "connected": self.control_connected},
+            "observed_addr": str(self.observed) if self.observed else None,
+            "direct_addr": str(self.endpoint.local_address) if self.endpoint else None,
+            "endpoints": endpoints,
+        }

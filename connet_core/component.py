@@ -1,0 +1,53 @@
+"""What the engines share: binding the transport, the outbox, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+from pathlib import Path
+from typing import Generic, Hashable, TypeVar
+
+T = TypeVar("T")
+
+
+class Outbox(Generic[T]):
+    """Latest-wins mailbox: one pending message per key, so a slow reader never makes the
+    sender buffer without bound (every message here carries full state)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[Hashable, T] = {}
+        self._ready = asyncio.Event()
+
+    def put(self, key: Hashable, message: T) -> None:
+        self._pending[key] = message
+        self._ready.set()
+
+    async def take(self) -> list[T]:
+        await self._ready.wait()
+        self._ready.clear()
+        items = list(self._pending.values())
+        self._pending.clear()
+        return items
+
+
+class Backoff:
+    """Exponential backoff with jitter, reset after a success."""
+
+    def __init__(self, first: float = 0.5, ceiling: float = 10.0) -> None:
+        self.first = first
+        self.ceiling = ceiling
+        self._next = first
+
+    def reset(self) -> None:
+        self._next = self.first
+
+    def next_delay(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.ceiling)
+        return delay * random.uniform(0.8, 1.2)
+
+
+def default_store_dir(component: str) -> Path:
+    """SPEC: without store-dir, a new temp subdirectory per run."""
+    return Path(tempfile.mkdtemp(prefix=f"connet-{component}-"))

@@ -1,0 +1,341 @@
+"""The control server: authenticates clients, matches destinations and sources by name and
+pushes each side the other's certificate and addresses as they change."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from connet_core.addresses import sanitize
+from connet_core.certs import load_identity
+from connet_core.component import Outbox, default_store_dir
+from connet_core.config import AuthSettings, ControlSettings
+from connet_core.errors import ConnectionLost, ProtocolError, StreamReset
+from connet_core.logs import log_listening
+from connet_core.model import HostPort, PathKind, Principal, PrincipalKind, Role, RoutePolicy, certificate_hash
+from connet_core.plugins import Hooks, load_hooks
+from connet_core.protocol.codes import CloseCode
+from connet_core.protocol.matching import Announcement, Matcher, Push
+from connet_core.protocol.grants import Grant, issue_grant, relay_grant_key
+from connet_core.protocol.messages import (
+    ALPN_CONTROL,
+    ALPN_RELAYS,
+    Announce,
+    AnnounceRefused,
+    Authenticate,
+    Authenticated,
+    RelayInfo,
+    RelayRegister,
+    RelayRegistered,
+    RelaysUpdate,
+    Withdraw,
+)
+from connet_core.protocol.streams import MessageStream
+from connet_core.transport import Connection, Endpoint
+
+log = logging.getLogger("connet.control")
+
+FIRST_MESSAGE_TIMEOUT = 5.0
+GRANT_LIFETIME = 600.0  # seconds; grants are re-issued at half their life
+
+TOKEN_RECHECK_INTERVAL = 1.0
+MAX_NAME_LENGTH = 255
+
+
+@dataclass(eq=False)
+class ClientSession:
+    id: int
+    conn: Connection
+    principal: Principal
+    token: str
+    address: HostPort
+    outbox: Outbox = field(default_factory=Outbox)
+    announced: dict[tuple[str, Role], Announcement] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class RelayEntry:
+    """A relay clients may use: where it is, its certificate, the key its grants carry."""
+
+    addr: str
+    certificate: bytes
+    grant_key: bytes
+    conn: Connection | None = None  # None for the relay built into ``connet server``
+
+
+class Control:
+    """``await Control(settings).run()`` serves until cancelled."""
+
+    def __init__(self, settings: ControlSettings, hooks: Hooks | None = None) -> None:
+        self.settings = settings
+        self.hooks = hooks or load_hooks(settings.common.disable_plugins)
+        self.matcher = Matcher()
+        self.sessions: dict[int, ClientSession] = {}
+        self._ids = itertools.count(1)
+        self.endpoint: Endpoint | None = None
+        self.started = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self.relays: dict[bytes, RelayEntry] = {}  # by certificate hash
+        self._grant_secret: bytes | None = None
+
+    @property
+    def client_auth(self) -> AuthSettings:
+        return self.settings.client_auth
+
+    async def start(self) -> None:
+        """Open the store and bind; ``serve`` does the rest."""
+        identity = load_identity(self.settings.cert_file, self.settings.key_file)
+        store = self.hooks.open_store("control", self.settings.store_dir or default_store_dir("control"))
+        self._grant_secret = await store.get("secrets", "grant-secret")
+        if self._grant_secret is None:
+            self._grant_secret = os.urandom(32)
+            await store.put("secrets", "grant-secret", self._grant_secret)
+        transport = self.hooks.transport(self.settings.common.transport)
+        alpns = [ALPN_CONTROL] + ([ALPN_RELAYS] if self.settings.relay_auth is not None else [])
+        self.endpoint = await transport.bind(self.settings.addr, identity=identity, alpns=alpns)
+        log_listening(log, "control", "udp", self.endpoint.local_address)
+
+    async def run(self) -> None:
+        await self.start()
+        await self.serve()
+
+    async def serve(self) -> None:
+        assert self.endpoint is not None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._recheck_tokens())
+                tg.create_task(self._refresh_grants())
+                self.started.set()
+                while True:
+                    conn = await self.endpoint.accept()
+                    tg.create_task(self._serve_connection(conn))
+        finally:
+            await self.endpoint.close()
+
+    # ---- relays --------------------------------------------------------------------------
+
+    def grant_key_for(self, relay_certificate: bytes) -> bytes:
+        assert self._grant_secret is not None
+        return relay_grant_key(self._grant_secret, certificate_hash(relay_certificate))
+
+    def add_relay(self, entry: RelayEntry) -> None:
+        self.relays[certificate_hash(entry.certificate)] = entry
+        self._push_relays()
+
+    def remove_relay(self, entry: RelayEntry) -> None:
+        key = certificate_hash(entry.certificate)
+        if self.relays.get(key) is entry:
+            del self.relays[key]
+            self._push_relays()
+
+    def _relays_update(self, announcement: Announcement) -> RelaysUpdate:
+        """The relays for one announcement, each with a fresh grant (none if its route forbids relays)."""
+        relays: list[RelayInfo] = []
+        if RoutePolicy(announcement.route).allows(PathKind.RELAY):
+            grant = Grant(announcement.name, announcement.role, certificate_hash(announcement.certificate),
+                          time.time() + GRANT_LIFETIME)
+            relays = [RelayInfo(e.addr, e.certificate, issue_grant(e.grant_key, grant)) for e in self.relays.values()]
+        return RelaysUpdate(announcement.name, announcement.role.value, tuple(relays))
+
+    def _push_relays(self) -> None:
+        for session in self.sessions.values():
+            for (name, role), announcement in session.announced.items():
+                session.outbox.put(("relays", name, role.value), self._relays_update(announcement))
+
+    async def _refresh_grants(self) -> None:
+        while True:
+            await asyncio.sleep(GRANT_LIFETIME / 2)
+            self._push_relays()
+
+    async def _serve_relay(self, conn: Connection) -> None:
+        auth = self.settings.relay_auth
+        assert auth is not None
+        address = conn.remote_address
+        ip = address.ip()
+        assert ip is not None
+        reason = self.hooks.admit_address(auth, PrincipalKind.RELAY, ip)
+        if reason is not None:
+            log.warning("relay %s refused: %s", address, reason, extra={"peer": str(address)})
+            conn.close(CloseCode.FORBIDDEN, "forbidden")
+            return
+        try:
+            stream = await asyncio.wait_for(conn.accept_stream(), FIRST_MESSAGE_TIMEOUT)
+            messages = MessageStream(stream)
+            hello = await messages.recv(RelayRegister, timeout=FIRST_MESSAGE_TIMEOUT)
+        except (TimeoutError, ConnectionLost, StreamReset):
+            conn.close(CloseCode.TIMEOUT, "no registration")
+            return
+        except ProtocolError as exc:
+            log.warning("relay %s: %s", address, exc, extra={"peer": str(address)})
+            conn.close(exc.code, "protocol error")
+            return
+        principal = self.hooks.authenticate(auth, PrincipalKind.RELAY, hello.token)
+        if principal is None:
+            log.warning("relay %s refused: unknown token", address, extra={"peer": str(address)})
+            conn.close(CloseCode.AUTH_FAILED, "auth-failed")
+            return
+        reason = self.hooks.authorize(auth, principal, ip)
+        if reason is not None:
+            log.warning("relay %s (%s) refused: %s", address, principal.label, reason, extra={"peer": str(address)})
+            conn.close(CloseCode.FORBIDDEN, "forbidden")
+            return
+        try:
+            relay_addr = str(HostPort(hello.hostname, hello.port))
+            if not 0 < hello.port < 65536 or not hello.hostname:
+                raise ProtocolError("bad relay address")
+            entry = RelayEntry(relay_addr, hello.certificate, self.grant_key_for(hello.certificate), conn)
+            await messages.send(RelayRegistered(entry.grant_key))
+        except ProtocolError as exc:
+            conn.close(exc.code, "protocol error")
+            return
+        except (ConnectionLost, StreamReset):
+            return
+        log.info("relay %s registered as %s (%s)", address, relay_addr, principal.label, extra={"peer": str(address)})
+        self.add_relay(entry)
+        try:
+            closed = await conn.wait_closed()
+            log.info("relay %s gone: %s", relay_addr, CloseCode.describe(closed.code))
+        finally:
+            self.remove_relay(entry)
+
+    def _deliver(self, pushes: list[Push]) -> None:
+        for session_id, update in pushes:
+            session = self.sessions.get(session_id)
+            if session is not None:
+                session.outbox.put((update.name, update.role), update)
+
+    async def _serve_connection(self, conn: Connection) -> None:
+        if conn.alpn == ALPN_CONTROL:
+            await self._serve_client(conn)
+        elif conn.alpn == ALPN_RELAYS and self.settings.relay_auth is not None:
+            await self._serve_relay(conn)
+        else:
+            conn.close(CloseCode.PROTOCOL_ERROR, "unexpected protocol")
+
+    async def _serve_client(self, conn: Connection) -> None:
+        address = conn.remote_address
+        ip = address.ip()
+        assert ip is not None  # the transport reports IP literals
+        reason = self.hooks.admit_address(self.client_auth, PrincipalKind.CLIENT, ip)
+        if reason is not None:
+            log.warning("client %s refused: %s", address, reason, extra={"peer": str(address)})
+            conn.close(CloseCode.FORBIDDEN, "forbidden")
+            return
+        try:
+            stream = await asyncio.wait_for(conn.accept_stream(), FIRST_MESSAGE_TIMEOUT)
+            messages = MessageStream(stream)
+            hello = await messages.recv(Authenticate, timeout=FIRST_MESSAGE_TIMEOUT)
+        except (TimeoutError, ConnectionLost, StreamReset):
+            conn.close(CloseCode.TIMEOUT, "no authentication")
+            return
+        except ProtocolError as exc:
+            log.warning("client %s: %s", address, exc, extra={"peer": str(address)})
+            conn.close(exc.code, "protocol error")
+            return
+        principal = self.hooks.authenticate(self.client_auth, PrincipalKind.CLIENT, hello.token)
+        if principal is None:
+            log.warning("client %s refused: unknown token", address, extra={"peer": str(address)})
+            conn.close(CloseCode.AUTH_FAILED, "auth-failed")
+            return
+        reason = self.hooks.authorize(self.client_auth, principal, ip)
+        if reason is not None:
+            log.warning("client %s (%s) refused: %s", address, principal.label, reason, extra={"peer": str(address)})
+            conn.close(CloseCode.FORBIDDEN, "forbidden")
+            return
+        session = ClientSession(next(self._ids), conn, principal, hello.token, address)
+        self.sessions[session.id] = session
+        log.info("client %s connected (%s)", address, principal.label, extra={"peer": str(address)})
+        assert self._tg is not None
+        sender = self._tg.create_task(self._send_updates(session, messages))
+        try:
+            await messages.send(Authenticated(observed_addr=str(address), reconnect_id=os.urandom(16)))
+            while True:
+                message = await messages.recv((Announce, Withdraw))
+                if isinstance(message, Announce):
+                    self._announce(session, message)
+                else:
+                    self._withdraw(session, message)
+        except (ConnectionLost, StreamReset):
+            pass  # the client went away; its announcements go below
+        except ProtocolError as exc:
+            log.warning("client %s: %s", address, exc, extra={"peer": str(address)})
+            conn.close(exc.code, "protocol error")
+        finally:
+            sender.cancel()
+            del self.sessions[session.id]
+            self._deliver(self.matcher.drop_session(session.id))
+            conn.close(CloseCode.OK)
+            log.info("client %s disconnected", address, extra={"peer": str(address)})
+
+    @staticmethod
+    def _parse_endpoint(name: str, role: str, route: str | None = None) -> tuple[Role, RoutePolicy]:
+        if not name or len(name) > MAX_NAME_LENGTH:
+            raise ProtocolError(f"bad name {name[:40]!r}")
+        try:
+            return Role(role), RoutePolicy(route or "any")
+        except ValueError:
+            raise ProtocolError(f"bad role {role[:20]!r} or route {str(route)[:20]!r}") from None
+
+    def _announce(self, session: ClientSession, message: Announce) -> None:
+        role, route = self._parse_endpoint(message.name, message.role, message.route)
+        ip = session.address.ip()
+        assert ip is not None
+        reason = self.hooks.authorize(self.client_auth, session.principal, ip, message.name, role)
+        if reason is not None:
+            log.warning(
+                "client %s (%s) may not announce %s %r: %s",
+                session.address, session.principal.label, role.value, message.name, reason,
+                extra={"peer": str(session.address), "endpoint": message.name},
+            )
+            refusal = AnnounceRefused(message.name, role.value, CloseCode.FORBIDDEN, "forbidden")
+            session.outbox.put(("refused", message.name, role.value), refusal)
+            return
+        addresses = sanitize(list(message.addresses), session.address)
+        announcement = Announcement(session.id, message.name, role, route.value, message.certificate, addresses)
+        session.announced[(message.name, role)] = announcement
+        session.outbox.put(("relays", message.name, role.value), self._relays_update(announcement))
+        log.info(
+            "client %s announced %s %r", session.address, role.value, message.name,
+            extra={"peer": str(session.address), "endpoint": message.name},
+        )
+        self._deliver(self.matcher.announce(announcement))
+
+    def _withdraw(self, session: ClientSession, message: Withdraw) -> None:
+        role, _ = self._parse_endpoint(message.name, message.role)
+        session.announced.pop((message.name, role), None)
+        self._deliver(self.matcher.withdraw(session.id, message.name, role))
+
+    async def _send_updates(self, session: ClientSession, messages: MessageStream) -> None:
+        try:
+            while True:
+                for message in await session.outbox.take():
+                    await messages.send(message)
+        except (ConnectionLost, StreamReset):
+            pass  # the reader side notices too and cleans up
+
+    async def _recheck_tokens(self) -> None:
+        """Tokens can be revoked (tokens-file edited): end the sessions of removed tokens."""
+        while True:
+            await asyncio.sleep(TOKEN_RECHECK_INTERVAL)
+            for session in list(self.sessions.values()):
+                if self.hooks.authenticate(self.client_auth, PrincipalKind.CLIENT, session.token) is None:
+                    log.warning("client %s: token revoked, closing its session", session.address)
+                    session.conn.close(CloseCode.AUTH_FAILED, "auth-failed")
+
+    def status(self) -> dict:
+        return {
+            "role": "control",
+            "addr": str(self.endpoint.local_address) if self.endpoint else None,
+            "clients": [
+                {"addr": str(s.address), "principal": s.principal.label,
+                 "announced": sorted(f"{role.value}:{name}" for name, role in s.announced)}
+                for s in self.sessions.values()
+            ],
+            "relays": [{"addr": e.addr, "builtin": e.conn is None} for e in self.relays.values()],
+            "names": self.matcher.names(),
+        }

@@ -1,0 +1,309 @@
+"""The relay server: splices a source's stream to a destination's stream of the same name.
+
+Clients reach it with a per-name grant from control and prove the key of the certificate
+the grant names; the relay keeps no per-client state beyond live connections, so a restart
+needs no resync. Inside each relayed stream the two clients run TLS end to end: the relay
+forwards ciphertext only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from connet_core.certs import make_identity, verify_proof
+from connet_core.component import Backoff, default_store_dir
+from connet_core.config import RelaySettings
+from connet_core.errors import ConnectionLost, DialError, ProtocolError, StoreError, StreamReset
+from connet_core.forward import splice
+from connet_core.logs import log_listening
+from connet_core.model import HostPort, Role, certificate_hash
+from connet_core.plugins import Hooks, load_hooks
+from connet_core.protocol.codes import CloseCode
+from connet_core.protocol.grants import Grant, check_grant
+from connet_core.protocol.messages import (
+    ALPN_RELAY,
+    ALPN_RELAYS,
+    Challenge,
+    Connect,
+    Connected,
+    ConnectRefused,
+    Hello,
+    Proof,
+    RelayRegister,
+    RelayRegistered,
+    Welcome,
+)
+from connet_core.protocol.streams import MessageStream
+from connet_core.store import Store
+from connet_core.transport import Connection, Endpoint, Stream, TLSIdentity, Trust
+
+log = logging.getLogger("connet.relay")
+
+STEP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RelayIdentity:
+    tls: TLSIdentity
+    der: bytes
+
+    @property
+    def hash(self) -> bytes:
+        return certificate_hash(self.der)
+
+
+async def load_or_create_identity(store: Store) -> RelayIdentity:
+    """The relay's certificate survives restarts (clients pin it): kept in the store."""
+    cert_pem = await store.get("identity", "cert.pem")
+    key_pem = await store.get("identity", "key.pem")
+    if cert_pem is not None and key_pem is not None:
+        try:
+            der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+            serialization.load_pem_private_key(key_pem, password=None)
+        except ValueError:
+            raise StoreError("store: the relay identity (identity/cert.pem, identity/key.pem) is corrupt") from None
+        return RelayIdentity(TLSIdentity(cert_pem, key_pem), der)
+    tls, der, _ = make_identity("connet-relay")
+    await store.put("identity", "key.pem", tls.key_pem)
+    await store.put("identity", "cert.pem", tls.cert_pem)
+    return RelayIdentity(tls, der)
+
+
+@dataclass(eq=False)
+class RelayClient:
+    conn: Connection
+    certificate: bytes
+    hash: bytes
+    grants: dict[tuple[str, Role], Grant] = field(default_factory=dict)
+
+    def allowed(self, name: str, role: Role, now: float) -> bool:
+        grant = self.grants.get((name, role))
+        return grant is not None and grant.expires_at >= now
+
+
+@dataclass
+class RelayCounters:
+    bytes_relayed: int = 0
+    streams_active: int = 0
+    streams_total: int = 0
+    refused: int = 0
+
+
+class RelayService:
+    """Serves clients on a bound endpoint; needs the grant key control gave it."""
+
+    def __init__(self, endpoint: Endpoint, identity: RelayIdentity) -> None:
+        self.endpoint = endpoint
+        self.identity = identity
+        self.grant_key: bytes | None = None
+        self.grant_key_ready = asyncio.Event()
+        self.clients: set[RelayClient] = set()
+        self.counters = RelayCounters()
+        self._tg: asyncio.TaskGroup | None = None
+
+    def set_grant_key(self, key: bytes) -> None:
+        self.grant_key = key
+        self.grant_key_ready.set()
+
+    async def serve(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            while True:
+                conn = await self.endpoint.accept()
+                tg.create_task(self._serve_client(conn))
+
+    def _check_grants(self, client: RelayClient, grants: tuple[bytes, ...]) -> int:
+        assert self.grant_key is not None
+        now = time.time()
+        accepted = 0
+        for data in grants:
+            grant = check_grant(self.grant_key, data, client.hash, now)
+            if grant is not None:
+                client.grants[(grant.name, grant.role)] = grant
+                accepted += 1
+        return accepted
+
+    async def _serve_client(self, conn: Connection) -> None:
+        address = conn.remote_address
+        if conn.alpn != ALPN_RELAY:
+            conn.close(CloseCode.PROTOCOL_ERROR, "unexpected protocol")
+            return
+        try:
+            await asyncio.wait_for(self.grant_key_ready.wait(), STEP_TIMEOUT)
+            messages = MessageStream(await asyncio.wait_for(conn.accept_stream(), STEP_TIMEOUT))
+            hello = await messages.recv(Hello, timeout=STEP_TIMEOUT)
+            client = RelayClient(conn, hello.certificate, certificate_hash(hello.certificate))
+            nonce = os.urandom(32)
+            await messages.send(Challenge(nonce))
+            proof = await messages.recv(Proof, timeout=STEP_TIMEOUT)
+            if not verify_proof(hello.certificate, proof.signature, nonce, self.identity.hash, ALPN_RELAY):
+                log.warning("relay client %s failed the identity proof", address, extra={"peer": str(address)})
+                conn.close(CloseCode.PROOF_FAILED, "proof failed")
+                return
+            if self._check_grants(client, hello.grants) == 0:
+                log.warning("relay client %s presented no valid grant", address, extra={"peer": str(address)})
+                conn.close(CloseCode.GRANT_INVALID, "no valid grant")
+                return
+            await messages.send(Welcome())
+        except (TimeoutError, ConnectionLost, StreamReset):
+            conn.close(CloseCode.TIMEOUT, "no proof")
+            return
+        except ProtocolError as exc:
+            log.warning("relay client %s: %s", address, exc, extra={"peer": str(address)})
+            conn.close(exc.code, "protocol error")
+            return
+        self.clients.add(client)
+        log.info(
+            "relay client %s connected (%s)", address,
+            ", ".join(f"{role.value}:{name}" for name, role in sorted(client.grants)), extra={"peer": str(address)},
+        )
+        assert self._tg is not None
+        try:
+            while True:
+                stream = await conn.accept_stream()
+                self._tg.create_task(self._serve_stream(client, stream))
+        except ConnectionLost:
+            pass  # the client is gone; nothing of it is kept
+        finally:
+            self.clients.discard(client)
+
+    async def _serve_stream(self, client: RelayClient, stream: Stream) -> None:
+        messages = MessageStream(stream)
+        try:
+            request = await messages.recv((Connect, Hello), timeout=STEP_TIMEOUT)
+            if isinstance(request, Hello):
+                # more grants for the proven key (a client learns names after connecting)
+                if request.certificate != client.certificate:
+                    raise ProtocolError("grants for another certificate", CloseCode.GRANT_INVALID)
+                self._check_grants(client, request.grants)
+                await messages.send(Welcome())
+                await stream.write_eof()
+                return
+            await self._relay(client, messages, request)
+        except ProtocolError as exc:
+            stream.reset(exc.code)
+        except (ConnectionLost, StreamReset):
+            stream.reset(CloseCode.DESTINATION_UNREACHABLE)
+
+    async def _relay(self, source: RelayClient, messages: MessageStream, request: Connect) -> None:
+        now = time.time()
+        if not source.allowed(request.name, Role.SOURCE, now):
+            self.counters.refused += 1
+            await messages.send(ConnectRefused(CloseCode.GRANT_INVALID, "no grant for this name"))
+            await messages.stream.write_eof()
+            return
+        destinations = [
+            c for c in self.clients
+            if c.allowed(request.name, Role.DESTINATION, now) and (not request.peer or c.hash == request.peer)
+        ]
+        if not destinations:
+            self.counters.refused += 1
+            await messages.send(ConnectRefused(CloseCode.NOT_FOUND, "no such destination here"))
+            await messages.stream.write_eof()
+            return
+        destination = destinations[0]
+        outbound = await destination.conn.open_stream()
+        self.counters.streams_active += 1
+        self.counters.streams_total += 1
+        try:
+            await MessageStream(outbound).send(Connect(request.name, peer=source.hash))
+            await messages.send(Connected())
+            moved = await splice(messages.stream, outbound, initial_to_b=messages.take_remaining())
+            self.counters.bytes_relayed += moved
+        finally:
+            self.counters.streams_active -= 1
+
+    def status(self) -> dict:
+        return {
+            "addr": str(self.endpoint.local_address),
+            "certificate_sha256": self.identity.hash.hex(),
+            "registered": self.grant_key is not None,
+            "clients": [
+                {"addr": str(c.conn.remote_address),
+                 "grants": sorted(f"{role.value}:{name}" for name, role in c.grants)}
+                for c in self.clients
+            ],
+            "bytes_relayed": self.counters.bytes_relayed,
+            "streams_active": self.counters.streams_active,
+            "streams_total": self.counters.streams_total,
+        }
+
+
+async def start_relay_service(hooks: Hooks, transport_name: str, addr: HostPort, store_dir: Path | None) -> RelayService:
+    store = hooks.open_store("relay", store_dir or default_store_dir("relay"))
+    identity = await load_or_create_identity(store)
+    transport = hooks.transport(transport_name)
+    endpoint = await transport.bind(addr, identity=identity.tls, alpns=[ALPN_RELAY])
+    log_listening(log, "relay", "udp", endpoint.local_address)
+    return RelayService(endpoint, identity)
+
+
+class Relay:
+    """A relay on its own (``connet relay``): registers with control, then serves."""
+
+    def __init__(self, settings: RelaySettings, hooks: Hooks | None = None) -> None:
+        self.settings = settings
+        self.hooks = hooks or load_hooks(settings.common.disable_plugins)
+        self.service: RelayService | None = None
+        self.started = asyncio.Event()
+        self.control_connected = False
+
+    async def run(self) -> None:
+        s = self.settings
+        self.service = await start_relay_service(self.hooks, s.common.transport, s.addr, s.store_dir)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.service.serve())
+                tg.create_task(self._register_loop())
+                self.started.set()
+        finally:
+            await self.service.endpoint.close()
+
+    async def _register_loop(self) -> None:
+        assert self.service is not None
+        s = self.settings
+        service = self.service
+        backoff = Backoff(0.5, 10.0)
+        trust = Trust(server_name=s.control_name, cafile=s.control_cas)
+        while True:
+            try:
+                conn = await service.endpoint.dial(s.control_addr, alpn=ALPN_RELAYS, trust=trust, timeout=STEP_TIMEOUT)
+            except DialError as exc:
+                log.warning("cannot reach control server %s: %s", s.control_addr, exc)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            try:
+                messages = MessageStream(await conn.open_stream())
+                port = service.endpoint.local_address.port
+                await messages.send(RelayRegister(s.token, s.hostname, port, service.identity.der))
+                registered = await messages.recv(RelayRegistered, timeout=STEP_TIMEOUT)
+                service.set_grant_key(registered.grant_key)
+                self.control_connected = True
+                backoff.reset()
+                log.info("registered with control server %s as %s:%d", s.control_addr, s.hostname, port)
+                closed = await conn.wait_closed()
+                log.warning("lost the control server %s: %s", s.control_addr, CloseCode.describe(closed.code))
+                if closed.code in (CloseCode.AUTH_FAILED, CloseCode.FORBIDDEN):
+                    backoff = Backoff(5.0, 60.0)
+            except ConnectionLost as exc:
+                log.error("control server %s refused the relay: %s", s.control_addr, CloseCode.describe(exc.code))
+                if exc.code in (CloseCode.AUTH_FAILED, CloseCode.FORBIDDEN):
+                    backoff = Backoff(5.0, 60.0)
+            except (ProtocolError, StreamReset) as exc:
+                log.warning("relay registration failed: %s", exc)
+            finally:
+                self.control_connected = False
+                conn.close(CloseCode.OK)
+            await asyncio.sleep(backoff.next_delay())
+
+    def status(self) -> dict:
+        return {"role": "relay", "control_connected": self.control_connected,
+                **(self.service.status() if self.service else {})}

@@ -1,0 +1,106 @@
+"""Running a component as a daemon: event loop, signals, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Protocol
+
+from connet_core.config import Config
+from connet_core.errors import ConfigError, PluginError, StoreError
+from connet_core.plugins import Hooks, load_hooks
+
+log = logging.getLogger("connet")
+
+SHUTDOWN_GRACE = 1.5  # seconds a stopping component gets to say goodbye (SPEC: exit within 2 s)
+
+
+class Component(Protocol):
+    async def run(self) -> None: ...
+
+
+def build(config: Config, hooks: Hooks) -> Component:
+    if config.command == "client":
+        from connet_core.client import Client
+
+        assert config.client is not None
+        return Client(config.client, hooks)
+    if config.command == "server":
+        from connet_core.server import Server
+
+        assert config.server is not None
+        return Server(config.server, hooks)
+    if config.command == "control":
+        from connet_core.control import Control
+
+        assert config.control is not None
+        return Control(config.control, hooks)
+    if config.command == "relay":
+        from connet_core.relay import Relay
+
+        assert config.relay is not None
+        return Relay(config.relay, hooks)
+    raise ConfigError(f"unknown command {config.command!r}")
+
+
+async def serve(component: Component) -> None:
+    """Run until SIGINT/SIGTERM; the first signal stops gracefully, a second exits at once."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            os._exit(128 + signum)
+        log.info("stopping (%s)", signal.Signals(signum).name)
+        main.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await component.run()
+    except asyncio.CancelledError:
+        if signals_seen == 0:
+            raise
+
+
+def run(config: Config) -> int:
+    """Run the component for ``config`` until a signal; the process exit code."""
+    try:
+        hooks = load_hooks(config.common.disable_plugins)
+        component = build(config, hooks)
+    except (ConfigError, PluginError, StoreError) as exc:
+        print(f"connet: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(serve(component))
+    except (ConfigError, PluginError, StoreError, OSError, BaseExceptionGroup) as exc:
+        cause = _first_expected(exc)
+        if cause is None:
+            raise
+        print(f"connet: error: {cause}", file=sys.stderr)
+        return 2 if isinstance(cause, (ConfigError, PluginError, StoreError)) else 1
+    return 0
+
+
+def _first_expected(exc: BaseException) -> BaseException | None:
+    """The error to show the user: task groups wrap what a component raised."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_expected(inner)
+            if found is not None:
+                return found
+        return None
+    return exc if isinstance(exc, (ConfigError, PluginError, StoreError, OSError)) else None

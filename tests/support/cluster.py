@@ -1,0 +1,64 @@
+"""A control server and clients as real processes, the way the e2e tests start them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from support.daemons import Daemon, Daemons
+
+TOKENS = ["token-dst", "token-src", "token-third"]
+
+
+@dataclass
+class ServerInfo:
+    daemon: Daemon
+    control_port: int
+    config: Path
+    certs: Path
+
+    def client_args(self, token: str) -> list[str]:
+        return [
+            "--token", token,
+            "--server-addr", f"127.0.0.1:{self.control_port}",
+            "--server-cas", str(self.certs / "ca.pem"),
+            "--direct-addr", "127.0.0.1:0",
+            "--log-level", "debug",
+        ]
+
+
+def write_server_config(path: Path, certs: Path, *, addr: str = "127.0.0.1:0", store_dir: Path | None = None) -> Path:
+    tokens = ", ".join(f'"{t}"' for t in TOKENS)
+    store = f'store-dir = "{store_dir}"\n' if store_dir else ""
+    path.write_text(
+        "[server]\n"
+        f'addr = "{addr}"\n'
+        'relay-addr = "127.0.0.1:0"\n'
+        f'cert-file = "{certs / "server.pem"}"\n'
+        f'key-file = "{certs / "server-key.pem"}"\n'
+        f"tokens = [{tokens}]\n" + store
+    )
+    return path
+
+
+def start_server(daemons: Daemons, certs: Path, *, name: str = "server", addr: str = "127.0.0.1:0",
+                 store_dir: Path | None = None) -> ServerInfo:
+    config = write_server_config(daemons.workdir / f"{name}.toml", certs, addr=addr, store_dir=store_dir)
+    daemon = daemons.start(name, ["server", "--config", str(config), "--log-level", "debug"])
+    _, port = daemon.listening("control", "udp")
+    return ServerInfo(daemon, port, config, certs)
+
+
+def start_destination(daemons: Daemons, server: ServerInfo, target_port: int, *, name: str = "dst",
+                      endpoint: str = "web", route: str = "any", token: str = TOKENS[0]) -> Daemon:
+    args = [*server.client_args(token), "--dst-name", endpoint, "--dst-addr", f"127.0.0.1:{target_port}",
+            "--dst-route", route]
+    return daemons.start(name, args)
+
+
+def start_source(daemons: Daemons, server: ServerInfo, *, name: str = "src", endpoint: str = "web",
+                 route: str = "any", token: str = TOKENS[1]) -> tuple[Daemon, int]:
+    args = [*server.client_args(token), "--src-name", endpoint, "--src-addr", "127.0.0.1:0", "--src-route", route]
+    daemon = daemons.start(name, args)
+    _, port = daemon.listening("source", "tcp")
+    return daemon, port

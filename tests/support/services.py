@@ -1,0 +1,82 @@
+"""Plain TCP services to put behind a destination: HTTP, echo, checksum sink."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.server
+import threading
+from contextlib import asynccontextmanager, contextmanager
+from typing import AsyncIterator, Iterator
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib's name
+        pass  # the test output is for the tunnel's logs
+
+
+@contextmanager
+def http_server(directory: str) -> Iterator[int]:
+    """A real HTTP server for ``directory`` on 127.0.0.1; yields its port."""
+    handler = lambda *a, **kw: _QuietHandler(*a, directory=directory, **kw)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@asynccontextmanager
+async def echo_server() -> AsyncIterator[int]:
+    """Echoes every byte back and half-closes when the client does; yields its port."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.write_eof()
+            await writer.drain()
+        except ConnectionError:
+            pass  # the test decides what a reset means
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def exchange(port: int, payload: bytes, chunk: int = 65536) -> bytes:
+    """Send ``payload`` through 127.0.0.1:``port`` while reading; half-close; return what came back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def send() -> None:
+        view = memoryview(payload)
+        for offset in range(0, len(view), chunk):
+            writer.write(view[offset : offset + chunk])
+            await writer.drain()
+        writer.write_eof()
+
+    async def receive() -> bytes:
+        parts = []
+        while data := await reader.read(1 << 20):
+            parts.append(data)
+        return b"".join(parts)
+
+    try:
+        _, received = await asyncio.gather(send(), receive())
+    finally:
+        writer.close()
+    return received
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
