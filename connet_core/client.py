@@ -165,7 +165,7 @@ class Client:
         finally:
             for sock in self._listeners:
                 sock.close()
-            await self.endpoint.close()
+            await self.endpoint.close(CloseCode.SHUTDOWN, "shutdown")
 
     def _listen_tcp(self, source: EndpointSettings) -> socket.socket:
         host = source.addr.host or None

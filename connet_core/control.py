@@ -115,7 +115,7 @@ class Control:
                     conn = await self.endpoint.accept()
                     tg.create_task(self._serve_connection(conn))
         finally:
-            await self.endpoint.close()
+            await self.endpoint.close(CloseCode.SHUTDOWN, "shutdown")
 
     # ---- relays --------------------------------------------------------------------------
 

@@ -265,7 +265,7 @@ class Relay:
                 tg.create_task(self._register_loop())
                 self.started.set()
         finally:
-            await self.service.endpoint.close()
+            await self.service.endpoint.close(CloseCode.SHUTDOWN, "shutdown")
 
     async def _register_loop(self) -> None:
         assert self.service is not None

@@ -7,6 +7,7 @@ import asyncio
 from connet_core.config import ServerSettings
 from connet_core.control import Control, RelayEntry
 from connet_core.model import HostPort
+from connet_core.protocol.codes import CloseCode
 from connet_core.plugins import Hooks, load_hooks
 from connet_core.relay import RelayService, start_relay_service
 
@@ -36,7 +37,7 @@ class Server:
                 tg.create_task(self.control.serve())
                 tg.create_task(self.relay.serve())
         finally:
-            await self.relay.endpoint.close()
+            await self.relay.endpoint.close(CloseCode.SHUTDOWN, "shutdown")
 
     def status(self) -> dict:
         return {"role": "server", "control": self.control.status(),

@@ -367,12 +367,12 @@ class MemoryEndpoint:
             raise DialError(f"dial {address}: endpoint {self._address} is closed")
         return await self._network._dial(self, address, alpn=alpn, trust=trust, timeout=timeout)
 
-    async def close(self) -> None:
+    async def close(self, code: int = CloseCode.OK, reason: str = "endpoint closed") -> None:
         if self._closed:
             return
         self._closed = True
         for conn in list(self._connections):
-            conn.close(CloseCode.OK, "endpoint closed")
+            conn.close(code, reason)
         self._network._unbind(self)
         self._signal.fire()
 

@@ -52,6 +52,9 @@ class TransportOptions:
     stream_send_buffer: int = 256 * 1024  # Stream.write waits while more than this is unsent
     max_datagram_size: int = 1200
     initial_rtt: float | None = None  # None: the library's default
+    # Stateless reset (RFC 9000 10.3): tokens are HMAC(key, connection ID), so a restarted
+    # endpoint with the same persisted key can reset its old connections. None: random per run.
+    stateless_reset_key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +139,8 @@ class Endpoint(Protocol):
     ) -> Connection:
         """Dial from this endpoint's own socket. Raises DialError."""
 
-    async def close(self) -> None:
-        """Close every connection (code 0 unless closed before) and the socket."""
+    async def close(self, code: int = 0, reason: str = "") -> None:
+        """Close every open connection with ``code`` (the peers see it at once), then the socket."""
 
 
 @runtime_checkable

@@ -47,7 +47,7 @@ class FakeStream:
     async def write(self, data: bytes) -> None:
         await self._outgoing.put(bytes(data))
 
-    def write_eof(self) -> None:
+    async def write_eof(self) -> None:
         self._outgoing.put_nowait(None)
 
     def reset(self, code: int) -> None:
@@ -143,7 +143,7 @@ async def test_eof_mid_frame_is_a_protocol_error() -> None:
     a, b = stream_pair()
     whole = frame(Connect(name="web"))
     await a.write(whole[:-1])
-    a.write_eof()
+    await a.write_eof()
     with pytest.raises(ProtocolError) as info:
         await MessageStream(b).recv(Connect)
     assert info.value.code == CloseCode.PROTOCOL_ERROR
@@ -151,7 +151,7 @@ async def test_eof_mid_frame_is_a_protocol_error() -> None:
 
 async def test_eof_before_any_message_is_a_protocol_error_for_recv() -> None:
     a, b = stream_pair()
-    a.write_eof()
+    await a.write_eof()
     with pytest.raises(ProtocolError) as info:
         await MessageStream(b).recv()
     assert info.value.code == CloseCode.PROTOCOL_ERROR
@@ -160,7 +160,7 @@ async def test_eof_before_any_message_is_a_protocol_error_for_recv() -> None:
 async def test_clean_eof_is_none_for_recv_or_finished() -> None:
     a, b = stream_pair()
     await MessageStream(a).send(Welcome())
-    a.write_eof()
+    await a.write_eof()
     receiver = MessageStream(b)
     assert await receiver.recv_or_finished() == Welcome()
     assert await receiver.recv_or_finished() is None

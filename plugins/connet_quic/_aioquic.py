@@ -1,0 +1,236 @@
+"""Everything that knows aioquic's internals, behind one small adapter.
+
+The endpoint (:mod:`connet_quic.endpoint`) talks to a QUIC library only through
+:class:`AioquicLibrary`; a library mirroring aioquic's sans-I/O API can reuse the endpoint
+by providing an adapter with the same methods.
+
+What we change in aioquic (DESIGN.md, "The things people underestimate"):
+
+- **Receive windows follow what the application consumed.** aioquic doubles
+  MAX_STREAM_DATA / MAX_DATA whenever half of the window has *arrived*, so a peer can push
+  without bound into an application that does not read. :class:`FlowControlledConnection`
+  replaces the two methods that compute those limits: a stream's limit is
+  ``bytes the application consumed + stream_window`` and the connection's is
+  ``bytes received - bytes still unread in stream buffers + connection_window``. The glue
+  keeps ``unread_by_stream`` / ``unread_total`` up to date, so a stream whose reader stops
+  holds at most ``stream_window`` unread bytes, and a connection at most
+  ``connection_window``: the sender then stalls on flow control, its unsent bytes grow,
+  and its ``Stream.write`` blocks — backpressure end to end. Updates are sent once half a
+  window has been consumed (fewer MAX_* frames, and the sender never sees less than half a
+  window of credit while the reader keeps up).
+- **MAX_STREAMS** is 128 in aioquic; :meth:`AioquicLibrary.new_connection` raises it to
+  ``max_streams``. aioquic itself increments the limit when a peer stream is discarded and
+  batches MAX_STREAMS frames, so the peer can always have ``max_streams`` open at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aioquic.buffer import Buffer
+from aioquic.quic import events
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
+from aioquic.quic.connection import (
+    CONNECTION_LIMIT_FRAME_CAPACITY,
+    MAX_STREAM_DATA_FRAME_CAPACITY,
+    QuicConnection,
+    QuicConnectionState,
+)
+from aioquic.quic.packet import (
+    QuicFrameType,
+    QuicPacketType,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+from aioquic.tls import load_pem_private_key, load_pem_x509_certificates
+from cryptography.hazmat.primitives.serialization import Encoding
+
+# Short headers do not carry the CID length: every endpoint must use the same one.
+CONNECTION_ID_LENGTH = 8
+
+
+class FlowControlledConnection(QuicConnection):
+    """aioquic's connection with receive credit tied to what the application consumed."""
+
+    def __init__(self, *, stream_window: int, connection_window: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stream_window = stream_window
+        self.connection_window = connection_window
+        # maintained by the endpoint glue: bytes delivered to a Stream but not read yet
+        self.unread_by_stream: dict[int, int] = {}
+        self.unread_total = 0
+
+    def stream_credit_due(self, stream_id: int) -> bool:
+        """Whether reading made a MAX_STREAM_DATA (or MAX_DATA) update worth sending now."""
+        stream = self._streams.get(stream_id)
+        if stream is not None and not stream.receiver.is_finished:
+            target = stream.receiver._buffer_start - self.unread_by_stream.get(stream_id, 0) + self.stream_window
+            if target - stream.max_stream_data_local >= self.stream_window // 2:
+                return True
+        max_data = self._local_max_data
+        return max_data.used - self.unread_total + self.connection_window - max_data.value >= self.connection_window // 2
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        local = stream.max_stream_data_local
+        if not local:  # a locally opened unidirectional stream: nothing to receive
+            return
+        if not stream.receiver.is_finished:
+            target = stream.receiver._buffer_start - self.unread_by_stream.get(stream.stream_id, 0) + self.stream_window
+            if target - local >= self.stream_window // 2:
+                stream.max_stream_data_local = local = target
+        if stream.max_stream_data_local_sent != local:
+            buf = builder.start_frame(
+                QuicFrameType.MAX_STREAM_DATA,
+                capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
+                handler=self._on_max_stream_data_delivery,
+                handler_args=(stream,),
+            )
+            buf.push_uint_var(stream.stream_id)
+            buf.push_uint_var(local)
+            stream.max_stream_data_local_sent = local
+
+    def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        max_data = self._local_max_data
+        target = max_data.used - self.unread_total + self.connection_window
+        if target - max_data.value >= self.connection_window // 2:
+            max_data.value = target
+        for limit in (self._local_max_data, self._local_max_streams_bidi, self._local_max_streams_uni):
+            # as aioquic: batch MAX_STREAMS until the peer has fewer streams left to open
+            # than the update would grant
+            if limit is not max_data and limit.sent - limit.used >= limit.value - limit.sent:
+                continue
+            if limit.value != limit.sent:
+                buf = builder.start_frame(
+                    limit.frame_type,
+                    capacity=CONNECTION_LIMIT_FRAME_CAPACITY,
+                    handler=self._on_connection_limit_delivery,
+                    handler_args=(limit,),
+                )
+                buf.push_uint_var(limit.value)
+                limit.sent = limit.value
+
+
+class AioquicLibrary:
+    """The adapter the endpoint uses; see the module docstring."""
+
+    name = "aioquic"
+    events = events
+    smallest_max_datagram_size = SMALLEST_MAX_DATAGRAM_SIZE
+    connection_id_length = CONNECTION_ID_LENGTH
+
+    def __init__(self, *, stream_window: int = 4 * 1024 * 1024, connection_window: int = 16 * 1024 * 1024) -> None:
+        self.stream_window = stream_window
+        self.connection_window = connection_window
+
+    # configuration
+
+    def configuration(
+        self,
+        *,
+        is_client: bool,
+        alpns: list[str],
+        idle_timeout: float,
+        max_datagram_size: int,
+        initial_rtt: float | None,
+        cert_pem: bytes | None = None,
+        key_pem: bytes | None = None,
+        server_name: str | None = None,
+        cadata: bytes | None = None,
+    ) -> QuicConfiguration:
+        config = QuicConfiguration(
+            is_client=is_client,
+            alpn_protocols=alpns,
+            connection_id_length=CONNECTION_ID_LENGTH,
+            idle_timeout=idle_timeout,
+            max_data=self.connection_window,
+            max_stream_data=self.stream_window,
+            max_datagram_size=max_datagram_size,
+            server_name=server_name,
+            cadata=cadata,
+        )
+        if initial_rtt is not None:
+            config.initial_rtt = initial_rtt
+        if cert_pem is not None and key_pem is not None:
+            chain = load_pem_x509_certificates(cert_pem)
+            config.certificate = chain[0]
+            config.certificate_chain = chain[1:]
+            config.private_key = load_pem_private_key(key_pem)
+        return config
+
+    def supported_versions(self, config: QuicConfiguration) -> list[int]:
+        return list(config.supported_versions)
+
+    def new_connection(
+        self,
+        config: QuicConfiguration,
+        *,
+        max_streams: int,
+        original_destination_connection_id: bytes | None = None,
+    ) -> FlowControlledConnection:
+        quic = FlowControlledConnection(
+            configuration=config,
+            original_destination_connection_id=original_destination_connection_id,
+            stream_window=self.stream_window,
+            connection_window=self.connection_window,
+        )
+        # before the transport parameters are written (client: connect(); server: first Initial)
+        quic._local_max_streams_bidi.value = quic._local_max_streams_bidi.sent = max_streams
+        quic._local_max_streams_uni.value = quic._local_max_streams_uni.sent = 0  # we use none
+        return quic
+
+    # datagrams
+
+    def parse_header(self, data: bytes) -> Any:
+        """The packet header, or None for a datagram that is not QUIC."""
+        try:
+            return pull_quic_header(Buffer(data=data), host_cid_length=CONNECTION_ID_LENGTH)
+        except ValueError:
+            return None
+
+    def is_initial(self, header: Any) -> bool:
+        return header.packet_type == QuicPacketType.INITIAL
+
+    def needs_version_negotiation(self, header: Any, supported: list[int]) -> bool:
+        # a Version Negotiation packet has version 0: never answer one (reflection loops)
+        return (
+            header.packet_type != QuicPacketType.VERSION_NEGOTIATION
+            and header.version is not None
+            and header.version not in supported
+        )
+
+    def version_negotiation(self, header: Any, supported: list[int]) -> bytes:
+        return encode_quic_version_negotiation(
+            source_cid=header.destination_cid, destination_cid=header.source_cid, supported_versions=supported
+        )
+
+    # connection state
+
+    def host_cid(self, quic: FlowControlledConnection) -> bytes:
+        return quic.host_cid
+
+    def close_event(self, quic: FlowControlledConnection) -> events.ConnectionTerminated | None:
+        """The close that is under way (ours, the peer's or the idle timeout's), else None."""
+        return quic._close_event
+
+    def closed_by_peer(self, quic: FlowControlledConnection) -> bool:
+        return quic._state == QuicConnectionState.DRAINING
+
+    def is_transport_close(self, event: events.ConnectionTerminated) -> bool:
+        """A transport-level CONNECTION_CLOSE (frame type set), not an application one."""
+        return event.frame_type is not None
+
+    def unsent(self, quic: FlowControlledConnection, stream_id: int) -> int:
+        """Bytes queued on a stream that were never sent (flow control, congestion)."""
+        stream = quic._streams.get(stream_id)
+        if stream is None:
+            return 0
+        sender = stream.sender
+        return sender._buffer_stop - sender.highest_offset
+
+    def smoothed_rtt(self, quic: FlowControlledConnection) -> float | None:
+        loss = quic._loss
+        return loss._rtt_smoothed if loss._rtt_initialized else None
+
+    def peer_certificate_der(self, quic: FlowControlledConnection) -> bytes | None:
+        cert = getattr(quic.tls, "_peer_certificate", None)
+        return cert.public_bytes(Encoding.DER) if cert is not None else None

@@ -1,0 +1,917 @@
+"""One UDP socket that both accepts and dials QUIC connections, on a sans-I/O QUIC library.
+
+Datagrams are routed by destination connection ID to connections of both roles (the map
+of aioquic's asyncio server, extended to client-role connections). Each connection has
+one timer, which drives the library's timer, the keepalive ping and the handshake
+deadline. Streams are our own glue on the library's events, with backpressure in both
+directions (see ``_aioquic.py`` for the receive side).
+
+Addresses are kept in one canonical form, ``(host, port)`` with IPv4-mapped IPv6 folded to
+IPv4, because a client-role connection drops datagrams from any address but the one it
+dialed, and a dual-stack socket reports IPv4 peers as ``::ffff:a.b.c.d``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+from typing import Any, Callable, Generic, Sequence, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from connet_core.errors import ConnectionLost, DialError, StreamReset, TransportError
+from connet_core.model import HostPort, certificate_hash
+from connet_core.protocol.codes import CloseCode
+from connet_core.transport import CloseInfo, ConnectionStats, TLSIdentity, Trust, TransportOptions
+
+from connet_quic._aioquic import AioquicLibrary
+
+logger = logging.getLogger("connet.quic")
+
+Address = tuple[str, int]  # canonical: IPv4-mapped folded to IPv4, no flow info / scope tuple fields
+DatagramFilter = Callable[[HostPort, bool], bool]
+T = TypeVar("T")
+
+# half-open accepted handshakes we keep at once; more Initials are dropped until some finish
+MAX_PENDING_HANDSHAKES = 1024
+
+
+def _canonical(raw: Any) -> Address:
+    host = raw[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return (host, raw[1])
+
+
+class _Inbox(Generic[T]):
+    """A FIFO whose consumers wake with an exception once it is closed."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque[T] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+
+    def put(self, item: T) -> None:
+        self._items.append(item)
+        self._wake()
+
+    def close(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> T:
+        while not self._items:
+            if self._error is not None:
+                raise self._error
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+
+class QuicEndpointStream:
+    """A bidirectional stream (implements :class:`connet_core.transport.Stream`)."""
+
+    def __init__(self, connection: "QuicEndpointConnection", stream_id: int) -> None:
+        self._connection = connection
+        self._stream_id = stream_id
+        self._received = bytearray()
+        self._eof_received = False
+        self._read_reset_code: int | None = None  # the peer reset its sending side
+        self._write_reset_code: int | None = None  # the peer sent STOP_SENDING
+        self._reset_locally = False
+        self._local_reset_code = 0  # what our own reads/writes raise after reset()
+        self._eof_sent = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_waiter: asyncio.Future[None] | None = None
+
+    @property
+    def stream_id(self) -> int:
+        return self._stream_id
+
+    def __repr__(self) -> str:
+        return f"<QuicEndpointStream {self._stream_id}>"
+
+    # called by the connection
+
+    def _feed(self, data: bytes, end_stream: bool) -> None:
+        if self._reset_locally or self._read_reset_code is not None:
+            return  # credited at once by the connection
+        if data:
+            self._received += data
+        if end_stream:
+            self._eof_received = True
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        if self._read_waiter is not None and not self._read_waiter.done():
+            self._read_waiter.set_result(None)
+
+    def _wake_writer(self) -> None:
+        if self._write_waiter is not None and not self._write_waiter.done():
+            self._write_waiter.set_result(None)
+
+    def _on_reset(self, code: int) -> None:
+        self._read_reset_code = code
+        self._connection._discard_unread(self)
+        self._wake_reader()
+
+    def _on_stop_sending(self, code: int) -> None:
+        self._write_reset_code = code
+        self._wake_writer()
+
+    def _unread(self) -> int:
+        return len(self._received)
+
+    def _clear_unread(self) -> int:
+        n = len(self._received)
+        self._received.clear()
+        return n
+
+    # the Stream API
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        connection = self._connection
+        while not self._received:
+            if self._read_reset_code is not None:
+                raise StreamReset(self._read_reset_code)
+            if self._reset_locally:
+                raise StreamReset(self._local_reset_code)
+            if self._eof_received:
+                connection._forget_if_done(self)
+                return b""
+            connection._raise_if_closed()
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
+        if self._read_reset_code is not None:
+            raise StreamReset(self._read_reset_code)
+        connection._raise_if_closed()
+        if max_bytes >= len(self._received):
+            data = bytes(self._received)
+            self._received.clear()
+        else:
+            data = bytes(self._received[:max_bytes])
+            del self._received[:max_bytes]
+        connection._consumed(self, len(data))
+        return data
+
+    async def write(self, data: bytes) -> None:
+        connection = self._connection
+        self._check_writable()
+        if not data:
+            return
+        connection._send(self._stream_id, data, False)
+        bound = connection._options.stream_send_buffer
+        while connection._unsent(self._stream_id) > bound:
+            self._write_waiter = asyncio.get_running_loop().create_future()
+            connection._blocked_writers.add(self)
+            try:
+                await self._write_waiter
+            finally:
+                self._write_waiter = None
+                connection._blocked_writers.discard(self)
+            self._check_writable()
+
+    def _check_writable(self) -> None:
+        self._connection._raise_if_closed()
+        if self._write_reset_code is not None:
+            raise StreamReset(self._write_reset_code)
+        if self._reset_locally:
+            raise StreamReset(self._local_reset_code)
+        if self._eof_sent:
+            raise TransportError(f"stream {self._stream_id}: write after write_eof")
+
+    async def write_eof(self) -> None:
+        # async only to match the seam (a layered stream may have to write first); never waits
+        if self._eof_sent or self._reset_locally or self._write_reset_code is not None:
+            return
+        if self._connection.closed:
+            return
+        self._eof_sent = True
+        self._connection._send(self._stream_id, b"", True)
+        self._connection._forget_if_done(self)
+
+    def reset(self, code: int) -> None:
+        if self._reset_locally:
+            return
+        self._reset_locally = True
+        self._local_reset_code = code
+        self._connection._reset_stream(self, code)
+        self._wake_reader()
+        self._wake_writer()
+
+    # lifecycle for the connection's stream map
+    def _done(self) -> bool:
+        read_done = self._eof_received or self._read_reset_code is not None or self._reset_locally
+        write_done = self._eof_sent or self._write_reset_code is not None or self._reset_locally
+        return read_done and write_done
+
+
+class QuicEndpointConnection:
+    """One QUIC connection of either role (implements :class:`connet_core.transport.Connection`)."""
+
+    def __init__(
+        self,
+        endpoint: "QuicEndpoint",
+        quic: Any,
+        *,
+        is_dialer: bool,
+        remote: Address,
+        handshake_deadline: float,
+        pinned_der: bytes | None = None,
+    ) -> None:
+        self._endpoint = endpoint
+        self._lib: AioquicLibrary = endpoint._lib
+        self._quic = quic
+        self._loop = endpoint._loop
+        self._options = endpoint._options
+        self._is_dialer = is_dialer
+        self._remote = remote
+        self._pinned_hash = certificate_hash(pinned_der) if pinned_der is not None else None
+        self._alpn = ""
+        self._peer_certificate: bytes | None = None
+        self._cids: set[bytes] = set()
+        self._streams: dict[int, QuicEndpointStream] = {}
+        # peer-initiated bidirectional streams: client-initiated ids are 0 mod 4
+        self._next_peer_stream_id = 1 if is_dialer else 0
+        self._incoming_streams: _Inbox[QuicEndpointStream] = _Inbox()
+        self._blocked_writers: set[QuicEndpointStream] = set()
+        self._handshake_deadline: float | None = handshake_deadline
+        self._handshake_done: asyncio.Future[None] = self._loop.create_future()
+        self._next_ping_at: float | None = None
+        self._ping_uid = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._transmit_handle: asyncio.Handle | None = None
+        self._bytes_sent = 0
+        self._bytes_received = 0
+        self._close_info: CloseInfo | None = None
+        self._closed_event = asyncio.Event()
+        self._terminated = False
+
+    def __repr__(self) -> str:
+        role = "dialed" if self._is_dialer else "accepted"
+        return f"<QuicEndpointConnection {role} {HostPort(*self._remote)} {self._alpn}>"
+
+    # Connection API
+
+    @property
+    def alpn(self) -> str:
+        return self._alpn
+
+    @property
+    def is_dialer(self) -> bool:
+        return self._is_dialer
+
+    @property
+    def remote_address(self) -> HostPort:
+        return HostPort(*self._remote)
+
+    @property
+    def peer_certificate(self) -> bytes | None:
+        return self._peer_certificate
+
+    @property
+    def closed(self) -> bool:
+        return self._close_info is not None
+
+    def stats(self) -> ConnectionStats:
+        return ConnectionStats(
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            smoothed_rtt=self._lib.smoothed_rtt(self._quic),
+        )
+
+    async def open_stream(self) -> QuicEndpointStream:
+        self._raise_if_closed()
+        stream_id = self._quic.get_next_available_stream_id()
+        # sending nothing creates the stream, so the next open_stream gets the next id; the
+        # peer learns of it with the first byte written
+        self._quic.send_stream_data(stream_id, b"", False)
+        stream = self._streams[stream_id] = QuicEndpointStream(self, stream_id)
+        return stream
+
+    async def accept_stream(self) -> QuicEndpointStream:
+        return await self._incoming_streams.get()
+
+    def close(self, code: int = CloseCode.OK, reason: str = "") -> None:
+        if self._close_info is not None:
+            return
+        self._quic.close(error_code=int(code), reason_phrase=reason)
+        self._mark_closed(CloseInfo(int(code), reason, by_peer=False))
+        self._transmit()
+
+    async def wait_closed(self) -> CloseInfo:
+        await self._closed_event.wait()
+        assert self._close_info is not None
+        return self._close_info
+
+    # glue used by streams
+
+    def _raise_if_closed(self) -> None:
+        info = self._close_info
+        if info is not None:
+            raise ConnectionLost(info.code, info.reason, info.by_peer)
+
+    def _send(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        self._quic.send_stream_data(stream_id, data, end_stream)
+        self._transmit_soon()
+
+    def _unsent(self, stream_id: int) -> int:
+        return self._lib.unsent(self._quic, stream_id)
+
+    def _consumed(self, stream: QuicEndpointStream, n: int) -> None:
+        quic = self._quic
+        stream_id = stream.stream_id
+        left = quic.unread_by_stream.get(stream_id, 0) - n
+        if left > 0:
+            quic.unread_by_stream[stream_id] = left
+        else:
+            quic.unread_by_stream.pop(stream_id, None)
+        quic.unread_total -= n
+        if quic.stream_credit_due(stream_id):
+            self._transmit_soon()
+
+    def _discard_unread(self, stream: QuicEndpointStream) -> None:
+        n = stream._clear_unread()
+        quic = self._quic
+        quic.unread_by_stream.pop(stream.stream_id, None)
+        quic.unread_total -= n
+        self._forget_if_done(stream)
+
+    def _reset_stream(self, stream: QuicEndpointStream, code: int) -> None:
+        self._discard_unread(stream)
+        if self._close_info is not None:
+            return
+        stream_id = stream.stream_id
+        quic = self._quic
+        try:
+            if not stream._eof_sent and stream._write_reset_code is None:
+                quic.reset_stream(stream_id, code)
+            if not stream._eof_received and stream._read_reset_code is None:
+                quic.stop_stream(stream_id, code)
+        except ValueError:
+            # the library already discarded the stream: nothing left to abort
+            logger.debug("reset of finished stream %d ignored", stream_id)
+        self._forget_if_done(stream)
+        self._transmit_soon()
+
+    def _forget_if_done(self, stream: QuicEndpointStream) -> None:
+        if stream._done() and not stream._received:
+            self._streams.pop(stream.stream_id, None)
+
+    # I/O driven by the endpoint
+
+    def _datagram_received(self, data: bytes, addr: Address, now: float) -> None:
+        self._bytes_received += len(data)
+        self._quic.receive_datagram(data, addr, now)
+        self._process_events(in_timer=False)
+        self._transmit()
+
+    def _transmit_soon(self) -> None:
+        if self._transmit_handle is None and not self._terminated:
+            self._transmit_handle = self._loop.call_soon(self._transmit)
+
+    def _transmit(self) -> None:
+        if self._transmit_handle is not None:
+            self._transmit_handle.cancel()
+            self._transmit_handle = None
+        if self._terminated:
+            return
+        endpoint = self._endpoint
+        for data, addr in self._quic.datagrams_to_send(self._loop.time()):
+            self._bytes_sent += len(data)
+            endpoint._sendto(data, addr)
+        if self._blocked_writers:
+            bound = self._options.stream_send_buffer
+            for stream in list(self._blocked_writers):
+                if self._unsent(stream.stream_id) <= bound:
+                    stream._wake_writer()
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        due = self._quic.get_timer()
+        if self._handshake_deadline is not None and (due is None or self._handshake_deadline < due):
+            due = self._handshake_deadline
+        if self._next_ping_at is not None and (due is None or self._next_ping_at < due):
+            due = self._next_ping_at
+        if due == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = due
+        if due is not None:
+            self._timer = self._loop.call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self._loop.time()
+        try:
+            if self._handshake_deadline is not None and now >= self._handshake_deadline:
+                self._handshake_deadline = None
+                self._on_handshake_timeout()
+            if self._next_ping_at is not None and now >= self._next_ping_at and self._close_info is None:
+                self._ping_uid += 1
+                self._quic.send_ping(self._ping_uid)
+                self._next_ping_at = now + self._options.keepalive_interval
+            quic_due = self._quic.get_timer()
+            if quic_due is not None and now >= quic_due:
+                self._quic.handle_timer(now)
+            self._process_events(in_timer=True)
+            self._transmit()
+        except Exception:  # noqa: BLE001 — a library bug must not kill the endpoint's other connections
+            logger.exception("QUIC connection %r failed in its timer", self)
+            self._abort(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def _on_handshake_timeout(self) -> None:
+        if self._handshake_done.done() or self._close_info is not None:
+            return
+        timeout = self._options.handshake_timeout
+        self._quic.close(error_code=CloseCode.TIMEOUT, reason_phrase="handshake timeout")
+        self._fail_handshake(DialError(f"QUIC handshake with {HostPort(*self._remote)} timed out"))
+        self._mark_closed(CloseInfo(CloseCode.TIMEOUT, "handshake timeout", by_peer=False))
+        logger.debug("handshake with %s timed out after %.1fs", HostPort(*self._remote), timeout)
+
+    def _abort(self, code: int, reason: str) -> None:
+        """Close at once, for failures of our own: no drain period to wait out."""
+        self._fail_handshake(DialError(f"QUIC connection to {HostPort(*self._remote)} failed: {reason}"))
+        self._mark_closed(CloseInfo(code, reason, by_peer=False))
+        self._terminate()
+
+    # events
+
+    def _process_events(self, *, in_timer: bool) -> None:
+        quic = self._quic
+        ev = self._lib.events
+        while (event := quic.next_event()) is not None:
+            kind = type(event)
+            if kind is ev.StreamDataReceived:
+                self._on_stream_data(event.stream_id, event.data, event.end_stream)
+            elif kind is ev.ConnectionIdIssued:
+                self._endpoint._register_cid(self, event.connection_id)
+            elif kind is ev.ConnectionIdRetired:
+                self._endpoint._unregister_cid(self, event.connection_id)
+            elif kind is ev.StreamReset:
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._on_reset(event.error_code)
+            elif kind is ev.StopSendingReceived:
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._on_stop_sending(event.error_code)
+                    self._forget_if_done(stream)
+            elif kind is ev.HandshakeCompleted:
+                self._on_handshake_completed(event.alpn_protocol or "")
+            elif kind is ev.ConnectionTerminated:
+                self._notice_close(in_timer=in_timer)
+                self._terminate()
+                return
+        if self._close_info is None and self._lib.close_event(quic) is not None:
+            self._notice_close(in_timer=in_timer)
+
+    def _on_stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        quic = self._quic
+        stream = self._streams.get(stream_id)
+        if stream is None and stream_id % 4 == self._next_peer_stream_id % 4 and stream_id >= self._next_peer_stream_id:
+            # a new peer stream opens every lower-numbered one too (RFC 9000 2.1)
+            for new_id in range(self._next_peer_stream_id, stream_id + 4, 4):
+                new_stream = self._streams[new_id] = QuicEndpointStream(self, new_id)
+                self._incoming_streams.put(new_stream)
+            self._next_peer_stream_id = stream_id + 4
+            stream = self._streams[stream_id]
+        if stream is None or stream._reset_locally or stream._read_reset_code is not None:
+            # nobody will read it: credit it back at once (it only counted as received)
+            if end_stream and stream is not None:
+                stream._eof_received = True
+                self._forget_if_done(stream)
+            return
+        if data:
+            quic.unread_by_stream[stream_id] = quic.unread_by_stream.get(stream_id, 0) + len(data)
+            quic.unread_total += len(data)
+        stream._feed(data, end_stream)
+
+    def _on_handshake_completed(self, alpn: str) -> None:
+        self._alpn = alpn
+        self._handshake_deadline = None
+        if self._is_dialer:
+            der = self._lib.peer_certificate_der(self._quic)
+            self._peer_certificate = der
+            if self._pinned_hash is not None and (der is None or certificate_hash(der) != self._pinned_hash):
+                # cadata made the pin a trust anchor; only this makes it an exact match
+                self._fail_handshake(
+                    DialError(f"{HostPort(*self._remote)} presented a certificate other than the pinned one")
+                )
+                self.close(CloseCode.UNKNOWN_PEER, "unexpected certificate")
+                return
+        if self._options.keepalive_interval > 0:
+            self._next_ping_at = self._loop.time() + self._options.keepalive_interval
+        if not self._handshake_done.done():
+            self._handshake_done.set_result(None)
+        if not self._is_dialer:
+            self._endpoint._handshake_finished(self)
+
+    def _fail_handshake(self, error: DialError) -> None:
+        if not self._handshake_done.done():
+            self._handshake_done.set_exception(error)
+            # a dialer awaits this; an accepted connection's failure has no reader
+            self._handshake_done.exception()
+
+    def _notice_close(self, *, in_timer: bool) -> None:
+        """Turn the library's close under way into our CloseInfo, once."""
+        if self._close_info is not None:
+            return
+        event = self._lib.close_event(self._quic)
+        if event is None:  # terminated without a close reason: treat as a timeout
+            info = CloseInfo(CloseCode.TIMEOUT, "connection timed out", by_peer=False)
+        elif self._lib.closed_by_peer(self._quic):
+            if self._lib.is_transport_close(event):
+                # a transport error is not one of our close codes: NO_ERROR stays 0
+                code = CloseCode.OK if event.error_code == 0 else CloseCode.PROTOCOL_ERROR
+                info = CloseInfo(code, f"transport close 0x{event.error_code:x}: {event.reason_phrase}", by_peer=True)
+            else:
+                info = CloseInfo(event.error_code, event.reason_phrase, by_peer=True)
+        elif in_timer:
+            # aioquic's only timer-driven close is the idle timeout
+            info = CloseInfo(CloseCode.TIMEOUT, "idle timeout", by_peer=False)
+        else:
+            # the library closed on a local error (protocol violation, TLS alert)
+            info = CloseInfo(CloseCode.PROTOCOL_ERROR, f"0x{event.error_code:x}: {event.reason_phrase}", by_peer=False)
+        if not self._handshake_done.done():
+            self._fail_handshake(DialError(f"QUIC handshake with {HostPort(*self._remote)} failed: {info.reason}"))
+        self._mark_closed(info)
+
+    def _mark_closed(self, info: CloseInfo) -> None:
+        if self._close_info is not None:
+            return
+        self._close_info = info
+        self._fail_handshake(DialError(f"QUIC connection to {HostPort(*self._remote)} closed: {info.reason}"))
+        self._next_ping_at = None
+        self._handshake_deadline = None
+        error = ConnectionLost(info.code, info.reason, info.by_peer)
+        self._incoming_streams.close(error)
+        for stream in self._streams.values():
+            stream._wake_reader()
+            stream._wake_writer()
+        self._closed_event.set()
+        self._endpoint._connection_closed(self)
+
+    def _terminate(self) -> None:
+        """The library is done with the connection (drain period over): forget it."""
+        if self._terminated:
+            return
+        self._terminated = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transmit_handle is not None:
+            self._transmit_handle.cancel()
+            self._transmit_handle = None
+        self._endpoint._connection_terminated(self)
+
+
+class _EndpointProtocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: "QuicEndpoint") -> None:
+        self._endpoint = endpoint
+        self.lost: asyncio.Future[None] = endpoint._loop.create_future()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._endpoint._datagram_received(data, addr)
+
+    def error_received(self, exc: OSError) -> None:
+        # ICMP errors (port unreachable...) for one peer say nothing about the others
+        logger.debug("UDP error on %s: %s", self._endpoint.local_address, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+class QuicEndpoint:
+    """One UDP socket that listens and dials (implements :class:`connet_core.transport.Endpoint`).
+
+    Create with :meth:`QuicEndpoint.open`. ``set_datagram_filter`` is a fault hook for tests.
+    """
+
+    def __init__(
+        self,
+        library: AioquicLibrary,
+        *,
+        identity: TLSIdentity | None,
+        alpns: Sequence[str],
+        options: TransportOptions,
+    ) -> None:
+        if alpns and identity is None:
+            raise TransportError("an endpoint that accepts connections needs a TLS identity")
+        self._lib = library
+        self._loop = asyncio.get_running_loop()
+        self._options = options
+        self._alpns = list(alpns)
+        self._server_config = (
+            library.configuration(
+                is_client=False,
+                alpns=self._alpns,
+                idle_timeout=options.idle_timeout,
+                max_datagram_size=options.max_datagram_size,
+                initial_rtt=options.initial_rtt,
+                cert_pem=identity.cert_pem,
+                key_pem=identity.key_pem,
+            )
+            if identity is not None and alpns
+            else None
+        )
+        default_config = library.configuration(
+            is_client=True,
+            alpns=["x"],
+            idle_timeout=options.idle_timeout,
+            max_datagram_size=options.max_datagram_size,
+            initial_rtt=None,
+        )
+        self._supported_versions = library.supported_versions(default_config)
+        self._by_cid: dict[bytes, QuicEndpointConnection] = {}
+        self._connections: set[QuicEndpointConnection] = set()
+        self._pending_accepts: set[QuicEndpointConnection] = set()
+        self._accepted: _Inbox[QuicEndpointConnection] = _Inbox()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._protocol: _EndpointProtocol | None = None
+        self._family = socket.AF_INET
+        self._dual_stack = False
+        self._local = HostPort("", 0)
+        self._filter: DatagramFilter | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        library: AioquicLibrary,
+        address: HostPort,
+        *,
+        identity: TLSIdentity | None,
+        alpns: Sequence[str],
+        options: TransportOptions,
+    ) -> "QuicEndpoint":
+        endpoint = cls(library, identity=identity, alpns=alpns, options=options)
+        await endpoint._bind(address)
+        return endpoint
+
+    async def _bind(self, address: HostPort) -> None:
+        sock = await self._make_socket(address)
+        try:
+            self._transport, self._protocol = await self._loop.create_datagram_endpoint(
+                lambda: _EndpointProtocol(self), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+        name = sock.getsockname()
+        self._local = HostPort(name[0], name[1])
+
+    async def _make_socket(self, address: HostPort) -> socket.socket:
+        if address.host == "":
+            # every interface: dual stack where IPv6 exists, else IPv4 only
+            try:
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            except OSError:
+                sock = None
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                    sock.bind(("::", address.port))
+                except OSError:
+                    sock.close()
+                    sock = None
+                else:
+                    self._family, self._dual_stack = socket.AF_INET6, True
+            if sock is None:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self._bind_or_close(sock, ("0.0.0.0", address.port), address)
+                self._family = socket.AF_INET
+        else:
+            try:
+                infos = await self._loop.getaddrinfo(address.host, address.port, type=socket.SOCK_DGRAM)
+            except socket.gaierror as exc:
+                raise TransportError(f"cannot bind {address}: {exc.strerror}") from None
+            family, _, _, _, sockaddr = infos[0]
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            self._family = family
+            if family == socket.AF_INET6 and sockaddr[0] == "::":
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                self._dual_stack = True
+            self._bind_or_close(sock, sockaddr, address)
+        sock.setblocking(False)
+        return sock
+
+    @staticmethod
+    def _bind_or_close(sock: socket.socket, sockaddr: Any, address: HostPort) -> None:
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            sock.close()
+            raise TransportError(f"cannot bind UDP {address}: {exc.strerror or exc}") from None
+
+    # Endpoint API
+
+    @property
+    def local_address(self) -> HostPort:
+        return self._local
+
+    def set_datagram_filter(self, allow: DatagramFilter | None) -> None:
+        """Fault hook for tests: ``allow(peer, outgoing)`` is called for every datagram
+        received from (``outgoing`` False) or sent to (``outgoing`` True) ``peer`` (a
+        normalized HostPort); returning False drops the datagram silently, as a dead path
+        would. ``None`` removes the filter."""
+        self._filter = allow
+
+    async def accept(self) -> QuicEndpointConnection:
+        return await self._accepted.get()
+
+    async def dial(
+        self, address: HostPort, *, alpn: str, trust: Trust, timeout: float | None = None
+    ) -> QuicEndpointConnection:
+        """Dial from this endpoint's socket.
+
+        Trust: ``pinned_der`` — the pinned certificate is the only trust anchor and, after
+        the handshake, must be exactly the one presented (SHA-256 compared);
+        ``server_name`` is then checked only when given (the engine passes the common
+        name of the peer's identity; without it the exact match is the whole check).
+        ``cafile`` — normal verification against that bundle; neither — certifi's bundle;
+        for both, ``server_name`` defaults to the dialed host. Raises DialError.
+        """
+        if self._closed:
+            raise DialError("endpoint is closed")
+        remote = await self._resolve(address)
+        if trust.pinned_der is not None:
+            try:
+                cadata = x509.load_der_x509_certificate(trust.pinned_der).public_bytes(Encoding.PEM)
+            except ValueError:
+                raise DialError(f"dial {address}: the pinned certificate is not valid DER") from None
+            server_name = trust.server_name
+        else:
+            cadata = None
+            if trust.cafile is not None:
+                try:
+                    cadata = trust.cafile.read_bytes()
+                    x509.load_pem_x509_certificates(cadata)
+                except OSError as exc:
+                    raise DialError(f"dial {address}: cannot read CA file {trust.cafile}: {exc.strerror}") from None
+                except ValueError:
+                    raise DialError(f"dial {address}: CA file {trust.cafile} holds no PEM certificate") from None
+            server_name = trust.server_name or address.host
+        config = self._lib.configuration(
+            is_client=True,
+            alpns=[alpn],
+            idle_timeout=self._options.idle_timeout,
+            max_datagram_size=self._options.max_datagram_size,
+            initial_rtt=self._options.initial_rtt,
+            server_name=server_name,
+            cadata=cadata,
+        )
+        quic = self._lib.new_connection(config, max_streams=self._options.max_streams)
+        deadline = self._loop.time() + (timeout if timeout is not None else self._options.handshake_timeout)
+        connection = QuicEndpointConnection(
+            self, quic, is_dialer=True, remote=remote, handshake_deadline=deadline, pinned_der=trust.pinned_der
+        )
+        self._connections.add(connection)
+        # routable before the first datagram leaves: the answer may come back at once
+        self._register_cid(connection, self._lib.host_cid(quic))
+        quic.connect(remote, now=self._loop.time())
+        connection._transmit()
+        try:
+            await connection._handshake_done
+        except asyncio.CancelledError:
+            connection.close(CloseCode.SHUTDOWN, "dial cancelled")  # the peer learns at once
+            raise
+        return connection
+
+    async def close(self, code: int = CloseCode.OK, reason: str = "") -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._accepted.close(ConnectionLost(code, "endpoint closed", by_peer=False))
+        for connection in list(self._connections):
+            connection.close(code, reason)  # sends CONNECTION_CLOSE now
+            connection._terminate()
+        self._by_cid.clear()
+        if self._transport is not None and self._protocol is not None:
+            # asyncio closes a datagram transport only once its send buffer is empty
+            self._transport.close()
+            await self._protocol.lost
+
+    # internals
+
+    async def _resolve(self, address: HostPort) -> Address:
+        if not address.host:
+            raise DialError(f"dial {address}: no host to dial")
+        try:
+            infos = await self._loop.getaddrinfo(address.host, address.port, type=socket.SOCK_DGRAM)
+        except socket.gaierror as exc:
+            raise DialError(f"dial {address}: cannot resolve {address.host!r}: {exc.strerror}") from None
+        for family, _, _, _, sockaddr in infos:
+            if family == self._family or (family == socket.AF_INET and self._dual_stack):
+                return _canonical(sockaddr)
+        raise DialError(f"dial {address}: no address of a family this socket can reach ({self._local})")
+
+    def _sendto(self, data: bytes, addr: Address) -> None:
+        if self._filter is not None and not self._filter(HostPort(*addr), True):
+            return
+        if self._family == socket.AF_INET6 and ":" not in addr[0]:
+            self._transport.sendto(data, ("::ffff:" + addr[0], addr[1]))  # type: ignore[union-attr]
+        else:
+            self._transport.sendto(data, addr)  # type: ignore[union-attr]
+
+    def _datagram_received(self, data: bytes, raw_addr: Any) -> None:
+        addr = _canonical(raw_addr)
+        if self._filter is not None and not self._filter(HostPort(*addr), False):
+            return
+        lib = self._lib
+        header = lib.parse_header(data)
+        if header is None:
+            return
+        if lib.needs_version_negotiation(header, self._supported_versions):
+            if self._server_config is not None:
+                self._sendto(lib.version_negotiation(header, self._supported_versions), addr)
+            return
+        connection = self._by_cid.get(header.destination_cid)
+        if connection is None:
+            if (
+                self._server_config is not None
+                and not self._closed
+                and lib.is_initial(header)
+                and len(data) >= lib.smallest_max_datagram_size
+            ):
+                connection = self._accept_initial(header, addr)
+            if connection is None:
+                self._unroutable(data, header, addr)
+                return
+        try:
+            connection._datagram_received(data, addr, self._loop.time())
+        except Exception:  # noqa: BLE001 — see QuicEndpointConnection._on_timer
+            logger.exception("QUIC connection %r failed on a datagram", connection)
+            connection._abort(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def _unroutable(self, data: bytes, header: Any, addr: Address) -> None:
+        """A datagram for no connection of ours. Dropped for now; this is the seam for
+        stateless reset (answering with one, and recognizing a peer's; DESIGN.md)."""
+
+    def _accept_initial(self, header: Any, addr: Address) -> QuicEndpointConnection | None:
+        if len(self._pending_accepts) >= MAX_PENDING_HANDSHAKES:
+            return None
+        quic = self._lib.new_connection(
+            self._server_config,
+            max_streams=self._options.max_streams,
+            original_destination_connection_id=header.destination_cid,
+        )
+        connection = QuicEndpointConnection(
+            self,
+            quic,
+            is_dialer=False,
+            remote=addr,
+            handshake_deadline=self._loop.time() + self._options.handshake_timeout,
+        )
+        self._connections.add(connection)
+        self._pending_accepts.add(connection)
+        # as aioquic's server: route both the client's chosen CID and our own
+        self._register_cid(connection, header.destination_cid)
+        self._register_cid(connection, self._lib.host_cid(quic))
+        return connection
+
+    def _register_cid(self, connection: QuicEndpointConnection, cid: bytes) -> None:
+        self._by_cid[cid] = connection
+        connection._cids.add(cid)
+
+    def _unregister_cid(self, connection: QuicEndpointConnection, cid: bytes) -> None:
+        if self._by_cid.get(cid) is connection:
+            del self._by_cid[cid]
+        connection._cids.discard(cid)
+
+    def _handshake_finished(self, connection: QuicEndpointConnection) -> None:
+        self._pending_accepts.discard(connection)
+        if connection._alpn not in self._alpns:
+            connection.close(CloseCode.PROTOCOL_ERROR, "unsupported ALPN")
+            return
+        self._accepted.put(connection)
+
+    def _connection_closed(self, connection: QuicEndpointConnection) -> None:
+        self._pending_accepts.discard(connection)
+
+    def _connection_terminated(self, connection: QuicEndpointConnection) -> None:
+        for cid in connection._cids:
+            if self._by_cid.get(cid) is connection:
+                del self._by_cid[cid]
+        connection._cids.clear()
+        self._connections.discard(connection)
+        self._pending_accepts.discard(connection)
