@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from connet_core.addresses import local_candidates
 from connet_core.certs import make_identity, sign_proof, verify_proof
-from connet_core.component import Backoff
+from connet_core.component import Backoff, spawn
 from connet_core.config import ClientSettings, EndpointSettings
 from connet_core.errors import ConnectionLost, DialError, ProtocolError, StreamReset
 from connet_core.forward import Counters, pump
@@ -50,6 +50,7 @@ HANDSHAKE_STEP_TIMEOUT = 5.0  # each message of the identity proof
 CONTROL_DIAL_TIMEOUT = 5.0
 PEER_DIAL_TIMEOUT = 5.0
 UNKNOWN_PEER_GRACE = 3.0  # a peer may dial before control told us about it
+UNMATCHED_GRACE = 10.0  # a peer control no longer lists keeps its connection this long (control restarts)
 PATH_WAIT = 5.0  # a source connection waits this long for a first path
 NEXT_PATH_TIMEOUT = 1.0  # a stream request unanswered this long moves on to the next path
 LAST_PATH_TIMEOUT = 15.0  # ... unless it is the last path: then only a dead destination ends it
@@ -77,10 +78,14 @@ class Peer:
     connections: list[PeerConnection] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     dialer: asyncio.Task | None = None
+    unmatched_since: float | None = None  # control stopped listing it (for every name)
 
     @property
     def label(self) -> str:
         return self.hash.hex()[:12]
+
+    def busy(self) -> bool:
+        return any(pc.active_streams for pc in self.connections)
 
     def addresses(self) -> list[HostPort]:
         seen: list[HostPort] = []
@@ -161,6 +166,7 @@ class Client:
                     tg.create_task(self._accept_tcp(source, sock))
                 tg.create_task(self._accept_peers())
                 tg.create_task(self._control_loop())
+                tg.create_task(self._retire_unmatched())
                 self.started.set()
         finally:
             for sock in self._listeners:
@@ -270,6 +276,7 @@ class Client:
                 peer = self.peers[peer_hash] = Peer(info.certificate, peer_hash)
                 log.info("peer %s matched for %s %r", peer.label, key[1].value, key[0], extra={"endpoint": key[0]})
             peer.matched[key] = info
+            peer.unmatched_since = None
             peer.changed.set()
             self._ensure_dialer(peer)
         for peer_hash in stale:
@@ -277,9 +284,20 @@ class Client:
             peer.matched.pop(key, None)
             peer.changed.set()
             if not peer.matched:
-                self._forget(peer)
+                # no new streams; open ones finish. Its connection stays a while, so a
+                # control restart (every list briefly empty) does not cut the tunnels.
+                peer.unmatched_since = time.monotonic()
         async with self._paths_changed:
             self._paths_changed.notify_all()
+
+    async def _retire_unmatched(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for peer in list(self.peers.values()):
+                since = peer.unmatched_since
+                if since is not None and now - since > UNMATCHED_GRACE and not peer.busy():
+                    self._forget(peer)
 
     def _forget(self, peer: Peer) -> None:
         log.info("peer %s is gone", peer.label)
@@ -305,7 +323,7 @@ class Client:
     def _ensure_dialer(self, peer: Peer) -> None:
         if peer.dialer is None or peer.dialer.done():
             assert self._tg is not None
-            peer.dialer = self._tg.create_task(self._keep_direct(peer))
+            peer.dialer = spawn(self._tg, self._keep_direct(peer))
 
     async def _keep_direct(self, peer: Peer) -> None:
         """Dial the peer's candidates in parallel whenever there is no live connection.
@@ -367,7 +385,7 @@ class Client:
         assert self.endpoint is not None and self._tg is not None
         while True:
             conn = await self.endpoint.accept()
-            self._tg.create_task(self._verify_peer(conn))
+            spawn(self._tg, self._verify_peer(conn))
 
     async def _known_peer(self, peer_hash: bytes) -> Peer | None:
         """The peer with this certificate, waiting a little: its dial can overtake control's news."""
@@ -430,8 +448,8 @@ class Client:
         )
         peer.changed.set()
         assert self._tg is not None
-        self._tg.create_task(self._serve_peer(peer, pc))
-        self._tg.create_task(self._notify_paths())
+        spawn(self._tg, self._serve_peer(peer, pc))
+        spawn(self._tg, self._notify_paths())
 
     async def _notify_paths(self) -> None:
         async with self._paths_changed:
@@ -443,7 +461,7 @@ class Client:
         try:
             while True:
                 stream = await pc.conn.accept_stream()
-                self._tg.create_task(self._serve_destination_stream(peer, pc, stream))
+                spawn(self._tg, self._serve_destination_stream(peer, pc, stream))
         except ConnectionLost as exc:
             if pc in peer.connections:
                 peer.connections.remove(pc)
@@ -542,7 +560,7 @@ class Client:
             link.changed.set()
             if link.task is None or link.task.done():
                 assert self._tg is not None
-                link.task = self._tg.create_task(self._keep_relay(link))
+                link.task = spawn(self._tg, self._keep_relay(link))
 
     def _drop_relay(self, relay_hash: bytes, link: RelayLink) -> None:
         log.info("relay %s is no longer offered", link.label)
@@ -581,7 +599,7 @@ class Client:
                     tg.create_task(self._present_new_grants(link, conn))
                     while True:
                         stream = await conn.accept_stream()
-                        tg.create_task(self._serve_relayed_stream(link, stream))
+                        spawn(tg, self._serve_relayed_stream(link, stream))
             except* ConnectionLost as group:
                 code = group.exceptions[0].code  # type: ignore[attr-defined]
                 log.warning("relay %s connection closed: %s", link.label, CloseCode.describe(code))
@@ -636,7 +654,7 @@ class Client:
         loop = asyncio.get_running_loop()
         while True:
             conn, _ = await loop.sock_accept(sock)
-            self._tg.create_task(self._serve_source_connection(source, conn))
+            spawn(self._tg, self._serve_source_connection(source, conn))
 
     def _paths(self, source: EndpointSettings) -> tuple[list[PathCandidate], str | None]:
         """Usable paths for a new connection, best first, or why there are none."""

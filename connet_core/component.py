@@ -6,7 +6,7 @@ import asyncio
 import random
 import tempfile
 from pathlib import Path
-from typing import Generic, Hashable, TypeVar
+from typing import Any, Coroutine, Generic, Hashable, TypeVar
 
 T = TypeVar("T")
 
@@ -51,3 +51,13 @@ class Backoff:
 def default_store_dir(component: str) -> Path:
     """SPEC: without store-dir, a new temp subdirectory per run."""
     return Path(tempfile.mkdtemp(prefix=f"connet-{component}-"))
+
+
+def spawn(tg: asyncio.TaskGroup, coro: Coroutine[Any, Any, Any]) -> asyncio.Task | None:
+    """Start ``coro`` in ``tg`` — unless the group is already shutting down (the component
+    is stopping), in which case nothing new starts. TaskGroup says so with RuntimeError."""
+    try:
+        return tg.create_task(coro)
+    except RuntimeError:
+        coro.close()
+        return None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from connet_core.addresses import sanitize
 from connet_core.certs import load_identity
-from connet_core.component import Outbox, default_store_dir
+from connet_core.component import Outbox, default_store_dir, spawn
 from connet_core.config import AuthSettings, ControlSettings
 from connet_core.errors import ConnectionLost, ProtocolError, StreamReset
 from connet_core.logs import log_listening
@@ -251,7 +251,7 @@ class Control:
         self.sessions[session.id] = session
         log.info("client %s connected (%s)", address, principal.label, extra={"peer": str(address)})
         assert self._tg is not None
-        sender = self._tg.create_task(self._send_updates(session, messages))
+        sender = spawn(self._tg, self._send_updates(session, messages))
         try:
             await messages.send(Authenticated(observed_addr=str(address), reconnect_id=os.urandom(16)))
             while True:
@@ -266,7 +266,8 @@ class Control:
             log.warning("client %s: %s", address, exc, extra={"peer": str(address)})
             conn.close(exc.code, "protocol error")
         finally:
-            sender.cancel()
+            if sender is not None:
+                sender.cancel()
             del self.sessions[session.id]
             self._deliver(self.matcher.drop_session(session.id))
             conn.close(CloseCode.OK)

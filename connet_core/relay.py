@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from connet_core.certs import make_identity, verify_proof
-from connet_core.component import Backoff, default_store_dir
+from connet_core.component import Backoff, default_store_dir, spawn
 from connet_core.config import RelaySettings
 from connet_core.errors import ConnectionLost, DialError, ProtocolError, StoreError, StreamReset
 from connet_core.forward import splice
@@ -169,7 +169,7 @@ class RelayService:
         try:
             while True:
                 stream = await conn.accept_stream()
-                self._tg.create_task(self._serve_stream(client, stream))
+                spawn(self._tg, self._serve_stream(client, stream))
         except ConnectionLost:
             pass  # the client is gone; nothing of it is kept
         finally:

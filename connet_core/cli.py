@@ -1,0 +1,419 @@
+"""The ``connet`` command: a client by default, ``server``, ``control``, ``relay``, ``tui``,
+``cert`` and ``check`` as subcommands (SPEC.md "Commands").
+
+Every failure a user can cause is one line on stderr, ``connet: error: ...``, and exit code 2;
+never a traceback. Heavy modules (the runner, the engines, Textual) are imported only by the
+command that needs them, so ``connet --help`` and ``connet check`` stay quick.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+import click
+
+from connet_core.config import (
+    COMMANDS,
+    Config,
+    check_files,
+    load_config,
+    sections_present,
+)
+from connet_core.errors import ConfigError, PluginError
+from connet_core.model import HostPort
+
+F = TypeVar("F", bound=Callable[..., object])
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+TUI_EXTRA_HINT = "connet tui needs the dashboard extra: pip install 'connet[tui]'"
+
+# option name (as click passes it) -> config key it sets; the flag is named in errors
+COMMON_FLAG_KEYS = {"log_level": "log-level", "log_format": "log-format", "transport": "transport"}
+CLIENT_FLAG_KEYS = {
+    "token": "client.token",
+    "token_file": "client.token-file",
+    "server_addr": "client.server-addr",
+    "server_cas": "client.server-cas",
+    "direct_addr": "client.direct-addr",
+    "status_addr": "client.status-addr",
+}
+
+
+def common_options(func: F) -> F:
+    """``--config`` (repeatable), ``--log-level``, ``--log-format``, ``--transport``."""
+    options = [
+        click.option(
+            "--config",
+            "config_files",
+            multiple=True,
+            type=click.Path(path_type=Path),
+            metavar="FILE",
+            help="TOML configuration; repeat to layer files (a later file wins per key).",
+        ),
+        click.option("--log-level", metavar="LEVEL", help="debug | info | warn | error  [default: info]"),
+        click.option("--log-format", metavar="FORMAT", help="text | json  [default: text]"),
+        click.option(
+            "--transport",
+            metavar="NAME",
+            help="QUIC transport: aioquic, qh3 (extra connet[qh3]) or one a plugin adds  [default: aioquic]",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def common_flags(log_level: str | None, log_format: str | None, transport: str | None) -> dict[str, object]:
+    given = {"log_level": log_level, "log_format": log_format, "transport": transport}
+    return {COMMON_FLAG_KEYS[name]: value for name, value in given.items() if value is not None}
+
+
+def endpoint_flags(kind: str, name: str | None, addr: str | None, route: str | None) -> dict[str, object]:
+    """``--dst-name web --dst-addr h:p`` -> ``client.destinations.web.addr``; same for sources."""
+    prefix = "dst" if kind == "destinations" else "src"
+    if name is None:
+        for flag, value in (("addr", addr), ("route", route)):
+            if value is not None:
+                raise ConfigError(f"flag --{prefix}-{flag}: needs --{prefix}-name")
+        return {}
+    if addr is None and route is None:
+        raise ConfigError(f"flag --{prefix}-name: needs --{prefix}-addr")
+    flags: dict[str, object] = {}
+    if addr is not None:
+        flags[f"client.{kind}.{name}.addr"] = addr
+    if route is not None:
+        flags[f"client.{kind}.{name}.route"] = route
+    return flags
+
+
+def run_daemon(command: str, files: Sequence[Path], flags: dict[str, object]) -> int:
+    """Load and check the configuration, set up logging, run until stopped."""
+    config = load_config(command, files, flags)
+    check_files(config)
+    from connet_core.logs import setup_logging
+
+    setup_logging(config.common.log_level, config.common.log_format)
+    from connet_core import runner  # imports the engines: only when something is run
+
+    return runner.run(config)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _addr(addr: HostPort | None) -> str:
+    return "disabled" if addr is None else str(addr)
+
+
+def summarize(config: Config) -> str:
+    """One line saying what ``config`` would run, for ``connet check``."""
+    if config.client is not None:
+        client = config.client
+        parts = []
+        for word, endpoints in (("destination", client.destinations), ("source", client.sources)):
+            names = ", ".join(e.name for e in endpoints)
+            parts.append(_plural(len(endpoints), word) + (f" ({names})" if names else ""))
+        return f"client: {', '.join(parts)}; control server {client.server_addr}; status {_addr(client.status_addr)}"
+    if config.server is not None:
+        server = config.server
+        control = server.control
+        return (
+            f"server: control on {control.addr}, relay on {server.relay_addr} "
+            f"(advertised as {server.relay_hostname}); {_tokens(control.client_auth.tokens)}; "
+            f"status {_addr(control.status_addr)}"
+        )
+    if config.control is not None:
+        control = config.control
+        relays = _tokens(control.relay_auth.tokens) if control.relay_auth else "relays not accepted"
+        return (
+            f"control: on {control.addr}; clients: {_tokens(control.client_auth.tokens)}; relays: {relays}; "
+            f"status {_addr(control.status_addr)}"
+        )
+    assert config.relay is not None
+    relay = config.relay
+    return (
+        f"relay: on {relay.addr} (advertised as {relay.hostname}), registers with {relay.control_addr}; "
+        f"status {_addr(relay.status_addr)}"
+    )
+
+
+def _tokens(source: object) -> str:
+    tokens = getattr(source, "tokens", None)
+    if tokens is not None:
+        return _plural(len(tokens), "token")
+    return f"tokens from {getattr(source, 'file', '?')}"
+
+
+def _reject_client_options_with(ctx: click.Context) -> None:
+    """Options before a subcommand belong to the client: refuse them, rather than ignore."""
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name or "")
+        if source is not None and source is not click.core.ParameterSource.DEFAULT and param.name != "help":
+            flag = param.opts[0] if param.opts else param.name
+            if param.name in ("config_files", *COMMON_FLAG_KEYS):
+                raise click.UsageError(
+                    f"{flag} goes after the command: connet {ctx.invoked_subcommand} {flag} ..."
+                )
+            raise click.UsageError(f"{flag} is a client option; it does not apply to '{ctx.invoked_subcommand}'")
+
+
+@click.group(
+    invoke_without_command=True,
+    context_settings=CONTEXT_SETTINGS,
+    epilog="Configuration keys, defaults and CONNET_* variables: see SPEC.md. "
+    "'connet COMMAND --help' shows a command's options.",
+)
+@click.version_option(package_name="connet", prog_name="connet")
+@common_options
+@click.option("--token", metavar="TOKEN", help="Token for the control server (or --token-file).")
+@click.option("--token-file", type=click.Path(), metavar="FILE", help="File whose first line is the token.")
+@click.option("--server-addr", metavar="HOST:PORT", help="Control server address.  [default: localhost:19190]")
+@click.option(
+    "--server-cas",
+    type=click.Path(),
+    metavar="FILE",
+    help="PEM CA(s) of the control server certificate.  [default: the system trust store (certifi)]",
+)
+@click.option(
+    "--direct-addr", metavar="HOST:PORT", help="UDP address for direct peer connections and control.  [default: :19192]"
+)
+@click.option("--status-addr", metavar="HOST:PORT", help="HTTP status endpoint.  [default: disabled]")
+@click.option("--dst-name", metavar="NAME", help="Name of one destination to expose (with --dst-addr).")
+@click.option("--dst-addr", metavar="HOST:PORT", help="Where that destination connects to.")
+@click.option("--dst-route", metavar="ROUTE", help="any | direct | relay  [default: any]")
+@click.option("--src-name", metavar="NAME", help="Name of one source (with --src-addr).")
+@click.option("--src-addr", metavar="HOST:PORT", help="Where that source listens for TCP connections.")
+@click.option("--src-route", metavar="ROUTE", help="any | direct | relay  [default: any]")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    config_files: tuple[Path, ...],
+    log_level: str | None,
+    log_format: str | None,
+    transport: str | None,
+    token: str | None,
+    token_file: Path | None,
+    server_addr: str | None,
+    server_cas: Path | None,
+    direct_addr: str | None,
+    status_addr: str | None,
+    dst_name: str | None,
+    dst_addr: str | None,
+    dst_route: str | None,
+    src_name: str | None,
+    src_addr: str | None,
+    src_route: str | None,
+) -> int | None:
+    """Run a connet client: expose destinations and serve sources (peer-to-peer over QUIC).
+
+    \b
+    connet --config client.toml
+    connet --token T --server-addr host:19190 --dst-name web --dst-addr localhost:8080
+    """
+    if ctx.invoked_subcommand is not None:
+        _reject_client_options_with(ctx)
+        return None
+    flags = common_flags(log_level, log_format, transport)
+    given = {
+        "token": token,
+        "token_file": token_file,
+        "server_addr": server_addr,
+        "server_cas": server_cas,
+        "direct_addr": direct_addr,
+        "status_addr": status_addr,
+    }
+    flags.update({CLIENT_FLAG_KEYS[name]: value for name, value in given.items() if value is not None})
+    flags.update(endpoint_flags("destinations", dst_name, dst_addr, dst_route))
+    flags.update(endpoint_flags("sources", src_name, src_addr, src_route))
+    return run_daemon("client", config_files, flags)
+
+
+def _daemon_command(command: str, summary: str) -> None:
+    def callback(
+        config_files: tuple[Path, ...], log_level: str | None, log_format: str | None, transport: str | None
+    ) -> int:
+        return run_daemon(command, config_files, common_flags(log_level, log_format, transport))
+
+    callback.__doc__ = summary
+    short = summary.split("\n", 1)[0]
+    cli.command(name=command, context_settings=CONTEXT_SETTINGS, short_help=short)(common_options(callback))
+
+
+_daemon_command(
+    "server",
+    "Run control and relay servers in one process ([server]).\n\n"
+    "\b\nconnet server --config server.toml",
+)
+_daemon_command(
+    "control",
+    "Run a control server alone; relays register with it ([control]).\n\n"
+    "\b\nconnet control --config control.toml",
+)
+_daemon_command(
+    "relay",
+    "Run a relay server, registered with a control server ([relay]).\n\n"
+    "\b\nconnet relay --config relay.toml",
+)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@common_options
+@click.option(
+    "--as",
+    "kind",
+    type=click.Choice(COMMANDS),
+    help="Check the configuration as this command.  [default: every section present]",
+)
+def check(
+    config_files: tuple[Path, ...],
+    log_level: str | None,
+    log_format: str | None,
+    transport: str | None,
+    kind: str | None,
+) -> int:
+    """Validate a configuration and the files it names, then exit.
+
+    Without --as, each of the sections [client], [server], [control] and [relay] present in
+    the files (or the CONNET_* environment) is checked as its command. Prints "ok: ..." and
+    exits 0, or one error line and exits 2.
+
+    \b
+    connet check --config server.toml
+    connet check --as client --config base.toml --config site.toml
+    """
+    flags = common_flags(log_level, log_format, transport)
+    kinds = [kind] if kind else sections_present(config_files)
+    if not kinds:
+        raise ConfigError(
+            "nothing to check: no [client], [server], [control] or [relay] section; name one with --as"
+        )
+    summaries = []
+    for command in kinds:
+        config = load_config(command, config_files, flags)
+        check_files(config)
+        summaries.append(summarize(config))
+    click.echo("ok: " + "; ".join(summaries))
+    return 0
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS, short_help="Make a test CA and server certificate (tests only).")
+@common_options
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("certs"),
+    show_default=True,
+    help="Directory to write the files to (created if missing).",
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    metavar="HOST",
+    help="Name or address the server certificate is valid for; repeatable.  [default: localhost, 127.0.0.1, ::1]",
+)
+def cert(
+    config_files: tuple[Path, ...],
+    log_level: str | None,
+    log_format: str | None,
+    transport: str | None,
+    out_dir: Path,
+    hosts: tuple[str, ...],
+) -> int:
+    """Make a test CA and a server certificate it signed (for tests only).
+
+    \b
+    connet cert --out certs --host localhost --host 127.0.0.1
+    For production, make certificates with your CA, or with openssl or minica.
+    """
+    from connet_core.certs import write_test_certificates
+
+    names = list(hosts or ("localhost", "127.0.0.1", "::1"))
+    paths = write_test_certificates(out_dir, names)
+    uses = {
+        "ca": "CA certificate: server-cas of clients, control-cas of relays",
+        "ca-key": "CA key: not needed to run; keep it private",
+        "cert": "server certificate: cert-file of [server] or [control]",
+        "key": "server key: key-file of [server] or [control]",
+    }
+    click.echo(f"wrote a test CA and a server certificate for {', '.join(names)}:")
+    width = max(len(str(path)) for path in paths.values())
+    for role, path in paths.items():
+        click.echo(f"  {str(path):<{width}}  {uses.get(role, role)}")
+    click.echo("These are for tests only: clients trust the server through the CA file.")
+    return 0
+
+
+def _status_url(addr: HostPort) -> str:
+    host = addr.host or "127.0.0.1"  # an every-interface bind is reachable on loopback
+    return f"http://{HostPort(host, addr.port)}/"
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@common_options
+@click.argument("urls", nargs=-1, metavar="[STATUS-URL]...")
+def tui(
+    config_files: tuple[Path, ...],
+    log_level: str | None,
+    log_format: str | None,
+    transport: str | None,
+    urls: tuple[str, ...],
+) -> int:
+    """Live dashboard over status endpoints (needs connet[tui]).
+
+    Status URLs come from the arguments and from the status-addr of each --config file.
+
+    \b
+    connet tui http://127.0.0.1:19180/ http://127.0.0.1:19181/
+    connet tui --config client.toml --config server.toml
+    """
+    all_urls = list(urls)
+    flags = common_flags(log_level, log_format, transport)
+    for command in sections_present(config_files) if config_files else []:
+        config = load_config(command, config_files, flags)
+        section = config.client or config.relay or config.control or (config.server and config.server.control)
+        status_addr = getattr(section, "status_addr", None)
+        if isinstance(status_addr, HostPort):
+            all_urls.append(_status_url(status_addr))
+    if not all_urls:
+        raise click.UsageError("give at least one STATUS-URL, or a --config whose section has a status-addr")
+    try:
+        from connet_tui import app
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] == "textual":
+            click.echo(TUI_EXTRA_HINT, err=True)
+            return 1
+        raise
+    result = app.run(all_urls)
+    return result if isinstance(result, int) else 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console script entry point: exit with the command's code; errors are one line."""
+    try:
+        result = cli.main(args=list(argv) if argv is not None else None, prog_name="connet", standalone_mode=False)
+    except (ConfigError, PluginError) as exc:
+        click.echo(f"connet: error: {_one_line(str(exc))}", err=True)
+        sys.exit(2)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"connet: error: {_one_line(exc.format_message())}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"connet: error: {_one_line(exc.format_message())}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
