@@ -727,6 +727,10 @@ class Client:
                 if opened is None:
                     continue
                 stream, initial = opened
+                log.debug(
+                    "source %r: connection via %s path to peer %s%s", source.name, path.kind.value, peer.label,
+                    f" (relay {path.relay})" if path.relay else "", extra={"endpoint": source.name, "path": path.kind.value},
+                )
                 await pump(reader, writer, stream, self.counters[(source.name, Role.SOURCE)], initial)
                 return
             except (ConnectionLost, StreamReset, ProtocolError, TimeoutError) as exc:

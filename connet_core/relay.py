@@ -100,9 +100,10 @@ class RelayCounters:
 class RelayService:
     """Serves clients on a bound endpoint; needs the grant key control gave it."""
 
-    def __init__(self, endpoint: Endpoint, identity: RelayIdentity) -> None:
+    def __init__(self, endpoint: Endpoint, identity: RelayIdentity, store: Store) -> None:
         self.endpoint = endpoint
         self.identity = identity
+        self.store = store
         self.grant_key: bytes | None = None
         self.grant_key_ready = asyncio.Event()
         self.clients: set[RelayClient] = set()
@@ -218,6 +219,7 @@ class RelayService:
             await messages.send(Connected())
             moved = await splice(messages.stream, outbound, initial_to_b=messages.take_remaining())
             self.counters.bytes_relayed += moved
+            log.debug("relayed a stream for %r: %d bytes", request.name, moved, extra={"endpoint": request.name})
         finally:
             self.counters.streams_active -= 1
 
@@ -243,7 +245,7 @@ async def start_relay_service(hooks: Hooks, transport_name: str, addr: HostPort,
     transport = hooks.transport(transport_name)
     endpoint = await transport.bind(addr, identity=identity.tls, alpns=[ALPN_RELAY])
     log_listening(log, "relay", "udp", endpoint.local_address)
-    return RelayService(endpoint, identity)
+    return RelayService(endpoint, identity, store)
 
 
 class Relay:
@@ -259,6 +261,10 @@ class Relay:
     async def run(self) -> None:
         s = self.settings
         self.service = await start_relay_service(self.hooks, s.common.transport, s.addr, s.store_dir)
+        # grants control issued before a restart stay valid: serve them before re-registering
+        remembered = await self.service.store.get("control", "grant-key")
+        if remembered is not None:
+            self.service.set_grant_key(remembered)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.service.serve())
@@ -285,6 +291,8 @@ class Relay:
                 port = service.endpoint.local_address.port
                 await messages.send(RelayRegister(s.token, s.hostname, port, service.identity.der))
                 registered = await messages.recv(RelayRegistered, timeout=STEP_TIMEOUT)
+                if registered.grant_key != service.grant_key:
+                    await service.store.put("control", "grant-key", registered.grant_key)
                 service.set_grant_key(registered.grant_key)
                 self.control_connected = True
                 backoff.reset()

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from connet_core.config import Config
 from connet_core.errors import ConfigError, PluginError, StoreError
+from connet_core.model import HostPort
 from connet_core.plugins import Hooks, load_hooks
 
 log = logging.getLogger("connet")
@@ -20,6 +21,8 @@ SHUTDOWN_GRACE = 1.5  # seconds a stopping component gets to say goodbye (SPEC: 
 
 class Component(Protocol):
     async def run(self) -> None: ...
+
+    def status(self) -> dict: ...
 
 
 def build(config: Config, hooks: Hooks) -> Component:
@@ -46,8 +49,17 @@ def build(config: Config, hooks: Hooks) -> Component:
     raise ConfigError(f"unknown command {config.command!r}")
 
 
-async def serve(component: Component) -> None:
-    """Run until SIGINT/SIGTERM; the first signal stops gracefully, a second exits at once."""
+def status_addr(config: Config) -> HostPort | None:
+    """The status endpoint of the component ``config`` runs (``[server]``: its control part's)."""
+    section = config.client or config.control or config.relay or (config.server and config.server.control)
+    return getattr(section, "status_addr", None)
+
+
+async def serve(component: Component, status: HostPort | None = None) -> None:
+    """Run until SIGINT/SIGTERM; the first signal stops gracefully, a second exits at once.
+    With ``status``, the status endpoint runs beside the component in one task group."""
+    from connet_core.status import run_with_status
+
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -64,7 +76,7 @@ async def serve(component: Component) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await component.run()
+        await run_with_status(component, status)
     except asyncio.CancelledError:
         if signals_seen == 0:
             raise
@@ -85,7 +97,7 @@ def run(config: Config) -> int:
     else:
         runner = uvloop.run
     try:
-        runner(serve(component))
+        runner(serve(component, status_addr(config)))
     except (ConfigError, PluginError, StoreError, OSError, BaseExceptionGroup) as exc:
         cause = _first_expected(exc)
         if cause is None:

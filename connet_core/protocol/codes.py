@@ -22,6 +22,7 @@ class CloseCode(enum.IntEnum):
     REPLACED = 12  # a newer session of the same client took over
     GRANT_INVALID = 13  # a relay grant that is forged, expired or for another name
     NOT_FOUND = 14  # no destination of that name here
+    PEER_RESET = 15  # the peer forgot this connection: it restarted
 
     @classmethod
     def describe(cls, code: int) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from support.cluster import start_destination, start_source
-from support.services import echo_server, exchange, http_server, sha256
+from support.services import echo_server, exchange, http_server, sha256, wait_tunnel
 
 
 def test_http_page_through_the_tunnel(server, daemons, tmp_path: Path) -> None:
@@ -37,21 +37,6 @@ def fetch_with_retry(url: str, timeout: float = 15.0) -> str:
         except (ConnectionError, OSError):
             if time.monotonic() > deadline:
                 raise
-
-
-async def wait_tunnel(port: int, timeout: float = 15.0) -> None:
-    """Until one small exchange goes through (echo destination)."""
-    deadline = time.monotonic() + timeout
-    probe = b"probe"
-    while True:
-        try:
-            if await exchange(port, probe) == probe:
-                return
-        except (ConnectionError, OSError):
-            pass  # refused while no path is up yet: try again
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no tunnel through 127.0.0.1:{port} within {timeout}s")
-        await asyncio.sleep(0.2)
 
 
 async def test_64_mib_both_directions_intact(server, daemons) -> None:

@@ -27,9 +27,12 @@ class ServerInfo:
         ]
 
 
-def write_server_config(path: Path, certs: Path, *, addr: str = "127.0.0.1:0", store_dir: Path | None = None) -> Path:
+def write_server_config(path: Path, certs: Path, *, addr: str = "127.0.0.1:0", store_dir: Path | None = None,
+                        status_addr: str | None = None) -> Path:
     tokens = ", ".join(f'"{t}"' for t in TOKENS)
     store = f'store-dir = "{store_dir}"\n' if store_dir else ""
+    if status_addr is not None:
+        store += f'status-addr = "{status_addr}"\n'
     path.write_text(
         "[server]\n"
         f'addr = "{addr}"\n'
@@ -42,23 +45,81 @@ def write_server_config(path: Path, certs: Path, *, addr: str = "127.0.0.1:0", s
 
 
 def start_server(daemons: Daemons, certs: Path, *, name: str = "server", addr: str = "127.0.0.1:0",
-                 store_dir: Path | None = None) -> ServerInfo:
-    config = write_server_config(daemons.workdir / f"{name}.toml", certs, addr=addr, store_dir=store_dir)
+                 store_dir: Path | None = None, status_addr: str | None = None) -> ServerInfo:
+    config = write_server_config(daemons.workdir / f"{name}.toml", certs, addr=addr, store_dir=store_dir,
+                                 status_addr=status_addr)
     daemon = daemons.start(name, ["server", "--config", str(config), "--log-level", "debug"])
     _, port = daemon.listening("control", "udp")
     return ServerInfo(daemon, port, config, certs)
 
 
 def start_destination(daemons: Daemons, server: ServerInfo, target_port: int, *, name: str = "dst",
-                      endpoint: str = "web", route: str = "any", token: str = TOKENS[0]) -> Daemon:
+                      endpoint: str = "web", route: str = "any", token: str = TOKENS[0],
+                      status_addr: str | None = None) -> Daemon:
     args = [*server.client_args(token), "--dst-name", endpoint, "--dst-addr", f"127.0.0.1:{target_port}",
             "--dst-route", route]
+    if status_addr is not None:
+        args += ["--status-addr", status_addr]
     return daemons.start(name, args)
 
 
 def start_source(daemons: Daemons, server: ServerInfo, *, name: str = "src", endpoint: str = "web",
-                 route: str = "any", token: str = TOKENS[1]) -> tuple[Daemon, int]:
+                 route: str = "any", token: str = TOKENS[1], status_addr: str | None = None) -> tuple[Daemon, int]:
     args = [*server.client_args(token), "--src-name", endpoint, "--src-addr", "127.0.0.1:0", "--src-route", route]
+    if status_addr is not None:
+        args += ["--status-addr", status_addr]
     daemon = daemons.start(name, args)
     _, port = daemon.listening("source", "tcp")
     return daemon, port
+
+
+RELAY_TOKEN = "relay-token"
+
+
+def start_control(daemons: Daemons, certs: Path, *, name: str = "control", addr: str = "127.0.0.1:0",
+                  store_dir: Path | None = None) -> ServerInfo:
+    """``connet control`` on its own, accepting relays with RELAY_TOKEN."""
+    tokens = ", ".join(f'"{t}"' for t in TOKENS)
+    store = f'store-dir = "{store_dir}"\n' if store_dir else ""
+    config = daemons.workdir / f"{name}.toml"
+    config.write_text(
+        "[control]\n"
+        f'addr = "{addr}"\n'
+        f'cert-file = "{certs / "server.pem"}"\n'
+        f'key-file = "{certs / "server-key.pem"}"\n'
+        f"client-tokens = [{tokens}]\n"
+        f'relay-tokens = ["{RELAY_TOKEN}"]\n' + store
+    )
+    daemon = daemons.start(name, ["control", "--config", str(config), "--log-level", "debug"])
+    _, port = daemon.listening("control", "udp")
+    return ServerInfo(daemon, port, config, certs)
+
+
+def relay_config(path: Path, control: ServerInfo, *, addr: str = "127.0.0.1:0", store_dir: Path | None = None) -> Path:
+    store = f'store-dir = "{store_dir}"\n' if store_dir else ""
+    path.write_text(
+        "[relay]\n"
+        f'token = "{RELAY_TOKEN}"\n'
+        f'addr = "{addr}"\n'
+        'hostname = "127.0.0.1"\n'
+        f'control-addr = "127.0.0.1:{control.control_port}"\n'
+        f'control-cas = "{control.certs / "ca.pem"}"\n' + store
+    )
+    return path
+
+
+def start_relay(daemons: Daemons, control: ServerInfo, *, name: str = "relay", addr: str = "127.0.0.1:0",
+                store_dir: Path | None = None) -> tuple[Daemon, int]:
+    config = relay_config(daemons.workdir / f"{name}.toml", control, addr=addr, store_dir=store_dir)
+    daemon = daemons.start(name, ["relay", "--config", str(config), "--log-level", "debug"])
+    _, port = daemon.listening("relay", "udp")
+    return daemon, port
+
+
+def free_udp_port() -> int:
+    """A port that was free a moment ago, for a restart that must come back on the same port."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -22,9 +22,10 @@ LISTENING = re.compile(r"listening (\S+) (udp|tcp) (\S+)")
 
 
 class Daemon:
-    def __init__(self, name: str, args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None):
+    def __init__(self, name: str, args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+                 command: Sequence[str] = CONNET):
         self.name = name
-        self.args = [*CONNET, *args]
+        self.args = [*command, *args]
         self.lines: list[str] = []
         self._cond = threading.Condition()
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

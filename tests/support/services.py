@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import http.server
 import threading
+import time
 from contextlib import asynccontextmanager, contextmanager
 from typing import AsyncIterator, Iterator
 
@@ -80,3 +81,18 @@ async def exchange(port: int, payload: bytes, chunk: int = 65536) -> bytes:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+async def wait_tunnel(port: int, timeout: float = 15.0) -> None:
+    """Until one small exchange goes through (echo destination)."""
+    deadline = time.monotonic() + timeout
+    probe = b"probe"
+    while True:
+        try:
+            if await exchange(port, probe) == probe:
+                return
+        except (ConnectionError, OSError):
+            pass  # refused while no path is up yet: try again
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no tunnel through 127.0.0.1:{port} within {timeout}s")
+        await asyncio.sleep(0.2)

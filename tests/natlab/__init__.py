@@ -1,0 +1,1 @@
+"""The NAT lab: network namespaces, nftables NAT routers and real connet processes."""
