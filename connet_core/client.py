@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from connet_core.addresses import local_candidates
 from connet_core.certs import make_identity, sign_proof, verify_proof
-from connet_core.component import Backoff, spawn
+from connet_core.component import RECONNECT_CEILING, Backoff, spawn
 from connet_core.config import ClientSettings, EndpointSettings
 from connet_core.errors import ConnectionLost, DialError, ProtocolError, StreamReset
 from connet_core.forward import Counters, pump
@@ -115,6 +115,7 @@ class RelayLink:
     presented: set[bytes] = field(default_factory=set)  # grants the relay has seen on conn
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
+    active_streams: int = 0
 
     @property
     def label(self) -> str:
@@ -212,7 +213,7 @@ class Client:
 
     async def _control_loop(self) -> None:
         assert self.endpoint is not None
-        backoff = Backoff(0.5, 10.0)
+        backoff = Backoff(0.5, RECONNECT_CEILING)
         settings = self.settings
         trust = Trust(server_name=settings.server_name, cafile=settings.server_cas)
         while True:
@@ -573,7 +574,7 @@ class Client:
     async def _keep_relay(self, link: RelayLink) -> None:
         """Stay connected to a relay while it holds grants of ours; serve what it sends."""
         assert self.endpoint is not None
-        backoff = Backoff(0.5, 10.0)
+        backoff = Backoff(0.5, RECONNECT_CEILING)
         trust = Trust(pinned_der=link.certificate)
         while True:
             try:
@@ -645,7 +646,11 @@ class Client:
             log.warning("relayed stream for %r: end-to-end TLS failed: %s", request.name, exc, extra={"endpoint": request.name})
             stream.reset(CloseCode.PROOF_FAILED)
             return
-        await self._connect_destination(destination, MessageStream(tls), tls, None)
+        link.active_streams += 1
+        try:
+            await self._connect_destination(destination, MessageStream(tls), tls, None)
+        finally:
+            link.active_streams -= 1
 
     # ---- sources -------------------------------------------------------------------------
 
@@ -720,8 +725,7 @@ class Client:
             timeout = LAST_PATH_TIMEOUT if index == len(paths) - 1 else NEXT_PATH_TIMEOUT
             peer, via = path.key
             pc = via if isinstance(via, PeerConnection) else None
-            if pc is not None:
-                pc.active_streams += 1
+            via.active_streams += 1
             try:
                 opened = await self._open_path(source.name, peer, via, timeout)
                 if opened is None:
@@ -741,6 +745,8 @@ class Client:
             finally:
                 if pc is not None:
                     self._stream_done(pc)
+                else:
+                    via.active_streams -= 1
         writer.transport.abort()
 
     async def _open_path(
@@ -776,10 +782,29 @@ class Client:
     # ---- status --------------------------------------------------------------------------
 
     def status(self) -> dict:
-        def peer_view(peer: Peer) -> dict:
+        def relay_paths(key: Key, peer: Peer) -> list[dict]:
+            info = peer.matched.get(key)
+            local = self._policy(*key)
+            if info is None or not (local.allows(PathKind.RELAY) and RoutePolicy(info.route).allows(PathKind.RELAY)):
+                return []
+            links = [self.relays[h] for h in self.relays_for.get(key, set()) if h in self.relays]
+            return [
+                {
+                    "kind": "relay",
+                    "addr": link.label,
+                    "rtt": link.conn.stats().smoothed_rtt,
+                    "bytes_sent": link.conn.stats().bytes_sent,
+                    "bytes_received": link.conn.stats().bytes_received,
+                    "active_streams": link.active_streams,
+                }
+                for link in links
+                if link.conn is not None and link.up()
+            ]
+
+        def peer_view(key: Key, peer: Peer) -> dict:
             return {
                 "id": peer.label,
-                "paths": [
+                "paths": relay_paths(key, peer) + [
                     {
                         "kind": "direct",
                         "addr": str(pc.conn.remote_address),
@@ -804,7 +829,7 @@ class Client:
                 "route": e.route.value,
                 "addr": str(self.source_addresses.get(e.name, e.addr)) if e.role is Role.SOURCE else str(e.addr),
                 "refused": self.refused.get(key),
-                "peers": [peer_view(self.peers[h]) for h in self.matches.get(key, {}) if h in self.peers],
+                "peers": [peer_view(key, self.peers[h]) for h in self.matches.get(key, {}) if h in self.peers],
                 "bytes_in": counters.to_stream,
                 "bytes_out": counters.from_stream,
                 "active_connections": counters.active,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Coroutine, Generic, Hashable, TypeVar
+from typing import TYPE_CHECKING, Any, Coroutine, Generic, Hashable, TypeVar
+
+if TYPE_CHECKING:
+    from connet_core.store import Store
 
 T = TypeVar("T")
 
@@ -29,6 +33,11 @@ class Outbox(Generic[T]):
         items = list(self._pending.values())
         self._pending.clear()
         return items
+
+
+# a server that was down is tried again at least this often: "working again within 10 s"
+# after it returns needs the retry interval plus a dial well under that
+RECONNECT_CEILING = 4.0
 
 
 class Backoff:
@@ -61,3 +70,12 @@ def spawn(tg: asyncio.TaskGroup, coro: Coroutine[Any, Any, Any]) -> asyncio.Task
     except RuntimeError:
         coro.close()
         return None
+
+
+async def persistent_secret(store: "Store", name: str, size: int = 32) -> bytes:
+    """A random secret kept in the store: the same after a restart with the same store-dir."""
+    secret = await store.get("secrets", name)
+    if secret is None or len(secret) != size:
+        secret = os.urandom(size)
+        await store.put("secrets", name, secret)
+    return secret

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from connet_core.addresses import sanitize
 from connet_core.certs import load_identity
-from connet_core.component import Outbox, default_store_dir, spawn
+from connet_core.component import Outbox, default_store_dir, persistent_secret, spawn
 from connet_core.config import AuthSettings, ControlSettings
 from connet_core.errors import ConnectionLost, ProtocolError, StreamReset
 from connet_core.logs import log_listening
@@ -35,7 +35,7 @@ from connet_core.protocol.messages import (
     Withdraw,
 )
 from connet_core.protocol.streams import MessageStream
-from connet_core.transport import Connection, Endpoint
+from connet_core.transport import Connection, Endpoint, TransportOptions
 
 log = logging.getLogger("connet.control")
 
@@ -90,13 +90,11 @@ class Control:
         """Open the store and bind; ``serve`` does the rest."""
         identity = load_identity(self.settings.cert_file, self.settings.key_file)
         store = self.hooks.open_store("control", self.settings.store_dir or default_store_dir("control"))
-        self._grant_secret = await store.get("secrets", "grant-secret")
-        if self._grant_secret is None:
-            self._grant_secret = os.urandom(32)
-            await store.put("secrets", "grant-secret", self._grant_secret)
+        self._grant_secret = await persistent_secret(store, "grant-secret")
         transport = self.hooks.transport(self.settings.common.transport)
         alpns = [ALPN_CONTROL] + ([ALPN_RELAYS] if self.settings.relay_auth is not None else [])
-        self.endpoint = await transport.bind(self.settings.addr, identity=identity, alpns=alpns)
+        options = TransportOptions(stateless_reset_key=await persistent_secret(store, "reset-key"))
+        self.endpoint = await transport.bind(self.settings.addr, identity=identity, alpns=alpns, options=options)
         log_listening(log, "control", "udp", self.endpoint.local_address)
 
     async def run(self) -> None:

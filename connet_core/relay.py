@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from connet_core.certs import make_identity, verify_proof
-from connet_core.component import Backoff, default_store_dir, spawn
+from connet_core.component import RECONNECT_CEILING, Backoff, default_store_dir, persistent_secret, spawn
 from connet_core.config import RelaySettings
 from connet_core.errors import ConnectionLost, DialError, ProtocolError, StoreError, StreamReset
 from connet_core.forward import splice
@@ -43,7 +43,7 @@ from connet_core.protocol.messages import (
 )
 from connet_core.protocol.streams import MessageStream
 from connet_core.store import Store
-from connet_core.transport import Connection, Endpoint, Stream, TLSIdentity, Trust
+from connet_core.transport import Connection, Endpoint, Stream, TLSIdentity, TransportOptions, Trust
 
 log = logging.getLogger("connet.relay")
 
@@ -243,8 +243,10 @@ async def start_relay_service(hooks: Hooks, transport_name: str, addr: HostPort,
     store = hooks.open_store("relay", store_dir or default_store_dir("relay"))
     identity = await load_or_create_identity(store)
     transport = hooks.transport(transport_name)
-    endpoint = await transport.bind(addr, identity=identity.tls, alpns=[ALPN_RELAY])
+    options = TransportOptions(stateless_reset_key=await persistent_secret(store, "reset-key"))
+    endpoint = await transport.bind(addr, identity=identity.tls, alpns=[ALPN_RELAY], options=options)
     log_listening(log, "relay", "udp", endpoint.local_address)
+    log.info("relay certificate sha256 %s", identity.hash.hex())
     return RelayService(endpoint, identity, store)
 
 
@@ -277,7 +279,7 @@ class Relay:
         assert self.service is not None
         s = self.settings
         service = self.service
-        backoff = Backoff(0.5, 10.0)
+        backoff = Backoff(0.5, RECONNECT_CEILING)
         trust = Trust(server_name=s.control_name, cafile=s.control_cas)
         while True:
             try:

@@ -21,11 +21,20 @@ What we change in aioquic (DESIGN.md, "The things people underestimate"):
 - **MAX_STREAMS** is 128 in aioquic; :meth:`AioquicLibrary.new_connection` raises it to
   ``max_streams``. aioquic itself increments the limit when a peer stream is discarded and
   batches MAX_STREAMS frames, so the peer can always have ``max_streams`` open at once.
+- **Stateless reset tokens are derived, not random** (see :mod:`connet_quic._reset`): every
+  connection ID we issue (the server's first one, advertised in the ``stateless_reset_token``
+  transport parameter, and every one sent in NEW_CONNECTION_ID) carries
+  ``HMAC(key, cid)[:16]``, so a restarted endpoint with the same key can reset it.
+  :meth:`AioquicLibrary.peer_reset_tokens` reads the tokens the *peer* gave us for the
+  connection IDs we currently send to, because aioquic itself never looks for a reset.
+- **Pings are padded** by ``PING_PADDING`` bytes: we only answer datagrams of
+  41 bytes or more with a reset (so the reset can be shorter), and aioquic's bare PING
+  packet is ~30 bytes — a restarted peer would never answer our keepalive.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from aioquic.buffer import Buffer
 from aioquic.quic import events
@@ -36,6 +45,7 @@ from aioquic.quic.connection import (
     QuicConnection,
     QuicConnectionState,
 )
+from aioquic.quic.packet_builder import QuicPacketBuilder, QuicPacketBuilderStop
 from aioquic.quic.packet import (
     QuicFrameType,
     QuicPacketType,
@@ -47,18 +57,53 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 # Short headers do not carry the CID length: every endpoint must use the same one.
 CONNECTION_ID_LENGTH = 8
+# PADDING added after every PING frame, so a keepalive datagram is >= 41 bytes and a
+# restarted peer answers it with a stateless reset (a bare ping packet is 29-33 bytes).
+PING_PADDING = 24
 
 
 class FlowControlledConnection(QuicConnection):
     """aioquic's connection with receive credit tied to what the application consumed."""
 
-    def __init__(self, *, stream_window: int, connection_window: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        stream_window: int,
+        connection_window: int,
+        reset_token: Callable[[bytes], bytes],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        self._reset_token = reset_token
+        # aioquic drew the first CID's token at random (server role only: a client's first
+        # CID has none, RFC 9000 18.2); it goes out in the transport parameters, which are
+        # written later (client: connect(); server: the first Initial)
+        self._derive_reset_tokens()
         self.stream_window = stream_window
         self.connection_window = connection_window
         # maintained by the endpoint glue: bytes delivered to a Stream but not read yet
         self.unread_by_stream: dict[int, int] = {}
         self.unread_total = 0
+
+    def _derive_reset_tokens(self) -> None:
+        for cid in self._host_cids:
+            if cid.stateless_reset_token is not None:
+                cid.stateless_reset_token = self._reset_token(cid.cid)
+
+    def _replenish_connection_ids(self) -> None:
+        # new CIDs get random tokens in aioquic; fix them before NEW_CONNECTION_ID is written
+        super()._replenish_connection_ids()
+        self._derive_reset_tokens()
+
+    def _write_ping_frame(
+        self, builder: QuicPacketBuilder, uids: list[int] = [], comment: str = ""  # noqa: B006 — aioquic's signature
+    ) -> None:
+        super()._write_ping_frame(builder, uids, comment)
+        try:
+            buf = builder.start_frame(QuicFrameType.PADDING, capacity=PING_PADDING)
+        except QuicPacketBuilderStop:
+            return  # a full packet is long enough already
+        buf.push_bytes(bytes(PING_PADDING - 1))  # PADDING frames are single zero bytes
 
     def stream_credit_due(self, stream_id: int) -> bool:
         """Whether reading made a MAX_STREAM_DATA (or MAX_DATA) update worth sending now."""
@@ -136,6 +181,7 @@ class AioquicLibrary:
         key_pem: bytes | None = None,
         server_name: str | None = None,
         cadata: bytes | None = None,
+        pinned_der: bytes | None = None,  # aioquic cannot pin in the handshake: the endpoint checks after
     ) -> QuicConfiguration:
         config = QuicConfiguration(
             is_client=is_client,
@@ -165,6 +211,7 @@ class AioquicLibrary:
         config: QuicConfiguration,
         *,
         max_streams: int,
+        reset_token: Callable[[bytes], bytes],
         original_destination_connection_id: bytes | None = None,
     ) -> FlowControlledConnection:
         quic = FlowControlledConnection(
@@ -172,6 +219,7 @@ class AioquicLibrary:
             original_destination_connection_id=original_destination_connection_id,
             stream_window=self.stream_window,
             connection_window=self.connection_window,
+            reset_token=reset_token,
         )
         # before the transport parameters are written (client: connect(); server: first Initial)
         quic._local_max_streams_bidi.value = quic._local_max_streams_bidi.sent = max_streams
@@ -189,6 +237,9 @@ class AioquicLibrary:
 
     def is_initial(self, header: Any) -> bool:
         return header.packet_type == QuicPacketType.INITIAL
+
+    def is_short_header(self, header: Any) -> bool:
+        return header.packet_type == QuicPacketType.ONE_RTT
 
     def needs_version_negotiation(self, header: Any, supported: list[int]) -> bool:
         # a Version Negotiation packet has version 0: never answer one (reflection loops)
@@ -230,6 +281,15 @@ class AioquicLibrary:
     def smoothed_rtt(self, quic: FlowControlledConnection) -> float | None:
         loss = quic._loss
         return loss._rtt_smoothed if loss._rtt_initialized else None
+
+    def peer_reset_tokens(self, quic: FlowControlledConnection) -> list[bytes]:
+        """The reset tokens of the peer's connection IDs we currently send to.
+
+        Only those: RFC 9000 10.3.1 forbids matching tokens of IDs we never used or
+        retired. The current one (from the transport parameters for the server's first
+        ID, else from NEW_CONNECTION_ID) plus any reserved for a path being probed."""
+        cids = [quic._peer_cid, *(path.peer_cid for path in quic._network_paths)]
+        return [cid.stateless_reset_token for cid in cids if cid is not None and cid.stateless_reset_token]
 
     def peer_certificate_der(self, quic: FlowControlledConnection) -> bytes | None:
         cert = getattr(quic.tls, "_peer_certificate", None)

@@ -9,12 +9,18 @@ directions (see ``_aioquic.py`` for the receive side).
 Addresses are kept in one canonical form, ``(host, port)`` with IPv4-mapped IPv6 folded to
 IPv4, because a client-role connection drops datagrams from any address but the one it
 dialed, and a dual-stack socket reports IPv4 peers as ``::ffff:a.b.c.d``.
+
+Stateless reset (RFC 9000 10.3, :mod:`connet_quic._reset`): a short-header datagram that
+routes to no connection is first checked for being a reset of one of ours (its last 16
+bytes against the reset tokens the peers at that address gave us); if it is none, it is
+answered with a reset of its own, rate-limited and always shorter than the trigger.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import hmac
 import logging
 import socket
 from typing import Any, Callable, Generic, Sequence, TypeVar
@@ -28,6 +34,7 @@ from connet_core.protocol.codes import CloseCode
 from connet_core.transport import CloseInfo, ConnectionStats, TLSIdentity, Trust, TransportOptions
 
 from connet_quic._aioquic import AioquicLibrary
+from connet_quic._reset import ResetKey, TokenBucket, reset_token_of, stateless_reset
 
 logger = logging.getLogger("connet.quic")
 
@@ -37,6 +44,11 @@ T = TypeVar("T")
 
 # half-open accepted handshakes we keep at once; more Initials are dropped until some finish
 MAX_PENDING_HANDSHAKES = 1024
+# Stateless resets we send, per endpoint: they are never larger than their trigger, so this
+# bounds only the work an unknown-CID flood costs us. Generous enough that a restarted
+# server resets a thousand clients within seconds (each keepalive is a new chance).
+RESET_RATE = 200.0  # per second
+RESET_BURST = 50
 
 
 def _canonical(raw: Any) -> Address:
@@ -447,6 +459,14 @@ class QuicEndpointConnection:
         self._mark_closed(CloseInfo(CloseCode.TIMEOUT, "handshake timeout", by_peer=False))
         logger.debug("handshake with %s timed out after %.1fs", HostPort(*self._remote), timeout)
 
+    def _on_stateless_reset(self) -> None:
+        """The peer sent a stateless reset: it no longer knows this connection (it
+        restarted). RFC 9000 10.3.1: stop at once, send nothing more."""
+        logger.info("QUIC connection %r: stateless reset received (the peer restarted)", self)
+        self._fail_handshake(DialError(f"QUIC handshake with {HostPort(*self._remote)} failed: peer reset"))
+        self._mark_closed(CloseInfo(CloseCode.PEER_RESET, "stateless reset: the peer restarted", by_peer=True))
+        self._terminate()
+
     def _abort(self, code: int, reason: str) -> None:
         """Close at once, for failures of our own: no drain period to wait out."""
         self._fail_handshake(DialError(f"QUIC connection to {HostPort(*self._remote)} failed: {reason}"))
@@ -545,6 +565,9 @@ class QuicEndpointConnection:
                 info = CloseInfo(code, f"transport close 0x{event.error_code:x}: {event.reason_phrase}", by_peer=True)
             else:
                 info = CloseInfo(event.error_code, event.reason_phrase, by_peer=True)
+        elif not self._lib.is_transport_close(event):
+            # an application close the adapter made itself (qh3: receive buffer overflow)
+            info = CloseInfo(event.error_code, event.reason_phrase, by_peer=False)
         elif in_timer:
             # aioquic's only timer-driven close is the idle timeout
             info = CloseInfo(CloseCode.TIMEOUT, "idle timeout", by_peer=False)
@@ -653,6 +676,12 @@ class QuicEndpoint:
         self._local = HostPort("", 0)
         self._filter: DatagramFilter | None = None
         self._closed = False
+        self._reset_key = ResetKey(options.stateless_reset_key)
+        self._reset_limiter = TokenBucket(RESET_RATE, RESET_BURST)
+        # connections by the address they talk to: a stateless reset is looked for only
+        # among the connections to the address it came from, so an unknown-CID flood costs
+        # a dict lookup, not a scan of every connection
+        self._by_remote: dict[Address, set[QuicEndpointConnection]] = {}
 
     @classmethod
     async def open(
@@ -779,13 +808,16 @@ class QuicEndpoint:
             initial_rtt=self._options.initial_rtt,
             server_name=server_name,
             cadata=cadata,
+            pinned_der=trust.pinned_der,
         )
-        quic = self._lib.new_connection(config, max_streams=self._options.max_streams)
+        quic = self._lib.new_connection(
+            config, max_streams=self._options.max_streams, reset_token=self._reset_key.token
+        )
         deadline = self._loop.time() + (timeout if timeout is not None else self._options.handshake_timeout)
         connection = QuicEndpointConnection(
             self, quic, is_dialer=True, remote=remote, handshake_deadline=deadline, pinned_der=trust.pinned_der
         )
-        self._connections.add(connection)
+        self._add_connection(connection)
         # routable before the first datagram leaves: the answer may come back at once
         self._register_cid(connection, self._lib.host_cid(quic))
         quic.connect(remote, now=self._loop.time())
@@ -809,6 +841,22 @@ class QuicEndpoint:
         if self._transport is not None and self._protocol is not None:
             # asyncio closes a datagram transport only once its send buffer is empty
             self._transport.close()
+            await self._protocol.lost
+
+    async def abort(self) -> None:
+        """Test hook: vanish as a crashed process would — close the socket without
+        sending anything (no CONNECTION_CLOSE), so the peers still believe in their
+        connections. Local users see ConnectionLost(SHUTDOWN). Not part of the seam."""
+        if self._closed:
+            return
+        self._closed = True
+        self._accepted.close(ConnectionLost(CloseCode.SHUTDOWN, "endpoint aborted", by_peer=False))
+        for connection in list(self._connections):
+            connection._mark_closed(CloseInfo(CloseCode.SHUTDOWN, "endpoint aborted", by_peer=False))
+            connection._terminate()
+        self._by_cid.clear()
+        if self._transport is not None and self._protocol is not None:
+            self._transport.abort()  # drops anything still queued: nothing may leave
             await self._protocol.lost
 
     # internals
@@ -864,8 +912,23 @@ class QuicEndpoint:
             connection._abort(CloseCode.INTERNAL_ERROR, "internal error")
 
     def _unroutable(self, data: bytes, header: Any, addr: Address) -> None:
-        """A datagram for no connection of ours. Dropped for now; this is the seam for
-        stateless reset (answering with one, and recognizing a peer's; DESIGN.md)."""
+        """A datagram for no connection of ours: a peer's stateless reset of one of our
+        connections, or a packet of a connection we forgot (answered with a reset)."""
+        if not self._lib.is_short_header(header):
+            return  # a long header is never a reset, and we never answer one
+        token = reset_token_of(data)
+        if token is None:
+            return
+        for connection in list(self._by_remote.get(addr, ())):
+            for candidate in self._lib.peer_reset_tokens(connection._quic):
+                if hmac.compare_digest(candidate, token):
+                    connection._on_stateless_reset()
+                    return
+        if self._closed or not self._reset_limiter.take(self._loop.time()):
+            return
+        reset = stateless_reset(self._reset_key.token(header.destination_cid), len(data))
+        if reset is not None:
+            self._sendto(reset, addr)
 
     def _accept_initial(self, header: Any, addr: Address) -> QuicEndpointConnection | None:
         if len(self._pending_accepts) >= MAX_PENDING_HANDSHAKES:
@@ -873,6 +936,7 @@ class QuicEndpoint:
         quic = self._lib.new_connection(
             self._server_config,
             max_streams=self._options.max_streams,
+            reset_token=self._reset_key.token,
             original_destination_connection_id=header.destination_cid,
         )
         connection = QuicEndpointConnection(
@@ -882,12 +946,16 @@ class QuicEndpoint:
             remote=addr,
             handshake_deadline=self._loop.time() + self._options.handshake_timeout,
         )
-        self._connections.add(connection)
+        self._add_connection(connection)
         self._pending_accepts.add(connection)
         # as aioquic's server: route both the client's chosen CID and our own
         self._register_cid(connection, header.destination_cid)
         self._register_cid(connection, self._lib.host_cid(quic))
         return connection
+
+    def _add_connection(self, connection: QuicEndpointConnection) -> None:
+        self._connections.add(connection)
+        self._by_remote.setdefault(connection._remote, set()).add(connection)
 
     def _register_cid(self, connection: QuicEndpointConnection, cid: bytes) -> None:
         self._by_cid[cid] = connection
@@ -915,3 +983,8 @@ class QuicEndpoint:
         connection._cids.clear()
         self._connections.discard(connection)
         self._pending_accepts.discard(connection)
+        peers = self._by_remote.get(connection._remote)
+        if peers is not None:
+            peers.discard(connection)
+            if not peers:
+                del self._by_remote[connection._remote]

@@ -1,0 +1,339 @@
+"""The qh3 adapter: the same interface as :class:`connet_quic._aioquic.AioquicLibrary`.
+
+qh3 2.x keeps aioquic's sans-I/O *facade* (``QuicConnection.receive_datagram``,
+``datagrams_to_send``, ``next_event``, the same event classes) over a native packet core,
+so the endpoint's glue is reused unchanged. What differs, and what we do about it:
+
+- **Stream limit.** qh3 hard-codes 100 concurrent peer streams, twice: in the native core
+  (``local_max_streams_bidi``) and in the transport parameters its TLS bridge writes.
+  :class:`Qh3Connection` creates the core with ``max_streams`` and its bridge rewrites the
+  parameter. The core issues MAX_STREAMS itself as peer streams finish.
+- **Receive-side backpressure: not available.** The native core extends MAX_STREAM_DATA /
+  MAX_DATA as data is *delivered* to Python (``StreamDataReceived``), and has no call to
+  report consumption, so credit cannot follow what the application read. What bounds
+  memory instead is per connection: the endpoint glue counts unread bytes
+  (``unread_total``) as for aioquic, and a connection whose unread bytes exceed
+  ``unread_limit`` (default 64 MiB, far above the windows a reading peer ever fills) is
+  closed with INTERNAL_ERROR ("receive buffer overflow") — a peer that keeps sending
+  into streams nobody reads loses its connection instead of growing our memory. The
+  send side is unaffected: ``Stream.write`` still waits on ``get_send_buffer_size``.
+  So with qh3, a slow consumer of one stream does not slow its sender down; choose
+  aioquic where that matters (it is the default).
+- **Stateless reset, partly.** The first connection ID's token (the server's
+  ``stateless_reset_token`` transport parameter) is written by the TLS bridge, which we
+  construct, so it is derived as with aioquic; that is the token a client uses for the
+  whole connection unless the connection ID changes (qh3 never migrates on its own).
+  Tokens of further IDs (NEW_CONNECTION_ID) are drawn inside the native core and cannot
+  be overridden, so a restarted peer cannot reset a connection that moved to one of them.
+  For recognizing a peer's reset we only know that same first token (the core keeps the
+  others to itself). Keepalive pings cannot be padded (the core builds packets), so a
+  qh3 ping may be shorter than the 41 bytes a restarted peer answers; any larger packet
+  (data, a loss probe with data) still draws the reset.
+- **Peer close vs. local close.** qh3 reports both as ``ConnectionTerminated``; the
+  native event kind tells them apart, so the connection watches the core's events
+  through a thin proxy.
+- **Certificate pinning.** qh3 verifies chains with webpki rules, which refuse our
+  self-signed CA identity certificates as end entities, so a pinned dial turns chain
+  verification off and has qh3 assert the exact SHA-256 fingerprint inside the handshake
+  instead (the endpoint compares the hash again afterwards, as for aioquic). The
+  ``server_name`` is then not checked: the certificate is exactly the announced one.
+  ``cafile`` / default-store dials verify normally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+from typing import Any, Callable
+
+from qh3._hazmat import Buffer, QuicConnectionCore
+from qh3.quic import events
+from qh3.quic.configuration import QuicConfiguration
+from qh3.quic.connection import QuicConnection
+from qh3.quic.packet import (
+    QuicPacketType,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+    pull_quic_transport_parameters,
+    push_quic_transport_parameters,
+)
+from qh3.quic.tls_bridge import QuicTlsBridge
+from qh3.tls import load_pem_private_key, load_pem_x509_certificates
+
+from connet_core.protocol.codes import CloseCode
+
+from connet_quic._aioquic import CONNECTION_ID_LENGTH
+
+SMALLEST_MAX_DATAGRAM_SIZE = 1200
+# Unread bytes one connection may hold before it is closed (see the module docstring).
+DEFAULT_UNREAD_LIMIT = 64 * 1024 * 1024
+
+
+class _Qh3TlsBridge(QuicTlsBridge):
+    """qh3's TLS bridge with our stream limit in the transport parameters."""
+
+    def __init__(self, *args: Any, max_streams: int, **kwargs: Any) -> None:
+        # set first: the parent serializes the transport parameters in its __init__
+        self._connet_max_streams = max_streams
+        super().__init__(*args, **kwargs)
+
+    def serialize_transport_parameters(self) -> bytes:
+        parameters = pull_quic_transport_parameters(Buffer(data=super().serialize_transport_parameters()))
+        parameters.initial_max_streams_bidi = self._connet_max_streams
+        parameters.initial_max_streams_uni = 0  # we use none
+        buf = Buffer(capacity=3 * self.configuration.max_datagram_size)
+        push_quic_transport_parameters(buf, parameters)
+        return buf.data
+
+
+class _CoreProxy:
+    """Forwards everything to qh3's native core, noting the kinds of close events."""
+
+    def __init__(self, core: Any, owner: "Qh3Connection") -> None:
+        self._core = core
+        self._owner = owner
+
+    def next_event(self) -> tuple[Any, ...] | None:
+        event = self._core.next_event()
+        if event is not None and event[0] == "peer_closed":
+            self._owner.closed_by_peer = True
+        return event
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._core, name)
+
+
+class Qh3Connection(QuicConnection):
+    """qh3's connection with our stream limit, derived reset token and close bookkeeping."""
+
+    def __init__(
+        self,
+        *,
+        max_streams: int,
+        reset_token: Callable[[bytes], bytes],
+        unread_limit: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._connet_max_streams = max_streams
+        self._reset_token = reset_token
+        self.unread_limit = unread_limit
+        self.closed_by_peer = False
+        # maintained by the endpoint glue exactly as for aioquic (see _aioquic.py)
+        self.unread_by_stream: dict[int, int] = {}
+        self.unread_total = 0
+
+    def stream_credit_due(self, stream_id: int) -> bool:
+        """qh3 grants credit on delivery, not on reading: a read never makes an update due."""
+        return False
+
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        # the glue counts unread bytes after it took the events, so an overflow is seen on
+        # the datagram after the one that caused it: at most one datagram late
+        if self.unread_total > self.unread_limit and self._close_event is None:
+            self.close(error_code=CloseCode.INTERNAL_ERROR, reason_phrase="receive buffer overflow")
+            return
+        super().receive_datagram(data, addr, now)
+
+    def _create_core(self, remote_addr: Any, initial_dcid: bytes, now: float) -> None:
+        # qh3's _create_core with two changes: the peer-stream limits (100 / 103 there) and
+        # the proxy. No session tickets / 0-RTT here, so nothing is remembered.
+        configuration = self._configuration
+        core = QuicConnectionCore(
+            self._is_client,
+            self._version,
+            ("0.0.0.0", 0),
+            remote_addr,
+            self.host_cid,
+            initial_dcid,
+            self._is_client or self._retry_source_connection_id is not None,
+            configuration.active_connection_id_limit or (2 if self._is_client else 8),
+            configuration.max_datagram_size,
+            configuration.probe_datagram_size,
+            configuration.idle_timeout,
+            3,  # ack_delay_exponent
+            configuration.max_datagram_frame_size
+            if configuration.max_datagram_frame_size is not None
+            else (65536 if self._is_client else None),
+            None,  # peer_max_datagram_frame_size (from a session ticket)
+            configuration.max_data,
+            0,  # connection_send_limit (from a session ticket)
+            configuration.max_stream_data,
+            0,
+            0,
+            0,  # stream send limits (from a session ticket)
+            configuration.max_stream_data,  # max_stream_reassembly, as qh3
+            self._connet_max_streams,  # local_max_streams_bidi
+            0,  # local_max_streams_uni: we use none
+            0,
+            0,  # peer stream limits (from a session ticket)
+            configuration.initial_rtt,
+            0.025,  # max_ack_delay
+            now,
+        )
+        self._core = _CoreProxy(core, self)  # type: ignore[assignment]
+        self._applied_transport_parameters = None
+        self._pre_handshake_state_replayed = False
+
+    def _create_tls(self, remote_source_cid: bytes | None) -> QuicTlsBridge:
+        tls_bridge = _Qh3TlsBridge(
+            self._configuration,
+            max_streams=self._connet_max_streams,
+            version=self._version,
+            local_initial_source_connection_id=self.host_cid,
+            remote_initial_source_connection_id=remote_source_cid,
+            original_destination_connection_id=self._original_destination_connection_id,
+            retry_source_connection_id=self._retry_source_connection_id,
+            # the server's first CID: derived, so a restarted endpoint can reset it
+            stateless_reset_token=None if self._is_client else self._reset_token(self.host_cid),
+            session_ticket_fetcher=self._session_ticket_fetcher,
+            session_ticket_handler=self._session_ticket_handler,
+            quic_logger=self._quic_logger,
+            version_change_handler=self._set_version,
+        )
+        self._tls = tls_bridge
+        return tls_bridge
+
+
+class Qh3Library:
+    """The adapter the endpoint uses over qh3; see the module docstring."""
+
+    name = "qh3"
+    events = events
+    smallest_max_datagram_size = SMALLEST_MAX_DATAGRAM_SIZE
+    connection_id_length = CONNECTION_ID_LENGTH
+
+    def __init__(
+        self,
+        *,
+        stream_window: int = 4 * 1024 * 1024,
+        connection_window: int = 16 * 1024 * 1024,
+        unread_limit: int = DEFAULT_UNREAD_LIMIT,
+    ) -> None:
+        self.stream_window = stream_window
+        self.connection_window = connection_window
+        self.unread_limit = unread_limit
+
+    # configuration
+
+    def configuration(
+        self,
+        *,
+        is_client: bool,
+        alpns: list[str],
+        idle_timeout: float,
+        max_datagram_size: int,
+        initial_rtt: float | None,
+        cert_pem: bytes | None = None,
+        key_pem: bytes | None = None,
+        server_name: str | None = None,
+        cadata: bytes | None = None,
+        pinned_der: bytes | None = None,
+    ) -> QuicConfiguration:
+        config = QuicConfiguration(
+            is_client=is_client,
+            alpn_protocols=alpns,
+            connection_id_length=CONNECTION_ID_LENGTH,
+            idle_timeout=idle_timeout,
+            max_data=self.connection_window,
+            max_stream_data=self.stream_window,
+            max_datagram_size=max_datagram_size,
+            server_name=server_name,
+            cadata=cadata,
+        )
+        if initial_rtt is not None:
+            config.initial_rtt = initial_rtt
+        if pinned_der is not None:
+            # qh3 verifies with webpki rules, which refuse a self-signed CA certificate as
+            # the end entity ("unacceptable"): ours are. So no chain check, but an exact
+            # SHA-256 match inside the handshake — stricter than the anchor, and the
+            # certificate then names whatever it names (the endpoint compares it again).
+            config.verify_mode = ssl.CERT_NONE
+            config.cadata = None
+            config.assert_fingerprint = hashlib.sha256(pinned_der).hexdigest()
+        if cert_pem is not None and key_pem is not None:
+            chain = load_pem_x509_certificates(cert_pem)
+            config.certificate = chain[0]
+            config.certificate_chain = chain[1:]
+            config.private_key = load_pem_private_key(key_pem)
+        return config
+
+    def supported_versions(self, config: QuicConfiguration) -> list[int]:
+        return [int(v) for v in config.supported_versions]
+
+    def new_connection(
+        self,
+        config: QuicConfiguration,
+        *,
+        max_streams: int,
+        reset_token: Callable[[bytes], bytes],
+        original_destination_connection_id: bytes | None = None,
+    ) -> Qh3Connection:
+        return Qh3Connection(
+            configuration=config,
+            original_destination_connection_id=original_destination_connection_id,
+            max_streams=max_streams,
+            reset_token=reset_token,
+            unread_limit=self.unread_limit,
+        )
+
+    # datagrams
+
+    def parse_header(self, data: bytes) -> Any:
+        """The packet header, or None for a datagram that is not QUIC."""
+        try:
+            return pull_quic_header(Buffer(data=data), host_cid_length=CONNECTION_ID_LENGTH)
+        except ValueError:
+            return None
+
+    def is_initial(self, header: Any) -> bool:
+        return header.packet_type == QuicPacketType.INITIAL
+
+    def is_short_header(self, header: Any) -> bool:
+        return header.packet_type == QuicPacketType.ONE_RTT
+
+    def needs_version_negotiation(self, header: Any, supported: list[int]) -> bool:
+        return (
+            header.packet_type != QuicPacketType.VERSION_NEGOTIATION
+            and header.version is not None
+            and header.version not in supported
+        )
+
+    def version_negotiation(self, header: Any, supported: list[int]) -> bytes:
+        return encode_quic_version_negotiation(
+            source_cid=header.destination_cid, destination_cid=header.source_cid, supported_versions=supported
+        )
+
+    # connection state
+
+    def host_cid(self, quic: Qh3Connection) -> bytes:
+        return quic.host_cid
+
+    def close_event(self, quic: Qh3Connection) -> events.ConnectionTerminated | None:
+        return quic._close_event
+
+    def closed_by_peer(self, quic: Qh3Connection) -> bool:
+        return quic.closed_by_peer
+
+    def is_transport_close(self, event: events.ConnectionTerminated) -> bool:
+        return event.frame_type is not None
+
+    def unsent(self, quic: Qh3Connection, stream_id: int) -> int:
+        return quic.get_send_buffer_size(stream_id)
+
+    def smoothed_rtt(self, quic: Qh3Connection) -> float | None:
+        core = quic._core
+        return core.smoothed_rtt if core is not None else None
+
+    def peer_reset_tokens(self, quic: Qh3Connection) -> list[bytes]:
+        """Only the server's first token, from its transport parameters (see module doc)."""
+        if not quic._is_client:
+            return []
+        parameters = quic._applied_transport_parameters
+        token = parameters.stateless_reset_token if parameters is not None else None
+        return [token] if token else []
+
+    def peer_certificate_der(self, quic: Qh3Connection) -> bytes | None:
+        cert = quic.get_peercert()
+        return cert.public_bytes() if cert is not None else None
+
