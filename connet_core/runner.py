@@ -10,7 +10,7 @@ import sys
 from typing import Protocol
 
 from connet_core.config import Config
-from connet_core.errors import ConfigError, PluginError, StoreError
+from connet_core.errors import ConfigError, ConnetError, PluginError, StoreError, TransportError
 from connet_core.model import HostPort
 from connet_core.plugins import Hooks, load_hooks
 
@@ -98,7 +98,7 @@ def run(config: Config) -> int:
         runner = uvloop.run
     try:
         runner(serve(component, status_addr(config)))
-    except (ConfigError, PluginError, StoreError, OSError, BaseExceptionGroup) as exc:
+    except (ConnetError, OSError, BaseExceptionGroup) as exc:
         cause = _first_expected(exc)
         if cause is None:
             raise
@@ -115,4 +115,5 @@ def _first_expected(exc: BaseException) -> BaseException | None:
             if found is not None:
                 return found
         return None
-    return exc if isinstance(exc, (ConfigError, PluginError, StoreError, OSError)) else None
+    # bugs (anything else) keep their traceback: they are ours to fix, not the user's
+    return exc if isinstance(exc, (ConfigError, PluginError, StoreError, TransportError, OSError)) else None
