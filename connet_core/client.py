@@ -716,38 +716,63 @@ class Client:
 
     async def _serve_source_connection(self, source: EndpointSettings, sock: socket.socket) -> None:
         reader, writer = await asyncio.open_connection(sock=sock)
-        paths, why = await self._wait_paths(source)
-        if not paths:
-            log.warning("source %r: refusing a connection: %s", source.name, why, extra={"endpoint": source.name})
+        opened = await self._open_some_path(source)
+        if opened is None:
             writer.transport.abort()
             return
-        for index, path in enumerate(paths):
-            timeout = LAST_PATH_TIMEOUT if index == len(paths) - 1 else NEXT_PATH_TIMEOUT
-            peer, via = path.key
-            pc = via if isinstance(via, PeerConnection) else None
-            via.active_streams += 1
-            try:
-                opened = await self._open_path(source.name, peer, via, timeout)
+        stream, initial, via = opened
+        try:
+            await pump(reader, writer, stream, self.counters[(source.name, Role.SOURCE)], initial)
+        finally:
+            self._release(via)
+
+    def _release(self, via: PeerConnection | RelayLink) -> None:
+        if isinstance(via, PeerConnection):
+            self._stream_done(via)
+        else:
+            via.active_streams -= 1
+
+    async def _open_some_path(
+        self, source: EndpointSettings
+    ) -> tuple[Stream, bytes, PeerConnection | RelayLink] | None:
+        """A tunneled stream over the best path that works, or None (the log says why).
+
+        Paths are tried best first. When a path's connection vanished under the request (a
+        duplicate closed by the other side, a path that just died), the choice is made again:
+        no TCP byte has been read yet, so nothing is lost by retrying."""
+        for _ in range(3):
+            paths, why = await self._wait_paths(source)
+            if not paths:
+                log.warning("source %r: refusing a connection: %s", source.name, why, extra={"endpoint": source.name})
+                return None
+            vanished = False
+            for index, path in enumerate(paths):
+                timeout = LAST_PATH_TIMEOUT if index == len(paths) - 1 else NEXT_PATH_TIMEOUT
+                peer, via = path.key
+                via.active_streams += 1
+                try:
+                    opened = await self._open_path(source.name, peer, via, timeout)
+                except (ConnectionLost, StreamReset) as exc:
+                    vanished = True
+                    log.debug("source %r: %s path to peer %s went away: %s", source.name, path.kind.value,
+                              peer.label, exc, extra={"endpoint": source.name, "path": path.kind.value})
+                    opened = None
+                except (ProtocolError, TimeoutError) as exc:
+                    log.warning("source %r: %s path to peer %s failed: %s", source.name, path.kind.value,
+                                peer.label, exc, extra={"endpoint": source.name, "path": path.kind.value})
+                    opened = None
                 if opened is None:
+                    self._release(via)
                     continue
-                stream, initial = opened
                 log.debug(
                     "source %r: connection via %s path to peer %s%s", source.name, path.kind.value, peer.label,
                     f" (relay {path.relay})" if path.relay else "", extra={"endpoint": source.name, "path": path.kind.value},
                 )
-                await pump(reader, writer, stream, self.counters[(source.name, Role.SOURCE)], initial)
-                return
-            except (ConnectionLost, StreamReset, ProtocolError, TimeoutError) as exc:
-                log.warning(
-                    "source %r: %s path to peer %s failed: %s", source.name, path.kind.value, peer.label, exc,
-                    extra={"endpoint": source.name, "path": path.kind.value},
-                )
-            finally:
-                if pc is not None:
-                    self._stream_done(pc)
-                else:
-                    via.active_streams -= 1
-        writer.transport.abort()
+                return (*opened, via)
+            if not vanished:
+                break
+        log.warning("source %r: no path accepted the connection", source.name, extra={"endpoint": source.name})
+        return None
 
     async def _open_path(
         self, name: str, peer: Peer, via: PeerConnection | RelayLink, timeout: float

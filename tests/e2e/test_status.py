@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -130,6 +131,20 @@ def documented_metrics() -> set[str]:
     return set(re.findall(r"^\| `(connet_[a-z_]+)`", (DOCS / "status.md").read_text(), re.MULTILINE))
 
 
+async def exchange_through(port: int, payload: bytes, attempts: int = 20) -> bytes:
+    """One exchange through the tunnel, retried: right after both ends' dials succeed, the
+    source may pick the duplicate connection being closed (the stream fails, nothing hangs)."""
+    for attempt in range(attempts):
+        try:
+            received = await exchange(port, payload)
+        except (ConnectionError, OSError):
+            received = b""
+        if received == payload or attempt == attempts - 1:
+            return received
+        await asyncio.sleep(0.1)  # retry pacing after a failed attempt, not a wait for an event
+    raise AssertionError("unreachable")
+
+
 # ---- the processes ------------------------------------------------------------------------
 
 
@@ -167,8 +182,8 @@ async def test_live_status_matches_the_schemas_and_shows_the_direct_path(status_
         _, src_direct = src.listening("direct")
         src.wait_for(r"peer \S+ connected direct")
         dst.wait_for(r"peer \S+ connected direct")
-        assert await exchange(source_port, b"x" * 50_000) == b"x" * 50_000
-        assert await exchange(source_port, b"y") == b"y"
+        assert await exchange_through(source_port, b"x" * 50_000) == b"x" * 50_000
+        assert await exchange_through(source_port, b"y") == b"y"
         urls = {d.name: status_url(d) for d in (server.daemon, dst, src)}
         src_report, dst_report, server_report = (fetch_json(urls[n]) for n in ("src", "dst", "server"))
 
@@ -193,14 +208,16 @@ async def test_live_status_matches_the_schemas_and_shows_the_direct_path(status_
     assert server_report["control"]["names"] == {"web": {"destination": 1, "source": 1}}
 
 
-def test_metrics_parse_and_use_only_documented_names(status_server, daemons) -> None:
+async def test_metrics_parse_and_use_only_documented_names(status_server, daemons) -> None:
     server = status_server
     documented = documented_metrics()
     assert len(documented) > 20, "docs/status.md lists the metric names in tables"
-    dst = start_destination(daemons, server, 9, status_addr=LOCAL)
-    src, _ = start_source(daemons, server, status_addr=LOCAL)
-    src_url = status_url(src)
-    src.wait_for(r"peer \S+ connected direct")
+    async with echo_server() as echo_port:
+        dst = start_destination(daemons, server, echo_port, status_addr=LOCAL)
+        src, source_port = start_source(daemons, server, status_addr=LOCAL)
+        src_url = status_url(src)
+        # a round trip proves a kept path (the loser of the dial race may close right after the log line)
+        assert await exchange_through(source_port, b"m") == b"m"
     for url in (status_url(server.daemon), status_url(dst), src_url):
         content_type, body = fetch(url + "metrics")
         assert content_type.startswith("text/plain; version=0.0.4")
@@ -227,7 +244,6 @@ def test_unknown_paths_and_methods(status_server) -> None:
     assert posted.value.code == 405
 
 
-@pytest.mark.xfail(strict=True, reason="the client's status lists no relay paths yet (engine: client.status)")
 def test_a_relayed_tunnel_shows_a_relay_path(status_server, daemons) -> None:
     server = status_server
     start_destination(daemons, server, 9)
