@@ -147,6 +147,8 @@ class Client:
         self.relays: dict[bytes, RelayLink] = {}  # by certificate hash
         self.relays_for: dict[Key, set[bytes]] = {}
         self.tls = PinnedContexts(self.identity)
+        self.refused_connections: dict[Key, int] = {key: 0 for key in self.counters}
+        self.handshake_failures = 0  # peer dials and proofs that failed
         self.started = asyncio.Event()
         self._paths_changed = asyncio.Condition()
         self._tg: asyncio.TaskGroup | None = None
@@ -360,6 +362,7 @@ class Client:
             try:
                 await self._prove(conn)
             except (ConnectionLost, StreamReset, ProtocolError) as exc:
+                self.handshake_failures += 1
                 log.warning("peer %s at %s refused our proof: %s", peer.label, address, exc)
                 conn.close(CloseCode.PROOF_FAILED)
                 return
@@ -408,6 +411,7 @@ class Client:
             hello = await messages.recv(Hello, timeout=HANDSHAKE_STEP_TIMEOUT)
             peer = await self._known_peer(certificate_hash(hello.certificate))
             if peer is None:
+                self.handshake_failures += 1
                 log.warning("connection from %s with a certificate no matched peer announced", address)
                 conn.close(CloseCode.UNKNOWN_PEER, "unknown peer")
                 return
@@ -415,6 +419,7 @@ class Client:
             await messages.send(Challenge(nonce))
             proof = await messages.recv(Proof, timeout=HANDSHAKE_STEP_TIMEOUT)
             if not verify_proof(hello.certificate, proof.signature, nonce, self.hash, ALPN_PEER):
+                self.handshake_failures += 1
                 log.warning("peer %s at %s failed the identity proof", peer.label, address)
                 conn.close(CloseCode.PROOF_FAILED, "proof failed")
                 return
@@ -744,6 +749,7 @@ class Client:
             paths, why = await self._wait_paths(source)
             if not paths:
                 log.warning("source %r: refusing a connection: %s", source.name, why, extra={"endpoint": source.name})
+                self.refused_connections[(source.name, Role.SOURCE)] += 1
                 return None
             vanished = False
             for index, path in enumerate(paths):
@@ -772,6 +778,7 @@ class Client:
             if not vanished:
                 break
         log.warning("source %r: no path accepted the connection", source.name, extra={"endpoint": source.name})
+        self.refused_connections[(source.name, Role.SOURCE)] += 1
         return None
 
     async def _open_path(
@@ -835,6 +842,7 @@ class Client:
                         "addr": str(pc.conn.remote_address),
                         "rtt": pc.conn.stats().smoothed_rtt,
                         "dialed": pc.conn.is_dialer,
+                        "draining": pc.draining,
                         "bytes_sent": pc.conn.stats().bytes_sent,
                         "bytes_received": pc.conn.stats().bytes_received,
                         "active_streams": pc.active_streams,
@@ -858,10 +866,14 @@ class Client:
                 "bytes_in": counters.to_stream,
                 "bytes_out": counters.from_stream,
                 "active_connections": counters.active,
+                "refused_connections": self.refused_connections[key],
                 "total_connections": counters.total,
             })
         return {
             "role": "client",
+            "id": self.hash.hex()[:12],
+            "counters": {"handshake_failures": self.handshake_failures,
+                         "refused_connections": sum(self.refused_connections.values())},
             "control": {"addr": str(self.settings.server_addr), "connected": self.control_connected},
             "observed_addr": str(self.observed) if self.observed else None,
             "direct_addr": str(self.endpoint.local_address) if self.endpoint else None,

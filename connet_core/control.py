@@ -80,6 +80,8 @@ class Control:
         self.started = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.relays: dict[bytes, RelayEntry] = {}  # by certificate hash
+        # events for /metrics: refusals by reason, sessions that never started
+        self.counters = {"auth_failed": 0, "forbidden": 0, "handshake_failures": 0}
         self._grant_secret: bytes | None = None
 
     @property
@@ -222,6 +224,7 @@ class Control:
         reason = self.hooks.admit_address(self.client_auth, PrincipalKind.CLIENT, ip)
         if reason is not None:
             log.warning("client %s refused: %s", address, reason, extra={"peer": str(address)})
+            self.counters["forbidden"] += 1
             conn.close(CloseCode.FORBIDDEN, "forbidden")
             return
         try:
@@ -229,20 +232,24 @@ class Control:
             messages = MessageStream(stream)
             hello = await messages.recv(Authenticate, timeout=FIRST_MESSAGE_TIMEOUT)
         except (TimeoutError, ConnectionLost, StreamReset):
+            self.counters["handshake_failures"] += 1
             conn.close(CloseCode.TIMEOUT, "no authentication")
             return
         except ProtocolError as exc:
             log.warning("client %s: %s", address, exc, extra={"peer": str(address)})
+            self.counters["handshake_failures"] += 1
             conn.close(exc.code, "protocol error")
             return
         principal = self.hooks.authenticate(self.client_auth, PrincipalKind.CLIENT, hello.token)
         if principal is None:
             log.warning("client %s refused: unknown token", address, extra={"peer": str(address)})
+            self.counters["auth_failed"] += 1
             conn.close(CloseCode.AUTH_FAILED, "auth-failed")
             return
         reason = self.hooks.authorize(self.client_auth, principal, ip)
         if reason is not None:
             log.warning("client %s (%s) refused: %s", address, principal.label, reason, extra={"peer": str(address)})
+            self.counters["forbidden"] += 1
             conn.close(CloseCode.FORBIDDEN, "forbidden")
             return
         session = ClientSession(next(self._ids), conn, principal, hello.token, address)
@@ -291,6 +298,7 @@ class Control:
                 session.address, session.principal.label, role.value, message.name, reason,
                 extra={"peer": str(session.address), "endpoint": message.name},
             )
+            self.counters["forbidden"] += 1
             refusal = AnnounceRefused(message.name, role.value, CloseCode.FORBIDDEN, "forbidden")
             session.outbox.put(("refused", message.name, role.value), refusal)
             return
@@ -336,5 +344,6 @@ class Control:
                 for s in self.sessions.values()
             ],
             "relays": [{"addr": e.addr, "builtin": e.conn is None} for e in self.relays.values()],
+            "counters": dict(self.counters),
             "names": self.matcher.names(),
         }

@@ -236,6 +236,7 @@ class RelayService:
             "bytes_relayed": self.counters.bytes_relayed,
             "streams_active": self.counters.streams_active,
             "streams_total": self.counters.streams_total,
+            "streams_refused": self.counters.refused,
         }
 
 
