@@ -785,14 +785,27 @@ class Client:
         self, name: str, peer: Peer, via: PeerConnection | RelayLink, timeout: float
     ) -> tuple[Stream, bytes] | None:
         """Open a tunneled stream to ``peer``'s destination ``name``: the stream to pump and
-        the bytes already read past the reply, or None if the destination refused."""
+        the bytes already read past the reply, or None if the destination refused. A stream
+        given up on is reset, so the destination stops working on it too."""
         if isinstance(via, PeerConnection):
-            stream: Stream = await via.conn.open_stream()
-            messages = MessageStream(stream)
-            await messages.send(Connect(name))
+            raw: Stream = await via.conn.open_stream()
         else:
             assert via.conn is not None
             raw = await via.conn.open_stream()
+        try:
+            opened = await self._request(name, peer, via, raw, timeout)
+        except (ProtocolError, TimeoutError):
+            raw.reset(CloseCode.TIMEOUT)
+            raise
+        if opened is None:
+            raw.reset(CloseCode.OK)
+        return opened
+
+    async def _request(
+        self, name: str, peer: Peer, via: PeerConnection | RelayLink, raw: Stream, timeout: float
+    ) -> tuple[Stream, bytes] | None:
+        stream = raw
+        if isinstance(via, RelayLink):
             hop = MessageStream(raw)
             await hop.send(Connect(name, peer=peer.hash))
             relayed = await hop.recv((Connected, ConnectRefused), timeout=timeout)
@@ -804,6 +817,9 @@ class Client:
                                initial=hop.take_remaining())
             await asyncio.wait_for(stream.handshake(), timeout)
             messages = MessageStream(stream)
+        else:
+            messages = MessageStream(stream)
+            await messages.send(Connect(name))
         reply = await messages.recv((Connected, ConnectRefused), timeout=timeout)
         if isinstance(reply, ConnectRefused):
             log.warning("source %r: peer %s refused: %s", name, peer.label, CloseCode.describe(reply.code),
