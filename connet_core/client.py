@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from connet_core.addresses import local_candidates
 from connet_core.certs import make_identity, sign_proof, verify_proof
-from connet_core.component import RECONNECT_CEILING, Backoff, spawn
+from connet_core.component import RECONNECT_CEILING, Backoff, dial_until_up, spawn
 from connet_core.config import ClientSettings, EndpointSettings
 from connet_core.errors import ConnectionLost, DialError, ProtocolError, StreamReset
 from connet_core.forward import Counters, pump
@@ -219,12 +219,8 @@ class Client:
         settings = self.settings
         trust = Trust(server_name=settings.server_name, cafile=settings.server_cas)
         while True:
-            try:
-                conn = await self.endpoint.dial(settings.server_addr, alpn=ALPN_CONTROL, trust=trust, timeout=CONTROL_DIAL_TIMEOUT)
-            except DialError as exc:
-                log.warning("cannot reach control server %s: %s", settings.server_addr, exc)
-                await asyncio.sleep(backoff.next_delay())
-                continue
+            conn = await dial_until_up(self.endpoint, settings.server_addr, alpn=ALPN_CONTROL, trust=trust,
+                                       timeout=CONTROL_DIAL_TIMEOUT, backoff=backoff, logger=log, what="control server")
             try:
                 await self._control_session(conn, backoff)
             except ConnectionLost as exc:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Coroutine, Generic, Hashable, TypeVar
 
+from connet_core.errors import DialError
+
 if TYPE_CHECKING:
+    from connet_core.model import HostPort
     from connet_core.store import Store
+    from connet_core.transport import Connection, Endpoint, Trust
 
 T = TypeVar("T")
 
@@ -79,3 +84,17 @@ async def persistent_secret(store: "Store", name: str, size: int = 32) -> bytes:
         secret = os.urandom(size)
         await store.put("secrets", name, secret)
     return secret
+
+
+async def dial_until_up(
+    endpoint: "Endpoint", address: "HostPort", *, alpn: str, trust: "Trust", timeout: float, backoff: Backoff,
+    logger: logging.Logger, what: str,
+) -> "Connection":
+    """Dial until a connection is up, waiting ``backoff`` between attempts (servers that
+    are down or restarting). Each failure is one warning line."""
+    while True:
+        try:
+            return await endpoint.dial(address, alpn=alpn, trust=trust, timeout=timeout)
+        except DialError as exc:
+            logger.warning("cannot reach %s %s: %s", what, address, exc)
+        await asyncio.sleep(backoff.next_delay())

@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from connet_core.addresses import sanitize
 from connet_core.certs import load_identity
@@ -152,38 +153,57 @@ class Control:
             await asyncio.sleep(GRANT_LIFETIME / 2)
             self._push_relays()
 
+    async def _admit(
+        self, conn: Connection, auth: AuthSettings, kind: PrincipalKind, first: type
+    ) -> tuple[Principal, MessageStream, Any] | None:
+        """The steps every session starts with: the address (before any token is read), the
+        first message and its token, then the principal from that address. A refusal closes
+        the connection with a coarse code; only the log gets the reason."""
+        address = conn.remote_address
+        ip = address.ip()
+        assert ip is not None  # the transport reports IP literals
+        who = kind.value
+        reason = self.hooks.admit_address(auth, kind, ip)
+        if reason is not None:
+            log.warning("%s %s refused: %s", who, address, reason, extra={"peer": str(address)})
+            self.counters["forbidden"] += 1
+            conn.close(CloseCode.FORBIDDEN, "forbidden")
+            return None
+        try:
+            stream = await asyncio.wait_for(conn.accept_stream(), FIRST_MESSAGE_TIMEOUT)
+            messages = MessageStream(stream)
+            hello = await messages.recv(first, timeout=FIRST_MESSAGE_TIMEOUT)
+        except (TimeoutError, ConnectionLost, StreamReset):
+            self.counters["handshake_failures"] += 1
+            conn.close(CloseCode.TIMEOUT, "nothing said in time")
+            return None
+        except ProtocolError as exc:
+            log.warning("%s %s: %s", who, address, exc, extra={"peer": str(address)})
+            self.counters["handshake_failures"] += 1
+            conn.close(exc.code, "protocol error")
+            return None
+        principal = self.hooks.authenticate(auth, kind, hello.token)
+        if principal is None:
+            log.warning("%s %s refused: unknown token", who, address, extra={"peer": str(address)})
+            self.counters["auth_failed"] += 1
+            conn.close(CloseCode.AUTH_FAILED, "auth-failed")
+            return None
+        reason = self.hooks.authorize(auth, principal, ip)
+        if reason is not None:
+            log.warning("%s %s (%s) refused: %s", who, address, principal.label, reason, extra={"peer": str(address)})
+            self.counters["forbidden"] += 1
+            conn.close(CloseCode.FORBIDDEN, "forbidden")
+            return None
+        return principal, messages, hello
+
     async def _serve_relay(self, conn: Connection) -> None:
         auth = self.settings.relay_auth
         assert auth is not None
         address = conn.remote_address
-        ip = address.ip()
-        assert ip is not None
-        reason = self.hooks.admit_address(auth, PrincipalKind.RELAY, ip)
-        if reason is not None:
-            log.warning("relay %s refused: %s", address, reason, extra={"peer": str(address)})
-            conn.close(CloseCode.FORBIDDEN, "forbidden")
+        admitted = await self._admit(conn, auth, PrincipalKind.RELAY, RelayRegister)
+        if admitted is None:
             return
-        try:
-            stream = await asyncio.wait_for(conn.accept_stream(), FIRST_MESSAGE_TIMEOUT)
-            messages = MessageStream(stream)
-            hello = await messages.recv(RelayRegister, timeout=FIRST_MESSAGE_TIMEOUT)
-        except (TimeoutError, ConnectionLost, StreamReset):
-            conn.close(CloseCode.TIMEOUT, "no registration")
-            return
-        except ProtocolError as exc:
-            log.warning("relay %s: %s", address, exc, extra={"peer": str(address)})
-            conn.close(exc.code, "protocol error")
-            return
-        principal = self.hooks.authenticate(auth, PrincipalKind.RELAY, hello.token)
-        if principal is None:
-            log.warning("relay %s refused: unknown token", address, extra={"peer": str(address)})
-            conn.close(CloseCode.AUTH_FAILED, "auth-failed")
-            return
-        reason = self.hooks.authorize(auth, principal, ip)
-        if reason is not None:
-            log.warning("relay %s (%s) refused: %s", address, principal.label, reason, extra={"peer": str(address)})
-            conn.close(CloseCode.FORBIDDEN, "forbidden")
-            return
+        principal, messages, hello = admitted
         try:
             relay_addr = str(HostPort(hello.hostname, hello.port))
             if not 0 < hello.port < 65536 or not hello.hostname:
@@ -219,39 +239,10 @@ class Control:
 
     async def _serve_client(self, conn: Connection) -> None:
         address = conn.remote_address
-        ip = address.ip()
-        assert ip is not None  # the transport reports IP literals
-        reason = self.hooks.admit_address(self.client_auth, PrincipalKind.CLIENT, ip)
-        if reason is not None:
-            log.warning("client %s refused: %s", address, reason, extra={"peer": str(address)})
-            self.counters["forbidden"] += 1
-            conn.close(CloseCode.FORBIDDEN, "forbidden")
+        admitted = await self._admit(conn, self.client_auth, PrincipalKind.CLIENT, Authenticate)
+        if admitted is None:
             return
-        try:
-            stream = await asyncio.wait_for(conn.accept_stream(), FIRST_MESSAGE_TIMEOUT)
-            messages = MessageStream(stream)
-            hello = await messages.recv(Authenticate, timeout=FIRST_MESSAGE_TIMEOUT)
-        except (TimeoutError, ConnectionLost, StreamReset):
-            self.counters["handshake_failures"] += 1
-            conn.close(CloseCode.TIMEOUT, "no authentication")
-            return
-        except ProtocolError as exc:
-            log.warning("client %s: %s", address, exc, extra={"peer": str(address)})
-            self.counters["handshake_failures"] += 1
-            conn.close(exc.code, "protocol error")
-            return
-        principal = self.hooks.authenticate(self.client_auth, PrincipalKind.CLIENT, hello.token)
-        if principal is None:
-            log.warning("client %s refused: unknown token", address, extra={"peer": str(address)})
-            self.counters["auth_failed"] += 1
-            conn.close(CloseCode.AUTH_FAILED, "auth-failed")
-            return
-        reason = self.hooks.authorize(self.client_auth, principal, ip)
-        if reason is not None:
-            log.warning("client %s (%s) refused: %s", address, principal.label, reason, extra={"peer": str(address)})
-            self.counters["forbidden"] += 1
-            conn.close(CloseCode.FORBIDDEN, "forbidden")
-            return
+        principal, messages, hello = admitted
         session = ClientSession(next(self._ids), conn, principal, hello.token, address)
         self.sessions[session.id] = session
         log.info("client %s connected (%s)", address, principal.label, extra={"peer": str(address)})

@@ -19,9 +19,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from connet_core.certs import make_identity, verify_proof
-from connet_core.component import RECONNECT_CEILING, Backoff, default_store_dir, persistent_secret, spawn
+from connet_core.component import RECONNECT_CEILING, Backoff, default_store_dir, dial_until_up, persistent_secret, spawn
 from connet_core.config import RelaySettings
-from connet_core.errors import ConnectionLost, DialError, ProtocolError, StoreError, StreamReset
+from connet_core.errors import ConnectionLost, ProtocolError, StoreError, StreamReset
 from connet_core.forward import splice
 from connet_core.logs import log_listening
 from connet_core.model import HostPort, Role, certificate_hash
@@ -283,12 +283,8 @@ class Relay:
         backoff = Backoff(0.5, RECONNECT_CEILING)
         trust = Trust(server_name=s.control_name, cafile=s.control_cas)
         while True:
-            try:
-                conn = await service.endpoint.dial(s.control_addr, alpn=ALPN_RELAYS, trust=trust, timeout=STEP_TIMEOUT)
-            except DialError as exc:
-                log.warning("cannot reach control server %s: %s", s.control_addr, exc)
-                await asyncio.sleep(backoff.next_delay())
-                continue
+            conn = await dial_until_up(service.endpoint, s.control_addr, alpn=ALPN_RELAYS, trust=trust,
+                                       timeout=STEP_TIMEOUT, backoff=backoff, logger=log, what="control server")
             try:
                 messages = MessageStream(await conn.open_stream())
                 port = service.endpoint.local_address.port
