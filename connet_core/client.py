@@ -440,9 +440,11 @@ class Client:
         preferred = min(self.hash, peer.hash)
         peer.connections.sort(key=lambda c: (c.dialer_hash != preferred, c.since))
         for extra in peer.connections[1:]:
-            extra.draining = True  # no new streams; the side that dialed it closes it
-            if extra.conn.is_dialer and extra.active_streams == 0:
-                extra.conn.close(CloseCode.DUPLICATE, "duplicate")
+            if not extra.draining:
+                # no new streams; both ends stop its keepalive, so it idles out once its last
+                # stream is delivered (closing it now would cut streams still in flight)
+                extra.draining = True
+                extra.conn.stop_keepalive()
         log.info(
             "peer %s connected direct via %s (%s)", peer.label, conn.remote_address,
             "dialed" if conn.is_dialer else "accepted",
@@ -520,7 +522,7 @@ class Client:
             writer.transport.abort()
         finally:
             if pc is not None:
-                self._stream_done(pc)
+                pc.active_streams -= 1
 
     @staticmethod
     async def _refuse(messages: MessageStream, stream: Stream, code: int, reason: str) -> None:
@@ -529,11 +531,6 @@ class Client:
             await stream.write_eof()
         except (ConnectionLost, StreamReset):
             pass  # nobody left to tell
-
-    def _stream_done(self, pc: PeerConnection) -> None:
-        pc.active_streams -= 1
-        if pc.draining and pc.conn.is_dialer and pc.active_streams == 0:
-            pc.conn.close(CloseCode.DUPLICATE, "duplicate")
 
     # ---- relays --------------------------------------------------------------------------
 
@@ -727,11 +724,9 @@ class Client:
         finally:
             self._release(via)
 
-    def _release(self, via: PeerConnection | RelayLink) -> None:
-        if isinstance(via, PeerConnection):
-            self._stream_done(via)
-        else:
-            via.active_streams -= 1
+    @staticmethod
+    def _release(via: PeerConnection | RelayLink) -> None:
+        via.active_streams -= 1
 
     async def _open_some_path(
         self, source: EndpointSettings

@@ -292,6 +292,10 @@ class MemoryConnection:
             self._raise_if_closed()
             await self._link.signal.wait()
 
+    def stop_keepalive(self) -> None:
+        """Keepalives are not modelled here (an unpartitioned connection never idles out),
+        so a connection that stops them simply stays open until closed."""
+
     def close(self, code: int = 0, reason: str = "") -> None:
         if self._close_info is not None:
             return

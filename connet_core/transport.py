@@ -112,6 +112,11 @@ class Connection(Protocol):
     async def accept_stream(self) -> Stream:
         """The next stream the peer opened. Raises ConnectionLost once closed."""
 
+    def stop_keepalive(self) -> None:
+        """Stop pinging: the connection closes by idle timeout once both ends are quiet.
+        The graceful end for a connection no longer wanted (a close would discard data in
+        flight); both ends must stop, or the other's pings keep it alive."""
+
     def close(self, code: int = 0, reason: str = "") -> None:
         """Close with an application close code; the peer sees code and reason."""
 

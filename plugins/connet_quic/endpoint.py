@@ -264,6 +264,7 @@ class QuicEndpointConnection:
         self._handshake_deadline: float | None = handshake_deadline
         self._handshake_done: asyncio.Future[None] = self._loop.create_future()
         self._next_ping_at: float | None = None
+        self._keepalive_stopped = False
         self._ping_uid = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -318,6 +319,12 @@ class QuicEndpointConnection:
 
     async def accept_stream(self) -> QuicEndpointStream:
         return await self._incoming_streams.get()
+
+    def stop_keepalive(self) -> None:
+        # no more pings: once both ends are quiet the idle timeout closes the connection,
+        # after every byte in flight was delivered (a CONNECTION_CLOSE would discard them)
+        self._next_ping_at = None
+        self._keepalive_stopped = True
 
     def close(self, code: int = CloseCode.OK, reason: str = "") -> None:
         if self._close_info is not None:
@@ -538,7 +545,7 @@ class QuicEndpointConnection:
                 )
                 self.close(CloseCode.UNKNOWN_PEER, "unexpected certificate")
                 return
-        if self._options.keepalive_interval > 0:
+        if self._options.keepalive_interval > 0 and not self._keepalive_stopped:
             self._next_ping_at = self._loop.time() + self._options.keepalive_interval
         if not self._handshake_done.done():
             self._handshake_done.set_result(None)

@@ -4,9 +4,11 @@ make namespaces; sweep a crashed run's leftovers; one lab per test, always torn 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Iterator
 
 import pytest
@@ -15,8 +17,12 @@ from natlab.lab import SERVER_IP, Lab, missing_prerequisite, sweep_stale
 from support.daemons import CONNET
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
-def natlab_ready() -> None:
+def natlab_ready() -> Iterator[None]:
     reason = missing_prerequisite()
     if reason is not None:
         if os.environ.get("NATLAB_REQUIRED") == "1":
@@ -25,6 +31,16 @@ def natlab_ready() -> None:
     removed = sweep_stale()
     if removed:
         sys.stderr.write(f"natlab: removed stale namespaces of crashed runs: {' '.join(removed)}\n")
+    # A CI timeout sends SIGTERM, which would end pytest without fixture teardown: turn it into
+    # KeyboardInterrupt, after which pytest still tears the fixtures (the lab) down.
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

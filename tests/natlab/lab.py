@@ -167,6 +167,7 @@ class NsProcess(Daemon):
         self.ns = ns
         self.args = ["ip", "netns", "exec", ns, *argv]
         self.lines: list[str] = []
+        self.times: list[float] = []
         self._cond = threading.Condition()
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
@@ -175,6 +176,23 @@ class NsProcess(Daemon):
         )
         self._reader = threading.Thread(target=self._read, name=f"log-{name}", daemon=True)
         self._reader.start()
+
+    def _read(self) -> None:
+        # as Daemon._read, plus the arrival time of every line (the benchmark times events)
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self.times.append(time.monotonic())
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def first_time(self, pattern: str) -> float | None:
+        """When the first line matching ``pattern`` arrived (monotonic), or None."""
+        regex = re.compile(pattern)
+        with self._cond:
+            return next((t for t, line in zip(self.times, self.lines) if regex.search(line)), None)
 
     def count(self, pattern: str, start: int = 0) -> int:
         regex = re.compile(pattern)
@@ -440,8 +458,14 @@ class Lab:
         return self._netprobe(host, ["probe", "--port", str(SOURCE_PORT), "--deadline", str(deadline)], deadline + 15)
 
     def add_loss(self, router: str, percent: int) -> None:
+        """Drop ``percent``% of what the router forwards (both directions), counted in ``loss``."""
+        sh("nft", "add", "counter", "ip", "filter", "loss", ns=router)
         sh("nft", "insert", "rule", "ip", "filter", "forward", "numgen", "random", "mod", "100", "<",
-           str(percent), "drop", ns=router)
+           str(percent), "counter", "name", "loss", "drop", ns=router)
+
+    def lost_packets(self, router: str) -> int:
+        data = json.loads(sh("nft", "-j", "list", "counter", "ip", "filter", "loss", ns=router))
+        return next(int(i["counter"]["packets"]) for i in data["nftables"] if "counter" in i)
 
     def flush_conntrack(self, router: str) -> None:
         sh("conntrack", "-F", ns=router)

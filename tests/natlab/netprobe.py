@@ -44,7 +44,11 @@ async def _echo(port: int) -> None:
         await server.serve_forever()
 
 
-async def _exchange(port: int, payload: bytes, timeout: float) -> bytes:
+async def _exchange(port: int, payload: bytes, timeout: float, progress: dict | None = None) -> bytes:
+    """Send ``payload`` while reading the echo; ``progress`` counts bytes sent/received so a
+    failure can say how far it got."""
+    progress = {} if progress is None else progress
+    progress.update(sent_bytes=0, received_bytes=0)
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
 
     async def send() -> None:
@@ -52,12 +56,14 @@ async def _exchange(port: int, payload: bytes, timeout: float) -> bytes:
         for offset in range(0, len(view), CHUNK):
             writer.write(view[offset : offset + CHUNK])
             await writer.drain()
+            progress["sent_bytes"] = offset + len(view[offset : offset + CHUNK])
         writer.write_eof()
 
     async def receive() -> bytes:
         parts = []
         while data := await reader.read(1 << 20):
             parts.append(data)
+            progress["received_bytes"] += len(data)
         return b"".join(parts)
 
     try:
@@ -71,10 +77,12 @@ async def _send(port: int, nbytes: int, timeout: float) -> dict:
     payload = os.urandom(nbytes)
     started = time.monotonic()
     result: dict = {"ok": False, "sent": nbytes, "received": 0, "sha_ok": False, "error": None}
+    progress: dict = {}
     try:
-        received = await _exchange(port, payload, timeout)
+        received = await _exchange(port, payload, timeout, progress)
     except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-        result["error"] = f"{type(exc).__name__}: {exc}"
+        # "received" stays 0 (nothing intact); how far it got goes with the error
+        result["error"] = f"{type(exc).__name__}: {exc} after {progress}"
     else:
         result["received"] = len(received)
         result["sha_ok"] = hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()

@@ -25,6 +25,8 @@ def test_lossy_path_16_mib_intact(lab: Lab) -> None:
     lab.add_loss(router, LOSS_PERCENT)
     delta = transfer(lab, pair.src_host, 16 * MIB, timeout=180)
     assert_direct(delta, 16 * MIB)
+    # the loss was real: 2% of ~2 x 16 MiB in ~1.2 kB datagrams is hundreds of packets
+    assert lab.lost_packets(router) > 100
 
 
 @pytest.mark.slow
@@ -41,8 +43,12 @@ def test_idle_tunnel_outlives_the_conntrack_timeout(lab: Lab) -> None:
     assert probe["ok"], f"after {CONNTRACK_UDP_TIMEOUT + 5} s idle the tunnel does not work: {probe}"
     delta = transfer(lab, pair.src_host, MIB // 4)
     assert_direct(delta, MIB // 4)
+    # Both ends may dial at once; the loser is closed as "duplicate" shortly after the first
+    # path is up (possibly after the probe above): that is not the path dropping while idle.
     for daemon, mark in ((pair.source.daemon, mark_src), (pair.destination.daemon, mark_dst)):
-        assert daemon.count(r"direct path .* closed", mark) == 0, f"{daemon.name}: the direct path dropped while idle"
+        assert daemon.count(r"direct path .* closed: (?!duplicate)", mark) == 0, (
+            f"{daemon.name}: the direct path dropped while idle"
+        )
 
 
 @pytest.mark.parametrize("side", [0, 1], ids=["source-router", "destination-router"])
