@@ -387,6 +387,19 @@ class Client:
             conn = await self.endpoint.accept()
             spawn(self._tg, self._verify_peer(conn))
 
+    async def _matched_source(self, name: str, peer_hash: bytes) -> PeerInfo | None:
+        """The source ``peer_hash`` as control matched it to our destination ``name``, waiting
+        a little: its stream can overtake control's news (after a control restart, say)."""
+        key = (name, Role.DESTINATION)
+        async with self._paths_changed:
+            try:
+                await asyncio.wait_for(
+                    self._paths_changed.wait_for(lambda: peer_hash in self.matches.get(key, {})), UNKNOWN_PEER_GRACE
+                )
+            except TimeoutError:
+                return None
+        return self.matches[key][peer_hash]
+
     async def _known_peer(self, peer_hash: bytes) -> Peer | None:
         """The peer with this certificate, waiting a little: its dial can overtake control's news."""
         async with self._paths_changed:
@@ -489,7 +502,7 @@ class Client:
         refusal: tuple[int, str] | None = None
         if destination is None:
             refusal = (CloseCode.NOT_FOUND, "no such destination")
-        elif peer.hash not in self.matches.get(key, {}):
+        elif await self._matched_source(request.name, peer.hash) is None:
             refusal = (CloseCode.FORBIDDEN, "peer not matched for this name")
         elif not destination.route.allows(PathKind.DIRECT):
             refusal = (CloseCode.NO_ROUTE, "destination does not allow direct")
@@ -630,7 +643,7 @@ class Client:
             return
         key = (request.name, Role.DESTINATION)
         destination = self.destinations.get(request.name)
-        source = self.matches.get(key, {}).get(request.peer)
+        source = await self._matched_source(request.name, request.peer) if destination is not None else None
         if destination is None or source is None or not destination.route.allows(PathKind.RELAY):
             log.warning("relay %s brought a stream for %r from an unmatched peer or a route we do not allow",
                         link.label, request.name, extra={"endpoint": request.name})
