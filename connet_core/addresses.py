@@ -65,3 +65,33 @@ def local_candidates(port: int, *, include_loopback: bool = False) -> list[str]:
             if dialable(addr):
                 out.append(str(addr))
     return out
+
+
+class DialLimiter:
+    """How often a client may start dialing: at most once per ``per_address`` seconds to any
+    one address (whichever peer asks), and ``rate`` dials a second overall with bursts of
+    ``burst``. Peers name their own addresses, so without this a token holder could make a
+    client spray Initials at third parties. Sans-I/O: ``now`` is an argument."""
+
+    def __init__(self, per_address: float = 2.0, rate: float = 20.0, burst: float = 40.0) -> None:
+        self.per_address = per_address
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._refilled_at: float | None = None
+        self._last: dict[HostPort, float] = {}
+
+    def allow(self, address: HostPort, now: float) -> bool:
+        if self._refilled_at is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._refilled_at) * self.rate)
+        self._refilled_at = now
+        last = self._last.get(address)
+        if last is not None and now - last < self.per_address:
+            return False
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        self._last[address] = now
+        if len(self._last) > 4096:  # forget addresses whose interval has long passed
+            self._last = {a: t for a, t in self._last.items() if now - t < self.per_address}
+        return True

@@ -10,7 +10,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from connet_core.addresses import local_candidates
+from connet_core.addresses import DialLimiter, local_candidates
 from connet_core.certs import make_identity, sign_proof, verify_proof
 from connet_core.component import RECONNECT_CEILING, Backoff, dial_until_up, spawn
 from connet_core.config import ClientSettings, EndpointSettings
@@ -52,7 +52,7 @@ PEER_DIAL_TIMEOUT = 5.0
 UNKNOWN_PEER_GRACE = 3.0  # a peer may dial before control told us about it
 UNMATCHED_GRACE = 10.0  # a peer control no longer lists keeps its connection this long (control restarts)
 PATH_WAIT = 5.0  # a source connection waits this long for a first path
-NEXT_PATH_TIMEOUT = 1.0  # a stream request unanswered this long moves on to the next path
+NEXT_PATH_TIMEOUT = 30.0
 LAST_PATH_TIMEOUT = 15.0  # ... unless it is the last path: then only a dead destination ends it
 DESTINATION_DIAL_TIMEOUT = 5.0
 
@@ -147,6 +147,7 @@ class Client:
         self.relays: dict[bytes, RelayLink] = {}  # by certificate hash
         self.relays_for: dict[Key, set[bytes]] = {}
         self.tls = PinnedContexts(self.identity)
+        self._dial_limiter = DialLimiter()
         self.refused_connections: dict[Key, int] = {key: 0 for key in self.counters}
         self.handshake_failures = 0  # peer dials and proofs that failed
         self.started = asyncio.Event()
@@ -215,38 +216,42 @@ class Client:
 
     async def _control_loop(self) -> None:
         assert self.endpoint is not None
-        backoff = Backoff(0.5, RECONNECT_CEILING)
+        unreachable = Backoff(0.5, RECONNECT_CEILING)
+        refused = Backoff(5.0, 60.0)  # a refused token or address will not fix itself soon
         settings = self.settings
         trust = Trust(server_name=settings.server_name, cafile=settings.server_cas)
         while True:
+            backoff = unreachable
             conn = await dial_until_up(self.endpoint, settings.server_addr, alpn=ALPN_CONTROL, trust=trust,
                                        timeout=CONTROL_DIAL_TIMEOUT, backoff=backoff, logger=log, what="control server")
             try:
-                await self._control_session(conn, backoff)
+                await self._control_session(conn)
             except ConnectionLost as exc:
                 if exc.code == CloseCode.AUTH_FAILED:
                     log.error("control server %s refused the token (auth-failed); retrying", settings.server_addr)
-                    backoff = Backoff(5.0, 60.0)  # a wrong token will not fix itself soon
+                    backoff = refused
                 elif exc.code == CloseCode.FORBIDDEN:
                     log.error("control server %s refused this client (forbidden); retrying", settings.server_addr)
-                    backoff = Backoff(5.0, 60.0)
+                    backoff = refused
                 else:
                     log.warning("lost the control server %s: %s", settings.server_addr, CloseCode.describe(exc.code))
             except (ProtocolError, StreamReset) as exc:
                 log.warning("control session failed: %s", exc)
                 conn.close(CloseCode.PROTOCOL_ERROR, "protocol error")
             finally:
+                if self.control_connected:  # a session was up: start over with short waits
+                    unreachable.reset()
+                    refused.reset()
                 self.control_connected = False
                 conn.close(CloseCode.OK)
             await asyncio.sleep(backoff.next_delay())
 
-    async def _control_session(self, conn: Connection, backoff: Backoff) -> None:
+    async def _control_session(self, conn: Connection) -> None:
         messages = MessageStream(await conn.open_stream())
         await messages.send(Authenticate(token=self.settings.token))
         welcome = await messages.recv(Authenticated, timeout=HANDSHAKE_STEP_TIMEOUT)
         self.observed = HostPort.parse(welcome.observed_addr)
         self.control_connected = True
-        backoff.reset()
         log.info("connected to control server %s; observed address %s", self.settings.server_addr, self.observed)
         for announce in self._announcements():
             await messages.send(announce)
@@ -285,7 +290,10 @@ class Client:
             if not peer.matched:
                 # no new streams; open ones finish. Its connection stays a while, so a
                 # control restart (every list briefly empty) does not cut the tunnels.
+                # Dials stop: the addresses were only worth dialing as that peer's.
                 peer.unmatched_since = time.monotonic()
+                if peer.dialer is not None:
+                    peer.dialer.cancel()
         async with self._paths_changed:
             self._paths_changed.notify_all()
 
@@ -365,7 +373,10 @@ class Client:
             winner.append(conn)
             self._adopt(peer, conn, dialer_hash=self.hash)
 
-        addresses = peer.addresses()
+        now = time.monotonic()
+        addresses = [a for a in peer.addresses() if self._dial_limiter.allow(a, now)]
+        if not addresses:
+            return False
         log.debug("dialing peer %s at %s", peer.label, ", ".join(map(str, addresses)))
         async with asyncio.TaskGroup() as tg:
             for address in addresses:

@@ -190,6 +190,8 @@ class RelayService:
                 return
             await self._relay(client, messages, request)
         except ProtocolError as exc:
+            log.warning("relay client %s: stream %d: %s", client.conn.remote_address, stream.stream_id, exc,
+                        extra={"peer": str(client.conn.remote_address)})
             stream.reset(exc.code)
         except (ConnectionLost, StreamReset):
             stream.reset(CloseCode.DESTINATION_UNREACHABLE)

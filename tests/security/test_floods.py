@@ -1,0 +1,349 @@
+"""Floods and amplification against real processes on loopback: half-open QUIC handshakes,
+stream floods, a peer that stops reading, unauthenticated UDP, and the direct addresses a
+client may be made to dial. Every flood is bounded in count and time."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from connet_core.addresses import MAX_CANDIDATES
+from connet_core.model import HostPort
+from connet_core.protocol.messages import Connect, Connected
+from connet_core.protocol.streams import MessageStream
+from secsupport import (
+    ControlSession,
+    Identity,
+    UdpSink,
+    bind_endpoint,
+    lines_matching,
+    quic_initials,
+    relay_client,
+    rss_kib,
+    start_custom_server,
+    toml_list,
+)
+from support.cluster import TOKENS, start_destination, start_source
+from support.services import echo_server, exchange, sha256, wait_tunnel
+
+MIB = 1024
+
+
+@pytest.fixture
+async def pair(daemons, certs):
+    """``connet server`` and a working direct tunnel "web" (echo) through real clients."""
+    server = start_custom_server(daemons, certs, f"tokens = {toml_list(TOKENS)}\n")
+    async with echo_server() as echo_port:
+        dst = start_destination(daemons, server, echo_port)
+        src, source_port = start_source(daemons, server)
+        await wait_tunnel(source_port)
+        yield server, source_port, dst, src
+
+
+async def transfer_ok(port: int, size: int = 1024 * 1024) -> None:
+    payload = os.urandom(size)
+    received = await asyncio.wait_for(exchange(port, payload), 60)
+    assert sha256(received) == sha256(payload)
+
+
+async def blast(sink: UdpSink, datagrams: list[bytes], port: int, batch: int = 64) -> int:
+    """Send ``datagrams`` to 127.0.0.1:port from the sink's socket, paced in small batches."""
+    sent = 0
+    for i in range(0, len(datagrams), batch):
+        for data in datagrams[i:i + batch]:
+            sink.sock.sendto(data, ("127.0.0.1", port))
+            sent += len(data)
+        sink.drain()
+        await asyncio.sleep(0.005)  # pacing so loopback buffers do not drop, not a wait for an event
+    return sent
+
+
+# ---- no amplification --------------------------------------------------------------------------
+
+
+async def test_unvalidated_initials_get_at_most_three_times_back(pair) -> None:
+    server, source_port, _, _ = pair
+    sink = UdpSink()
+    try:
+        sent = await blast(sink, quic_initials(40), server.control_port)
+        # measuring window: the handshake timeout (5 s) plus retransmissions
+        await sink.collect(7.0)
+    finally:
+        sink.close()
+    assert sink.bytes > 0, "the server answered nothing at all: the measurement would prove nothing"
+    assert sink.bytes <= 3 * sent, f"sent {sent} bytes, got {sink.bytes} back"
+    await transfer_ok(source_port)
+
+
+@pytest.mark.parametrize("first_byte", [0x40, 0x4F, 0x00, 0xFF], ids=["short-header", "short-header-2", "not-quic", "long-garbage"])
+async def test_short_garbage_gets_nothing_back(pair, first_byte: int) -> None:
+    server, _, _, _ = pair
+    sink = UdpSink()
+    try:
+        for size in (1, 5, 20, 40):
+            for _ in range(10):
+                sink.sock.sendto(bytes([first_byte]) + os.urandom(size - 1), ("127.0.0.1", server.control_port))
+        await sink.collect(1.5)
+    finally:
+        sink.close()
+    assert sink.datagrams == 0
+
+
+async def test_small_unknown_version_packet_gets_nothing_back(pair) -> None:
+    server, _, _, _ = pair
+    sink = UdpSink()
+    try:
+        dcid, scid = os.urandom(20), os.urandom(20)
+        packet = bytes([0xC0]) + b"\x1a\x2a\x3a\x4a" + bytes([20]) + dcid + bytes([20]) + scid
+        for _ in range(10):
+            sink.sock.sendto(packet, ("127.0.0.1", server.control_port))
+        await sink.collect(1.5)
+    finally:
+        sink.close()
+    assert sink.datagrams == 0, f"{sink.bytes} bytes back for {10 * len(packet)} sent"
+
+
+# ---- half-open handshakes ----------------------------------------------------------------------
+
+
+async def test_half_open_handshake_flood(pair) -> None:
+    """2000 Initials of fake connections that never complete: the server never sends more than
+    3x back, gives up on every half-open one within 10 s (its last datagram to them is sent
+    less than 10 s after the flood), an established tunnel keeps working during the flood and
+    a new client gets in afterwards."""
+    server, source_port, _, _ = pair
+    sink = UdpSink()
+    initials = quic_initials(2000)
+    rss_before = rss_kib(server.daemon.proc.pid)
+    try:
+        sent, _ = await asyncio.gather(blast(sink, initials, server.control_port), transfer_ok(source_port))
+        flood_end = time.monotonic()
+        await sink.collect(12.0)  # measuring window: longer than the 10 s the server may take
+        assert sink.datagrams > 0, "the server answered nothing: the flood never reached it"
+        assert sink.last_at is not None and sink.last_at - flood_end <= 10.0, (
+            f"the server still sent to half-open connections {sink.last_at - flood_end:.1f} s after the flood")
+        assert sink.bytes <= 3 * sent
+    finally:
+        sink.close()
+    # everything else keeps working: a new control session and the tunnel
+    endpoint = await bind_endpoint()
+    try:
+        session = await asyncio.wait_for(ControlSession.open(endpoint, server, TOKENS[2]), 15)
+        await session.close()
+    finally:
+        await endpoint.close()
+    await transfer_ok(source_port)
+    assert "Traceback" not in server.daemon.log()
+
+
+# Not strict: how many of the 2000 Initials the server gets to accept depends on CPU contention
+# (loopback drops what its receive buffer cannot hold), so some runs stay under the limit.
+@pytest.mark.xfail(strict=False, reason="up to MAX_PENDING_HANDSHAKES (1024) half-open aioquic connections, all "
+                   "from ONE source address, cost the server ~90 MiB RSS (measured 52 -> 145 MiB); needs a "
+                   "per-address pending cap or Retry under load in connet_quic.endpoint.QuicEndpoint._accept_initial")
+async def test_half_open_handshake_flood_memory_is_bounded(pair) -> None:
+    server, _, _, _ = pair
+    sink = UdpSink()
+    rss_before = rss_kib(server.daemon.proc.pid)
+    try:
+        await blast(sink, quic_initials(2000), server.control_port)
+        await sink.collect(6.0)  # measuring window: while they are pending
+    finally:
+        sink.close()
+    growth = rss_kib(server.daemon.proc.pid) - rss_before
+    assert growth < 50 * MIB, f"server RSS grew {growth} KiB for 2000 half-open handshakes"
+
+
+# ---- stream floods and a peer that stops reading --------------------------------------------
+
+
+async def open_idle_streams(conn, count: int) -> None:
+    for _ in range(count):
+        stream = await conn.open_stream()
+        await stream.write(b"\x00")  # one byte of a frame header: the stream exists, never completes
+
+
+async def test_stream_flood_on_control_and_relay(pair) -> None:
+    """3000 idle streams on an authenticated control connection and 3000 on a proven relay
+    connection: the server stays bounded and serves everyone else."""
+    server, source_port, _, _ = pair
+    pid = server.daemon.proc.pid
+    rss_before = rss_kib(pid)
+    endpoint = await bind_endpoint()
+    try:
+        flooder = await ControlSession.open(endpoint, server, TOKENS[2])
+        x = Identity.new()
+        await flooder.announce("flood", "source", x)
+        await flooder.wait(lambda: flooder.grant_for("flood", "source"))
+        relay_addr, relay_cert, grant = flooder.grant_for("flood", "source")
+        relay_conn = await relay_client(endpoint, relay_addr, relay_cert, x, (grant,))
+        await asyncio.gather(open_idle_streams(flooder.conn, 3000), open_idle_streams(relay_conn, 3000),
+                             transfer_ok(source_port))
+        # others are served meanwhile: a fresh session and the tunnel
+        other = await ControlSession.open(endpoint, server, TOKENS[2])
+        await other.close()
+        await transfer_ok(source_port)
+        assert not flooder.conn.closed  # idle streams are within its limits, not an offence
+        relay_conn.close()
+        await flooder.close()
+    finally:
+        await endpoint.close()
+    growth = rss_kib(pid) - rss_before
+    assert growth < 50 * MIB, f"server RSS grew {growth} KiB"
+    assert "Traceback" not in server.daemon.log()
+
+
+async def test_relay_peer_that_stops_reading_stays_bounded(pair) -> None:
+    """A source pushes into the relay while its destination never reads: the relay's buffers
+    stay bounded (backpressure reaches the source, whose writes stall) and its RSS does not grow."""
+    server, source_port, _, _ = pair
+    pid = server.daemon.proc.pid
+    endpoint = await bind_endpoint()
+    try:
+        session = await ControlSession.open(endpoint, server, TOKENS[2])
+        d, s = Identity.new(), Identity.new()
+        await session.announce("sink", "destination", d)
+        await session.announce("sink", "source", s)
+        await session.wait(lambda: session.grant_for("sink", "destination") and session.grant_for("sink", "source"))
+        relay_addr, relay_cert, d_grant = session.grant_for("sink", "destination")
+        _, _, s_grant = session.grant_for("sink", "source")
+        d_conn = await relay_client(endpoint, relay_addr, relay_cert, d, (d_grant,))  # never accepts a stream
+        s_conn = await relay_client(endpoint, relay_addr, relay_cert, s, (s_grant,))
+        stream = await s_conn.open_stream()
+        messages = MessageStream(stream)
+        await messages.send(Connect("sink", peer=d.hash))
+        await messages.recv(Connected, timeout=10)
+        rss_before = rss_kib(pid)
+        chunk = os.urandom(64 * 1024)
+        written = 0
+        while written < 256 * 1024 * 1024:
+            try:
+                await asyncio.wait_for(stream.write(chunk), 3.0)
+            except TimeoutError:
+                break  # the writer stalled: backpressure all the way from the silent reader
+            written += len(chunk)
+        assert written < 64 * 1024 * 1024, f"{written} bytes accepted for a reader that never reads"
+        growth = rss_kib(pid) - rss_before
+        assert growth < 32 * MIB, f"relay RSS grew {growth} KiB holding unread data"
+        await transfer_ok(source_port)  # everyone else is served
+        s_conn.close()
+        d_conn.close()
+        await session.close()
+    finally:
+        await endpoint.close()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="server RSS grows ~110 MiB (limit 50) over 2 minutes / 219 rounds of churn: "
+                   "memory is retained per closed control session (~11 MiB per 1800 sessions) and per idle stream "
+                   "flooded (~11 MiB per 320k streams) in connet server (control + connet_quic endpoint); cause "
+                   "not yet isolated (see docs/security.md, D3)")
+async def test_two_minute_mixed_flood_keeps_rss_bounded(pair) -> None:
+    """Two minutes of half-open Initials, garbage connections, idle stream floods on control
+    and relay and session churn, with a tunnel transfer each round: server RSS grows < 50 MiB."""
+    server, source_port, _, _ = pair
+    pid = server.daemon.proc.pid
+    from connet_core.protocol.messages import ALPN_CONTROL
+    from secsupport import control_trust
+
+    endpoint = await bind_endpoint()
+    sink = UdpSink()
+    try:
+        # warm-up round so the baseline includes one-off allocations (imports, caches)
+        await transfer_ok(source_port)
+        rss_before = rss_kib(pid)
+        deadline = time.monotonic() + 120
+        rounds = 0
+        while time.monotonic() < deadline:
+            rounds += 1
+            session = await ControlSession.open(endpoint, server, TOKENS[2])
+            x = Identity.new()
+            await session.announce(f"flood-{rounds}", "source", x)
+            await session.wait(lambda: session.grant_for(f"flood-{rounds}", "source"))
+            relay_addr, relay_cert, grant = session.grant_for(f"flood-{rounds}", "source")
+            relay_conn = await relay_client(endpoint, relay_addr, relay_cert, x, (grant,))
+            garbage = await endpoint.dial(HostPort("127.0.0.1", server.control_port), alpn=ALPN_CONTROL,
+                                          trust=control_trust(server), timeout=10)
+            await (await garbage.open_stream()).write(b"\xff\xff\xff\xff")
+            await asyncio.gather(
+                blast(sink, quic_initials(100), server.control_port),
+                open_idle_streams(session.conn, 500),
+                open_idle_streams(relay_conn, 500),
+                transfer_ok(source_port, 512 * 1024),
+            )
+            relay_conn.close()
+            garbage.close()
+            await session.close()
+            sink.drain()
+        await transfer_ok(source_port)
+        growth = rss_kib(pid) - rss_before
+        assert rounds >= 10
+        assert growth < 50 * MIB, f"server RSS grew {growth} KiB over {rounds} rounds"
+        assert "Traceback" not in server.daemon.log()
+    finally:
+        sink.close()
+        await endpoint.close()
+
+
+# ---- announced direct addresses ------------------------------------------------------------------
+
+
+BAD_ADDRESSES = ["224.0.0.1:5000", "255.255.255.255:5000", "0.0.0.0:5000", "[::]:5000", "[ff02::1]:5000",
+                 "127.0.0.1:0", "example.com:80", "not an address", "[fe80::1]:5000", "240.0.0.1:5000"]
+
+
+async def test_announced_addresses_are_validated_and_capped(daemons, server) -> None:
+    """A destination announces 100 addresses including multicast, broadcast, unspecified, port
+    0, hostnames and garbage: the source is told at most MAX_CANDIDATES, all unicast IP literals,
+    the observed address first. Control: the good ones are passed on."""
+    endpoint = await bind_endpoint()
+    try:
+        src = await ControlSession.open(endpoint, server, TOKENS[1])
+        await src.announce("web", "source", Identity.new())
+        dst = await ControlSession.open(endpoint, server, TOKENS[0])
+        good = [f"127.0.0.1:{40000 + i}" for i in range(3)]
+        announced = tuple(BAD_ADDRESSES * 9 + good + [f"127.0.0.2:{41000 + i}" for i in range(7)])
+        assert len(announced) == 100
+        ident = Identity.new()
+        await dst.announce("web", "destination", ident, announced)
+        peers = await src.wait(lambda: [p for p in (src.latest_peers("web") or ()) if p.certificate == ident.der])
+        addresses = list(peers[0].addresses)
+        assert len(addresses) <= MAX_CANDIDATES
+        assert addresses[0] == dst.observed
+        assert not set(addresses) & set(BAD_ADDRESSES)
+        assert set(good) <= set(addresses), addresses
+        for text in addresses:
+            ip = HostPort.parse(text).ip()
+            assert ip is not None and not (ip.is_multicast or ip.is_unspecified or ip.is_reserved or ip.is_link_local)
+        await src.close()
+        await dst.close()
+    finally:
+        await endpoint.close()
+
+
+async def test_source_dials_are_rate_limited(daemons, server) -> None:
+    """A hostile destination re-announces "web" with a new certificate 40 times in ~4 s, each
+    with 7 addresses of UDP sinks that never answer: a real source client should keep its dial
+    rate bounded (here: at most 80 datagrams to the sinks in 8 s, i.e. ~10/s), not fan out."""
+    _, source_port = start_source(daemons, server)
+    sinks = [UdpSink() for _ in range(MAX_CANDIDATES - 1)]
+    endpoint = await bind_endpoint()
+    try:
+        hostile = await ControlSession.open(endpoint, server, TOKENS[0])
+        addresses = tuple(s.addr for s in sinks)
+        collecting = [asyncio.create_task(s.collect(8.0)) for s in sinks]
+        for _ in range(40):
+            await hostile.announce("web", "destination", Identity.new(), addresses)
+            await asyncio.sleep(0.1)  # pacing of the hostile announcements
+        await asyncio.gather(*collecting)
+        received = sum(s.datagrams for s in sinks)
+        assert received > 0, "the source never dialed: the measurement would prove nothing"
+        assert received <= 80, f"the source sent {received} datagrams to third-party addresses in 8 s"
+        await hostile.close()
+    finally:
+        await endpoint.close()
+        for s in sinks:
+            s.close()
