@@ -52,8 +52,9 @@ PEER_DIAL_TIMEOUT = 5.0
 UNKNOWN_PEER_GRACE = 3.0  # a peer may dial before control told us about it
 UNMATCHED_GRACE = 10.0  # a peer control no longer lists keeps its connection this long (control restarts)
 PATH_WAIT = 5.0  # a source connection waits this long for a first path
-NEXT_PATH_TIMEOUT = 30.0
-LAST_PATH_TIMEOUT = 15.0  # ... unless it is the last path: then only a dead destination ends it
+NEXT_PATH_TIMEOUT = 1.0  # a stream request unanswered this long, on a path that heard nothing
+#                          meanwhile (a dead path), moves on to the next path
+LAST_PATH_TIMEOUT = 15.0  # a busy path (still hearing from the peer) or the last path: the longest wait
 DESTINATION_DIAL_TIMEOUT = 5.0
 
 Key = tuple[str, Role]  # (name, this client's role for it)
@@ -835,12 +836,35 @@ class Client:
         else:
             messages = MessageStream(stream)
             await messages.send(Connect(name))
-        reply = await messages.recv((Connected, ConnectRefused), timeout=timeout)
+        assert via.conn is not None
+        reply = await self._reply(messages, via.conn, timeout)
         if isinstance(reply, ConnectRefused):
             log.warning("source %r: peer %s refused: %s", name, peer.label, CloseCode.describe(reply.code),
                         extra={"endpoint": name})
             return None
         return stream, messages.take_remaining()
+
+    @staticmethod
+    async def _reply(messages: MessageStream, conn: Connection, patience: float) -> Connected | ConnectRefused:
+        """The destination's reply. Give up after ``patience`` only if the connection heard
+        nothing meanwhile (the path died: keepalives would have been answered); a busy path
+        that still hears from the peer gets up to LAST_PATH_TIMEOUT."""
+        waiting = asyncio.ensure_future(messages.recv((Connected, ConnectRefused)))
+        try:
+            started = time.monotonic()
+            heard = conn.stats().bytes_received
+            while True:
+                done, _ = await asyncio.wait({waiting}, timeout=patience)
+                if done:
+                    return waiting.result()
+                now_heard = conn.stats().bytes_received
+                if now_heard == heard or time.monotonic() - started >= LAST_PATH_TIMEOUT:
+                    raise TimeoutError(f"no reply within {time.monotonic() - started:.1f}s")
+                heard = now_heard
+        finally:
+            if not waiting.done():
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
 
     # ---- status --------------------------------------------------------------------------
 

@@ -226,6 +226,14 @@ class AioquicLibrary:
         quic._local_max_streams_uni.value = quic._local_max_streams_uni.sent = 0  # we use none
         return quic
 
+    def open_stream(self, quic: FlowControlledConnection) -> int:
+        """A new locally initiated bidirectional stream's id."""
+        stream_id = quic.get_next_available_stream_id()
+        # sending nothing creates the stream, so the next call gets the next id; the peer
+        # learns of it with the first byte written
+        quic.send_stream_data(stream_id, b"", False)
+        return stream_id
+
     # datagrams
 
     def parse_header(self, data: bytes) -> Any:

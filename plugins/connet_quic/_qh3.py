@@ -277,6 +277,12 @@ class Qh3Library:
             unread_limit=self.unread_limit,
         )
 
+    def open_stream(self, quic: Qh3Connection) -> int:
+        """A new locally initiated bidirectional stream's id."""
+        # through the native core's own allocator: an empty send on an id the core never
+        # allocated leaves its stream bookkeeping out of step with ours
+        return quic._open_stream()
+
     # datagrams
 
     def parse_header(self, data: bytes) -> Any:

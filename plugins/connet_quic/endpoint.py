@@ -49,6 +49,8 @@ MAX_PENDING_HANDSHAKES = 1024
 # server resets a thousand clients within seconds (each keepalive is a new chance).
 RESET_RATE = 200.0  # per second
 RESET_BURST = 50
+# asked for on every endpoint socket, per direction (see QuicEndpoint._size_buffers)
+UDP_SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 def _canonical(raw: Any) -> Address:
@@ -310,10 +312,7 @@ class QuicEndpointConnection:
 
     async def open_stream(self) -> QuicEndpointStream:
         self._raise_if_closed()
-        stream_id = self._quic.get_next_available_stream_id()
-        # sending nothing creates the stream, so the next open_stream gets the next id; the
-        # peer learns of it with the first byte written
-        self._quic.send_stream_data(stream_id, b"", False)
+        stream_id = self._lib.open_stream(self._quic)
         stream = self._streams[stream_id] = QuicEndpointStream(self, stream_id)
         return stream
 
@@ -748,8 +747,21 @@ class QuicEndpoint:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
                 self._dual_stack = True
             self._bind_or_close(sock, sockaddr, address)
+        self._size_buffers(sock)
         sock.setblocking(False)
         return sock
+
+    @staticmethod
+    def _size_buffers(sock: socket.socket) -> None:
+        # The default UDP buffers (~208 KiB) overflow when a burst from many streams
+        # arrives while the loop is busy: every datagram the kernel drops is a loss the
+        # congestion controller pays for (qh3's recovery from it is slow, see _qh3.py).
+        # The kernel caps the request at net.core.{r,w}mem_max; that is fine.
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, UDP_SOCKET_BUFFER)
+            except OSError:
+                logger.debug("cannot set UDP socket buffer option %d", option)
 
     @staticmethod
     def _bind_or_close(sock: socket.socket, sockaddr: Any, address: HostPort) -> None:

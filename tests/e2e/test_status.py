@@ -249,7 +249,12 @@ def test_a_relayed_tunnel_shows_a_relay_path(status_server, daemons) -> None:
     start_destination(daemons, server, 9)
     src, _ = start_source(daemons, server, route="relay", status_addr=LOCAL)
     src.wait_for(r"relay \S+ connected")
+    # the relay link and the peer's match arrive in separate control messages
+    deadline = time.monotonic() + 10
     report = fetch_json(status_url(src))
+    while not paths(report, "relay") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        report = fetch_json(status_url(src))
     check_schema(report, "client.json")
     relay_port = server.daemon.listening("relay")[1]
     assert [p["addr"].rpartition(":")[2] for p in paths(report, "relay")] == [str(relay_port)]

@@ -198,6 +198,10 @@ class _TextualMissing(importlib.abc.MetaPathFinder):
 
 def test_tui_without_textual_says_which_extra(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delitem(sys.modules, "connet_tui.app", raising=False)
+    # an earlier test may have imported it: the package then holds it as an attribute
+    import connet_tui
+
+    monkeypatch.delattr(connet_tui, "app", raising=False)
     monkeypatch.setattr(sys, "meta_path", [_TextualMissing(), *sys.meta_path])
     code, out, err = run_main(["tui", "http://127.0.0.1:1/"], capsys)
     assert code == 1

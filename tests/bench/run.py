@@ -1,0 +1,223 @@
+"""connet benchmark on loopback: prints a table and writes JSON.
+
+    python tests/bench/run.py --quick          # ~2 minutes
+    python tests/bench/run.py                  # the full run for docs/performance.md
+    python tests/bench/run.py --transports qh3 --only direct
+
+Every number comes from real processes (the ``connet`` CLI, as the e2e tests start it),
+and every ceiling is measured in the same run: plain TCP, a one-hop asyncio TCP forwarder,
+and the raw QUIC transport (plugins/connet_quic, same library, windows and chunk size,
+a sender and a receiver process, no proxy). Each configuration runs ``--repeat`` times and
+the median is reported; the machine is shared, so single runs are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/: the support package the e2e tests use
+
+from bench_support import (  # noqa: E402
+    CHUNK,
+    Cluster,
+    cpu_seconds,
+    rss_bytes,
+    sink_server,
+    start_forwarder,
+    upload,
+)
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class Row:
+    name: str
+    unit: str
+    values: list[float] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values) if self.values else float("nan")
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: dict[str, Row] = {}
+
+    def add(self, name: str, unit: str, value: float, **extra: Any) -> None:
+        row = self.rows.setdefault(name, Row(name, unit))
+        row.values.append(value)
+        row.extra.update(extra)
+
+    def print(self) -> None:
+        width = max(len(n) for n in self.rows) + 2
+        print(f"\n{'measurement':<{width}} {'median':>10}  unit       runs")
+        for row in self.rows.values():
+            runs = ", ".join(f"{v:.1f}" for v in row.values)
+            extra = "".join(f"  {k}={v}" for k, v in row.extra.items())
+            print(f"{row.name:<{width}} {row.median:>10.1f}  {row.unit:<10} [{runs}]{extra}")
+
+    def json(self) -> dict[str, Any]:
+        return {n: {"unit": r.unit, "median": r.median, "runs": r.values, **r.extra} for n, r in self.rows.items()}
+
+
+async def parallel_upload(port: int, total: int, conns: int) -> float:
+    """MB/s (10^6) for ``total`` bytes split over ``conns`` TCP connections to ``port``."""
+    each = total // conns
+    started = time.perf_counter()
+    got = await asyncio.gather(*(upload(port, each) for _ in range(conns)))
+    elapsed = time.perf_counter() - started
+    assert all(g == each for g in got), f"sink counted {got}, expected {each} each"
+    return conns * each / elapsed / 1e6
+
+
+async def bench_ceilings(report: Report, size: int, repeat: int) -> None:
+    async with sink_server() as sink:
+        for _ in range(repeat):
+            report.add("tcp plain, 1 conn", "MB/s", await parallel_upload(sink.port, size, 1))
+        forwarder, fport = start_forwarder(sink.port)
+        try:
+            for _ in range(repeat):
+                before = cpu_seconds(forwarder.pid)
+                report.add("tcp asyncio forwarder, 1 conn", "MB/s", await parallel_upload(fport, size, 1))
+                report.add("cpu s/GiB: asyncio forwarder", "s/GiB", (cpu_seconds(forwarder.pid) - before) / (size / 2**30))
+        finally:
+            forwarder.kill()
+            forwarder.wait()
+
+
+def bench_raw(report: Report, transport: str, size: int, repeat: int, streams: int, datagram: int = 1200) -> None:
+    label = f"{transport} raw transport, {streams} stream{'s' if streams > 1 else ''}"
+    if datagram != 1200:
+        label += f", {datagram} B datagrams"
+    for _ in range(repeat):
+        out = subprocess.run(
+            [sys.executable, str(HERE / "raw_transport.py"), "--transport", transport, "--bytes", str(size),
+             "--streams", str(streams), "--max-datagram-size", str(datagram)],
+            check=True, capture_output=True, text=True, timeout=300,
+        )
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        report.add(label, "MB/s", result["mbps"])
+        report.add(f"cpu s/GiB: {label}: sender", "s/GiB", result["sender_cpu_per_gib"])
+        report.add(f"cpu s/GiB: {label}: receiver", "s/GiB", result["receiver_cpu_per_gib"])
+
+
+async def bench_tunnel(report: Report, transport: str, route: str, size: int, repeat: int, conns_list: list[int]) -> None:
+    async with sink_server() as sink:
+        with Cluster(transport=transport, route=route, target_port=sink.port) as cluster:
+            await cluster.ready()
+            procs = cluster.path_processes()
+            for conns in conns_list:
+                for _ in range(repeat):
+                    before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
+                    mbps = await parallel_upload(cluster.source_port, size, conns)
+                    report.add(f"{transport} {route} tunnel, {conns} conn{'s' if conns > 1 else ''}", "MB/s", mbps)
+                    if conns == 1:
+                        for name, p in procs.items():
+                            used = cpu_seconds(p.pid) - before[name]
+                            report.add(f"cpu s/GiB: {transport} {route} {name}", "s/GiB", used / (size / 2**30))
+
+
+async def bench_latency_and_rates(report: Report, transport: str, requests: int, repeat: int, open_conns: int) -> None:
+    from bench_support import echo_latency, new_connections_per_second, hold_connections, echo_server
+
+    async with echo_server() as echo:
+        started = time.perf_counter()
+        with Cluster(transport=transport, route="direct", target_port=echo.port) as cluster:
+            first_byte = await cluster.ready()
+            report.add(f"{transport} time from client start to first byte", "ms", (first_byte - started) * 1000)
+            for _ in range(repeat):
+                direct = await echo_latency(echo.port, requests)
+                tunnel = await echo_latency(cluster.source_port, requests)
+                report.add("latency p50, direct TCP (100 B echo)", "ms", direct[0] * 1000)
+                report.add("latency p99, direct TCP (100 B echo)", "ms", direct[1] * 1000)
+                report.add(f"latency p50, {transport} tunnel (100 B echo)", "ms", tunnel[0] * 1000)
+                report.add(f"latency p99, {transport} tunnel (100 B echo)", "ms", tunnel[1] * 1000)
+                report.add(f"{transport} new tunneled connections/s", "conn/s",
+                           await new_connections_per_second(cluster.source_port, requests))
+            src = cluster.source.proc.pid
+            report.add(f"{transport} source RSS idle", "MiB", rss_bytes(src) / MiB)
+            async with hold_connections(cluster.source_port, open_conns) as held:
+                report.add(f"{transport} source RSS with {held} open tunneled conns", "MiB", rss_bytes(src) / MiB)
+
+
+def machine() -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    versions = {}
+    for dist in ("aioquic", "qh3", "uvloop"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(), **versions,
+            "kernel": platform.release()}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small transfers, 2 repeats (~2 minutes)")
+    parser.add_argument("--transports", default="aioquic,qh3")
+    parser.add_argument("--only", default="ceilings,raw,direct,relay,latency",
+                        help="comma list of: ceilings, raw, direct, relay, latency")
+    parser.add_argument("--json", type=Path, default=None, help="where to write the JSON (default: a temp file)")
+    args = parser.parse_args()
+    size = (16 if args.quick else 64) * MiB
+    repeat = 2 if args.quick else 3
+    requests = 200 if args.quick else 1000
+    open_conns = 200 if args.quick else 1000
+    only = set(args.only.split(","))
+    transports = args.transports.split(",")
+    report = Report()
+    info = machine()
+    print("machine:", json.dumps(info))
+    print(f"transfer {size // MiB} MiB per run, {repeat} runs per configuration, chunk {CHUNK} B")
+    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+    if "ceilings" in only:
+        steps.append(("ceilings", lambda: bench_ceilings(report, size, repeat)))
+    for t in transports:
+        if "raw" in only:
+            steps.append((f"raw {t}", lambda t=t: asyncio.to_thread(bench_raw, report, t, size, repeat, 1)))
+            steps.append((f"raw {t} x8", lambda t=t: asyncio.to_thread(bench_raw, report, t, size, repeat, 8)))
+            # before/after of the datagram size, back to back in this run (1200 is the default)
+            steps.append((f"raw {t} 1452", lambda t=t: asyncio.to_thread(bench_raw, report, t, size, repeat, 1, 1452)))
+        if "direct" in only:
+            steps.append((f"direct {t}", lambda t=t: bench_tunnel(report, t, "direct", size, repeat, [1, 8])))
+        if "relay" in only:
+            steps.append((f"relay {t}", lambda t=t: bench_tunnel(report, t, "relay", size, repeat, [1, 8])))
+        if "latency" in only:
+            steps.append((f"latency {t}", lambda t=t: bench_latency_and_rates(report, t, requests, repeat, open_conns)))
+    for label, step in steps:
+        started = time.perf_counter()
+        await step()
+        print(f"  {label}: {time.perf_counter() - started:.1f}s", flush=True)
+    report.print()
+    path = args.json or Path(tempfile.gettempdir()) / "connet-bench.json"
+    path.write_text(json.dumps({"machine": info, "size": size, "repeat": repeat, "results": report.json()}, indent=2))
+    print(f"\nJSON: {path}")
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop  # the daemons use it when installed; measure the harness the same way
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())

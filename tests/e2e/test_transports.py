@@ -1,0 +1,108 @@
+"""The key end-to-end scenarios once per QUIC library: every daemon gets ``--transport NAME``.
+
+The rest of tests/e2e runs on the default (aioquic); these make sure qh3 carries the same
+tunnels: an HTTP page, 64 MiB both ways, 1000 concurrent connections, a relayed 64 MiB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from support.cluster import (
+    ServerInfo,
+    start_control,
+    start_destination,
+    start_relay,
+    start_server,
+    start_source,
+    write_server_config,
+)
+from support.daemons import Daemons
+from support.services import echo_server, exchange, http_server, sha256, wait_tunnel
+
+from test_direct_tunnel import fetch_with_retry
+
+TRANSPORTS = ["aioquic", "qh3"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "qh3" and importlib.util.find_spec("qh3") is None:
+        pytest.skip("qh3 is not installed")
+    # CONNET_TRANSPORT is the root key `transport`: every daemon started in this test,
+    # server, relay and clients, inherits it from the environment
+    monkeypatch.setenv("CONNET_TRANSPORT", request.param)
+    yield request.param
+
+
+@pytest.fixture
+def on(transport: str, daemons: Daemons, certs: Path) -> ServerInfo:
+    return start_server(daemons, certs)
+
+
+def test_http_page(on: ServerInfo, daemons: Daemons, tmp_path: Path, transport: str) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    page = os.urandom(32).hex() + f"<h1>hello over {transport}</h1>"
+    (site / "index.html").write_text(page)
+    with http_server(str(site)) as http_port:
+        start_destination(daemons, on, http_port)
+        _, source_port = start_source(daemons, on)
+        assert fetch_with_retry(f"http://127.0.0.1:{source_port}/index.html") == page
+
+
+def test_the_daemons_read_the_transport_from_the_environment(
+    daemons: Daemons, certs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what makes the fixture above mean anything: a name no plugin provides stops the daemon
+    monkeypatch.setenv("CONNET_TRANSPORT", "no-such-transport")
+    config = write_server_config(daemons.workdir / "server.toml", certs)
+    daemon = daemons.start("server", ["server", "--config", str(config)])
+    daemon.wait_for(r"no-such-transport")
+    assert daemon.proc.wait(10) != 0
+
+
+async def test_64_mib_both_directions(on: ServerInfo, daemons: Daemons) -> None:
+    payload = os.urandom(64 * 1024 * 1024)
+    async with echo_server() as echo_port:
+        start_destination(daemons, on, echo_port)
+        _, source_port = start_source(daemons, on)
+        await wait_tunnel(source_port)
+        received = await asyncio.wait_for(exchange(source_port, payload), 240)
+    assert sha256(received) == sha256(payload)
+
+
+async def test_1000_concurrent_connections(on: ServerInfo, daemons: Daemons, transport: str) -> None:
+    payloads = [os.urandom(2048 + i) for i in range(1000)]
+    async with echo_server() as echo_port:
+        start_destination(daemons, on, echo_port)
+        _, source_port = start_source(daemons, on)
+        await wait_tunnel(source_port)
+        results = await asyncio.wait_for(
+            asyncio.gather(*(exchange(source_port, p) for p in payloads), return_exceptions=True), 180
+        )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert not failures, f"{len(failures)} connections failed, first: {failures[0]!r}"
+    assert [sha256(r) for r in results] == [sha256(p) for p in payloads]
+
+
+async def test_relay_route_64_mib(transport: str, daemons: Daemons, certs: Path) -> None:
+    control = start_control(daemons, certs)
+    relay, _ = start_relay(daemons, control)
+    relay.wait_for("registered with control server")
+    payload = os.urandom(64 * 1024 * 1024)
+    async with echo_server() as echo_port:
+        dst = start_destination(daemons, control, echo_port, route="relay")
+        src, source_port = start_source(daemons, control, route="relay")
+        await wait_tunnel(source_port)
+        received = await asyncio.wait_for(exchange(source_port, payload), 300)
+    assert sha256(received) == sha256(payload)
+    assert "connected direct" not in src.log() and "connected direct" not in dst.log()
+    assert re.search(r"connection via relay path", src.log())
