@@ -248,6 +248,7 @@ class Control:
         log.info("client %s connected (%s)", address, principal.label, extra={"peer": str(address)})
         assert self._tg is not None
         sender = spawn(self._tg, self._send_updates(session, messages))
+        refuser = spawn(self._tg, self._refuse_extra_streams(conn))
         try:
             await messages.send(Authenticated(observed_addr=str(address), reconnect_id=os.urandom(16)))
             while True:
@@ -262,8 +263,9 @@ class Control:
             log.warning("client %s: %s", address, exc, extra={"peer": str(address)})
             conn.close(exc.code, "protocol error")
         finally:
-            if sender is not None:
-                sender.cancel()
+            for task in (sender, refuser):
+                if task is not None:
+                    task.cancel()
             del self.sessions[session.id]
             self._deliver(self.matcher.drop_session(session.id))
             conn.close(CloseCode.OK)
@@ -307,6 +309,17 @@ class Control:
         role, _ = self._parse_endpoint(message.name, message.role)
         session.announced.pop((message.name, role), None)
         self._deliver(self.matcher.withdraw(session.id, message.name, role))
+
+    @staticmethod
+    async def _refuse_extra_streams(conn: Connection) -> None:
+        """A control session is one stream: any other a client opens is reset at once, so
+        a flood of idle streams holds no memory here."""
+        try:
+            while True:
+                stream = await conn.accept_stream()
+                stream.reset(CloseCode.PROTOCOL_ERROR)
+        except ConnectionLost:
+            pass  # the session is over; its reader cleans up
 
     async def _send_updates(self, session: ClientSession, messages: MessageStream) -> None:
         try:

@@ -42,8 +42,13 @@ Address = tuple[str, int]  # canonical: IPv4-mapped folded to IPv4, no flow info
 DatagramFilter = Callable[[HostPort, bool], bool]
 T = TypeVar("T")
 
-# half-open accepted handshakes we keep at once; more Initials are dropped until some finish
-MAX_PENDING_HANDSHAKES = 1024
+# half-open accepted handshakes we keep at once (each costs ~90 KiB of aioquic state); more
+# Initials are dropped until some finish or time out. The smaller caps keep one sender from
+# taking every slot: a client socket dials a server once at a time (8 is slack), and one
+# host may hold more, for many clients behind one NAT address.
+MAX_PENDING_HANDSHAKES = 256
+MAX_PENDING_PER_HOST = 64
+MAX_PENDING_PER_SOCKET = 8
 # Stateless resets we send, per endpoint: they are never larger than their trigger, so this
 # bounds only the work an unknown-CID flood costs us. Generous enough that a restarted
 # server resets a thousand clients within seconds (each keepalive is a new chance).
@@ -674,6 +679,7 @@ class QuicEndpoint:
         self._by_cid: dict[bytes, QuicEndpointConnection] = {}
         self._connections: set[QuicEndpointConnection] = set()
         self._pending_accepts: set[QuicEndpointConnection] = set()
+        self._pending_by_source: dict[str | Address, int] = {}  # by host and by host:port
         self._accepted: _Inbox[QuicEndpointConnection] = _Inbox()
         self._transport: asyncio.DatagramTransport | None = None
         self._protocol: _EndpointProtocol | None = None
@@ -952,6 +958,9 @@ class QuicEndpoint:
     def _accept_initial(self, header: Any, addr: Address) -> QuicEndpointConnection | None:
         if len(self._pending_accepts) >= MAX_PENDING_HANDSHAKES:
             return None
+        if (self._pending_by_source.get(addr[0], 0) >= MAX_PENDING_PER_HOST
+                or self._pending_by_source.get(addr, 0) >= MAX_PENDING_PER_SOCKET):
+            return None
         quic = self._lib.new_connection(
             self._server_config,
             max_streams=self._options.max_streams,
@@ -967,6 +976,8 @@ class QuicEndpoint:
         )
         self._add_connection(connection)
         self._pending_accepts.add(connection)
+        for source in (addr[0], addr):
+            self._pending_by_source[source] = self._pending_by_source.get(source, 0) + 1
         # as aioquic's server: route both the client's chosen CID and our own
         self._register_cid(connection, header.destination_cid)
         self._register_cid(connection, self._lib.host_cid(quic))
@@ -985,15 +996,25 @@ class QuicEndpoint:
             del self._by_cid[cid]
         connection._cids.discard(cid)
 
+    def _no_longer_pending(self, connection: QuicEndpointConnection) -> None:
+        if connection in self._pending_accepts:
+            self._pending_accepts.discard(connection)
+            for source in (connection._remote[0], connection._remote):
+                left = self._pending_by_source.get(source, 1) - 1
+                if left > 0:
+                    self._pending_by_source[source] = left
+                else:
+                    self._pending_by_source.pop(source, None)
+
     def _handshake_finished(self, connection: QuicEndpointConnection) -> None:
-        self._pending_accepts.discard(connection)
+        self._no_longer_pending(connection)
         if connection._alpn not in self._alpns:
             connection.close(CloseCode.PROTOCOL_ERROR, "unsupported ALPN")
             return
         self._accepted.put(connection)
 
     def _connection_closed(self, connection: QuicEndpointConnection) -> None:
-        self._pending_accepts.discard(connection)
+        self._no_longer_pending(connection)
 
     def _connection_terminated(self, connection: QuicEndpointConnection) -> None:
         for cid in connection._cids:
@@ -1001,7 +1022,7 @@ class QuicEndpoint:
                 del self._by_cid[cid]
         connection._cids.clear()
         self._connections.discard(connection)
-        self._pending_accepts.discard(connection)
+        self._no_longer_pending(connection)
         peers = self._by_remote.get(connection._remote)
         if peers is not None:
             peers.discard(connection)
