@@ -52,9 +52,12 @@ PEER_DIAL_TIMEOUT = 5.0
 UNKNOWN_PEER_GRACE = 3.0  # a peer may dial before control told us about it
 UNMATCHED_GRACE = 10.0  # a peer control no longer lists keeps its connection this long (control restarts)
 PATH_WAIT = 5.0  # a source connection waits this long for a first path
-NEXT_PATH_TIMEOUT = 1.0  # a stream request unanswered this long, on a path that heard nothing
-#                          meanwhile (a dead path), moves on to the next path
-LAST_PATH_TIMEOUT = 15.0  # a busy path (still hearing from the peer) or the last path: the longest wait
+# A stream request moves on to the next path once its connection has heard nothing for this
+# long: with keepalives every second, two silent seconds mean a dead path (the idle timeout
+# declares it at three). A path that is merely busy keeps being heard, and gets up to
+# REPLY_TIMEOUT, as does the last path.
+DEAD_PATH_SILENCE = 2.0
+REPLY_TIMEOUT = 15.0
 DESTINATION_DIAL_TIMEOUT = 5.0
 
 Key = tuple[str, Role]  # (name, this client's role for it)
@@ -769,11 +772,11 @@ class Client:
                 return None
             vanished = False
             for index, path in enumerate(paths):
-                timeout = LAST_PATH_TIMEOUT if index == len(paths) - 1 else NEXT_PATH_TIMEOUT
+                last = index == len(paths) - 1
                 peer, via = path.key
                 via.active_streams += 1
                 try:
-                    opened = await self._open_path(source.name, peer, via, timeout)
+                    opened = await self._open_path(source.name, peer, via, last)
                 except (ConnectionLost, StreamReset) as exc:
                     vanished = True
                     log.debug("source %r: %s path to peer %s went away: %s", source.name, path.kind.value,
@@ -798,7 +801,7 @@ class Client:
         return None
 
     async def _open_path(
-        self, name: str, peer: Peer, via: PeerConnection | RelayLink, timeout: float
+        self, name: str, peer: Peer, via: PeerConnection | RelayLink, last: bool
     ) -> tuple[Stream, bytes] | None:
         """Open a tunneled stream to ``peer``'s destination ``name``: the stream to pump and
         the bytes already read past the reply, or None if the destination refused. A stream
@@ -809,7 +812,7 @@ class Client:
             assert via.conn is not None
             raw = await via.conn.open_stream()
         try:
-            opened = await self._request(name, peer, via, raw, timeout)
+            opened = await self._request(name, peer, via, raw, last)
         except (ProtocolError, TimeoutError):
             raw.reset(CloseCode.TIMEOUT)
             raise
@@ -818,26 +821,26 @@ class Client:
         return opened
 
     async def _request(
-        self, name: str, peer: Peer, via: PeerConnection | RelayLink, raw: Stream, timeout: float
+        self, name: str, peer: Peer, via: PeerConnection | RelayLink, raw: Stream, last: bool
     ) -> tuple[Stream, bytes] | None:
+        assert via.conn is not None
         stream = raw
         if isinstance(via, RelayLink):
             hop = MessageStream(raw)
             await hop.send(Connect(name, peer=peer.hash))
-            relayed = await hop.recv((Connected, ConnectRefused), timeout=timeout)
+            relayed = await self._reply(hop, via.conn, last)
             if isinstance(relayed, ConnectRefused):
                 log.warning("relay %s refused %r: %s", via.label, name, CloseCode.describe(relayed.code),
                             extra={"endpoint": name})
                 return None
             stream = TLSStream(raw, server_side=False, contexts=self.tls, peer_der=peer.certificate,
                                initial=hop.take_remaining())
-            await asyncio.wait_for(stream.handshake(), timeout)
+            await asyncio.wait_for(stream.handshake(), REPLY_TIMEOUT)
             messages = MessageStream(stream)
         else:
             messages = MessageStream(stream)
             await messages.send(Connect(name))
-        assert via.conn is not None
-        reply = await self._reply(messages, via.conn, timeout)
+        reply = await self._reply(messages, via.conn, last)
         if isinstance(reply, ConnectRefused):
             log.warning("source %r: peer %s refused: %s", name, peer.label, CloseCode.describe(reply.code),
                         extra={"endpoint": name})
@@ -845,22 +848,23 @@ class Client:
         return stream, messages.take_remaining()
 
     @staticmethod
-    async def _reply(messages: MessageStream, conn: Connection, patience: float) -> Connected | ConnectRefused:
-        """The destination's reply. Give up after ``patience`` only if the connection heard
-        nothing meanwhile (the path died: keepalives would have been answered); a busy path
-        that still hears from the peer gets up to LAST_PATH_TIMEOUT."""
+    async def _reply(messages: MessageStream, conn: Connection, last: bool) -> Connected | ConnectRefused:
+        """The reply to a stream request. Unless this is the ``last`` path, give up once the
+        connection has been silent for DEAD_PATH_SILENCE (the path died); a busy path that
+        is still heard from gets up to REPLY_TIMEOUT, like the last one."""
         waiting = asyncio.ensure_future(messages.recv((Connected, ConnectRefused)))
         try:
-            started = time.monotonic()
+            started = heard_at = time.monotonic()
             heard = conn.stats().bytes_received
             while True:
-                done, _ = await asyncio.wait({waiting}, timeout=patience)
+                done, _ = await asyncio.wait({waiting}, timeout=DEAD_PATH_SILENCE / 4)
                 if done:
                     return waiting.result()
-                now_heard = conn.stats().bytes_received
-                if now_heard == heard or time.monotonic() - started >= LAST_PATH_TIMEOUT:
-                    raise TimeoutError(f"no reply within {time.monotonic() - started:.1f}s")
-                heard = now_heard
+                now = time.monotonic()
+                if conn.stats().bytes_received != heard:
+                    heard, heard_at = conn.stats().bytes_received, now
+                if now - started >= REPLY_TIMEOUT or (not last and now - heard_at >= DEAD_PATH_SILENCE):
+                    raise TimeoutError(f"no reply within {now - started:.1f}s")
         finally:
             if not waiting.done():
                 waiting.cancel()
