@@ -55,8 +55,8 @@ from aioquic.quic.packet import (
 from aioquic.tls import load_pem_private_key, load_pem_x509_certificates
 from cryptography.hazmat.primitives.serialization import Encoding
 
-# Short headers do not carry the CID length: every endpoint must use the same one.
-CONNECTION_ID_LENGTH = 8
+from connet_quic._adapter import CONNECTION_ID_LENGTH, SharedLibraryAdapter
+
 # PADDING added after every PING frame, so a keepalive datagram is >= 41 bytes and a
 # restarted peer answers it with a stateless reset (a bare ping packet is 29-33 bytes).
 PING_PADDING = 24
@@ -155,13 +155,17 @@ class FlowControlledConnection(QuicConnection):
                 limit.sent = limit.value
 
 
-class AioquicLibrary:
+class AioquicLibrary(SharedLibraryAdapter):
     """The adapter the endpoint uses; see the module docstring."""
 
     name = "aioquic"
     events = events
     smallest_max_datagram_size = SMALLEST_MAX_DATAGRAM_SIZE
     connection_id_length = CONNECTION_ID_LENGTH
+    _buffer = Buffer
+    _pull_quic_header = staticmethod(pull_quic_header)
+    _encode_version_negotiation = staticmethod(encode_quic_version_negotiation)
+    _packet_type = QuicPacketType
 
     def __init__(self, *, stream_window: int = 4 * 1024 * 1024, connection_window: int = 16 * 1024 * 1024) -> None:
         self.stream_window = stream_window
@@ -234,49 +238,10 @@ class AioquicLibrary:
         quic.send_stream_data(stream_id, b"", False)
         return stream_id
 
-    # datagrams
-
-    def parse_header(self, data: bytes) -> Any:
-        """The packet header, or None for a datagram that is not QUIC."""
-        try:
-            return pull_quic_header(Buffer(data=data), host_cid_length=CONNECTION_ID_LENGTH)
-        except ValueError:
-            return None
-
-    def is_initial(self, header: Any) -> bool:
-        return header.packet_type == QuicPacketType.INITIAL
-
-    def is_short_header(self, header: Any) -> bool:
-        return header.packet_type == QuicPacketType.ONE_RTT
-
-    def needs_version_negotiation(self, header: Any, supported: list[int]) -> bool:
-        # a Version Negotiation packet has version 0: never answer one (reflection loops)
-        return (
-            header.packet_type != QuicPacketType.VERSION_NEGOTIATION
-            and header.version is not None
-            and header.version not in supported
-        )
-
-    def version_negotiation(self, header: Any, supported: list[int]) -> bytes:
-        return encode_quic_version_negotiation(
-            source_cid=header.destination_cid, destination_cid=header.source_cid, supported_versions=supported
-        )
-
     # connection state
-
-    def host_cid(self, quic: FlowControlledConnection) -> bytes:
-        return quic.host_cid
-
-    def close_event(self, quic: FlowControlledConnection) -> events.ConnectionTerminated | None:
-        """The close that is under way (ours, the peer's or the idle timeout's), else None."""
-        return quic._close_event
 
     def closed_by_peer(self, quic: FlowControlledConnection) -> bool:
         return quic._state == QuicConnectionState.DRAINING
-
-    def is_transport_close(self, event: events.ConnectionTerminated) -> bool:
-        """A transport-level CONNECTION_CLOSE (frame type set), not an application one."""
-        return event.frame_type is not None
 
     def unsent(self, quic: FlowControlledConnection, stream_id: int) -> int:
         """Bytes queued on a stream that were never sent (flow control, congestion)."""

@@ -62,7 +62,7 @@ from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 
 from connet_core.protocol.codes import CloseCode
 
-from connet_quic._aioquic import CONNECTION_ID_LENGTH
+from connet_quic._adapter import CONNECTION_ID_LENGTH, SharedLibraryAdapter
 
 SMALLEST_MAX_DATAGRAM_SIZE = 1200
 # Unread bytes one connection may hold before it is closed (see the module docstring).
@@ -195,13 +195,17 @@ class Qh3Connection(QuicConnection):
         return tls_bridge
 
 
-class Qh3Library:
+class Qh3Library(SharedLibraryAdapter):
     """The adapter the endpoint uses over qh3; see the module docstring."""
 
     name = "qh3"
     events = events
     smallest_max_datagram_size = SMALLEST_MAX_DATAGRAM_SIZE
     connection_id_length = CONNECTION_ID_LENGTH
+    _buffer = Buffer
+    _pull_quic_header = staticmethod(pull_quic_header)
+    _encode_version_negotiation = staticmethod(encode_quic_version_negotiation)
+    _packet_type = QuicPacketType
 
     def __init__(
         self,
@@ -283,46 +287,10 @@ class Qh3Library:
         # allocated leaves its stream bookkeeping out of step with ours
         return quic._open_stream()
 
-    # datagrams
-
-    def parse_header(self, data: bytes) -> Any:
-        """The packet header, or None for a datagram that is not QUIC."""
-        try:
-            return pull_quic_header(Buffer(data=data), host_cid_length=CONNECTION_ID_LENGTH)
-        except ValueError:
-            return None
-
-    def is_initial(self, header: Any) -> bool:
-        return header.packet_type == QuicPacketType.INITIAL
-
-    def is_short_header(self, header: Any) -> bool:
-        return header.packet_type == QuicPacketType.ONE_RTT
-
-    def needs_version_negotiation(self, header: Any, supported: list[int]) -> bool:
-        return (
-            header.packet_type != QuicPacketType.VERSION_NEGOTIATION
-            and header.version is not None
-            and header.version not in supported
-        )
-
-    def version_negotiation(self, header: Any, supported: list[int]) -> bytes:
-        return encode_quic_version_negotiation(
-            source_cid=header.destination_cid, destination_cid=header.source_cid, supported_versions=supported
-        )
-
     # connection state
-
-    def host_cid(self, quic: Qh3Connection) -> bytes:
-        return quic.host_cid
-
-    def close_event(self, quic: Qh3Connection) -> events.ConnectionTerminated | None:
-        return quic._close_event
 
     def closed_by_peer(self, quic: Qh3Connection) -> bool:
         return quic.closed_by_peer
-
-    def is_transport_close(self, event: events.ConnectionTerminated) -> bool:
-        return event.frame_type is not None
 
     def unsent(self, quic: Qh3Connection, stream_id: int) -> int:
         return quic.get_send_buffer_size(stream_id)
