@@ -116,6 +116,8 @@ async def pump(
     finally:
         counters.active -= 1
         if out.reset_code is not None:
+            # the local program sees a reset: say why, once per connection
+            log.info("tunneled connection cut (%s): resetting its TCP connection", CloseCode.describe(out.reset_code))
             _abort_tcp(writer)
         else:
             writer.close()
