@@ -513,7 +513,6 @@ class Client:
             stream.reset(exc.code)
             return
         destination = self.destinations.get(request.name)
-        key = (request.name, Role.DESTINATION)
         refusal: tuple[int, str] | None = None
         if destination is None:
             refusal = (CloseCode.NOT_FOUND, "no such destination")
@@ -656,7 +655,6 @@ class Client:
         except (ProtocolError, ConnectionLost, StreamReset) as exc:
             stream.reset(exc.code)
             return
-        key = (request.name, Role.DESTINATION)
         destination = self.destinations.get(request.name)
         source = await self._matched_source(request.name, request.peer) if destination is not None else None
         if destination is None or source is None or not destination.route.allows(PathKind.RELAY):

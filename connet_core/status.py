@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
-import ipaddress
 import json
 import logging
 import math

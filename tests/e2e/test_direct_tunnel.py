@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
-import pytest
-
 from support.cluster import start_destination, start_source
-from support.services import echo_server, exchange, http_server, sha256, wait_tunnel
+from support.services import echo_server, exchange, fetch_with_retry, http_server, wait_tunnel
 
 
 def test_http_page_through_the_tunnel(server, daemons, tmp_path: Path) -> None:
@@ -27,41 +23,7 @@ def test_http_page_through_the_tunnel(server, daemons, tmp_path: Path) -> None:
     assert body == page
 
 
-def fetch_with_retry(url: str, timeout: float = 15.0) -> str:
-    """The first connections may race the peers' handshake; the tunnel refuses, never hangs."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return response.read().decode()
-        except (ConnectionError, OSError):
-            if time.monotonic() > deadline:
-                raise
-
-
-async def test_64_mib_both_directions_intact(server, daemons) -> None:
-    payload = os.urandom(64 * 1024 * 1024)
-    async with echo_server() as echo_port:
-        start_destination(daemons, server, echo_port)
-        _, source_port = start_source(daemons, server)
-        await wait_tunnel(source_port)
-        received = await asyncio.wait_for(exchange(source_port, payload), 240)
-    assert len(received) == len(payload)
-    assert sha256(received) == sha256(payload)
-
-
-async def test_1000_concurrent_connections(server, daemons) -> None:
-    payloads = [os.urandom(2048 + i) for i in range(1000)]
-    async with echo_server() as echo_port:
-        start_destination(daemons, server, echo_port)
-        _, source_port = start_source(daemons, server)
-        await wait_tunnel(source_port)
-        results = await asyncio.wait_for(
-            asyncio.gather(*(exchange(source_port, p) for p in payloads), return_exceptions=True), 180
-        )
-    failures = [r for r in results if isinstance(r, BaseException)]
-    assert not failures, f"{len(failures)} connections failed, first: {failures[0]!r}"
-    assert [sha256(r) for r in results] == [sha256(p) for p in payloads]
+# 64 MiB both ways and 1000 concurrent connections run per transport in test_transports.py.
 
 
 async def test_source_started_before_destination(server, daemons) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from support.cluster import (
     ServerInfo,
+    relayed_bytes,
     start_control,
     start_destination,
     start_relay,
@@ -25,9 +26,8 @@ from support.cluster import (
     write_server_config,
 )
 from support.daemons import Daemons
-from support.services import echo_server, exchange, http_server, sha256, wait_tunnel
+from support.services import echo_server, exchange, fetch_with_retry, http_server, sha256, wait_tunnel
 
-from test_direct_tunnel import fetch_with_retry
 
 TRANSPORTS = ["aioquic", "qh3"]
 
@@ -76,12 +76,13 @@ async def test_64_mib_both_directions(on: ServerInfo, daemons: Daemons) -> None:
         _, source_port = start_source(daemons, on)
         await wait_tunnel(source_port)
         received = await asyncio.wait_for(exchange(source_port, payload), 240)
+    assert len(received) == len(payload)
     assert sha256(received) == sha256(payload)
 
 
 # qh3's native core can stop acknowledging on a connection carrying a burst of ~1000 new
 # streams (about one CI run in three; docs/performance.md, Known problems): its burst here is
-# smaller until that is solved, and the 1000 case stays aioquic's (tests/e2e/test_direct_tunnel.py too).
+# smaller until that is solved; the 1000 the issue asks for run on aioquic, the default.
 CONCURRENT = {"aioquic": 1000, "qh3": 250}
 
 
@@ -109,6 +110,9 @@ async def test_relay_route_64_mib(transport: str, daemons: Daemons, certs: Path)
         src, source_port = start_source(daemons, control, route="relay")
         await wait_tunnel(source_port)
         received = await asyncio.wait_for(exchange(source_port, payload), 300)
-    assert sha256(received) == sha256(payload)
+        assert sha256(received) == sha256(payload)
+        # the relay counted the payload both ways (plus TLS framing)
+        relay.wait_for(r"relayed a stream for 'web': (\d{9,}) bytes")
+        assert relayed_bytes(relay) >= 2 * len(payload)
     assert "connected direct" not in src.log() and "connected direct" not in dst.log()
     assert re.search(r"connection via relay path", src.log())

@@ -19,7 +19,6 @@ from secsupport import (
     Identity,
     UdpSink,
     bind_endpoint,
-    lines_matching,
     quic_initials,
     relay_client,
     rss_kib,
@@ -117,7 +116,6 @@ async def test_half_open_handshake_flood(pair) -> None:
     server, source_port, _, _ = pair
     sink = UdpSink()
     initials = quic_initials(2000)
-    rss_before = rss_kib(server.daemon.proc.pid)
     try:
         sent, _ = await asyncio.gather(blast(sink, initials, server.control_port), transfer_ok(source_port))
         flood_end = time.monotonic()

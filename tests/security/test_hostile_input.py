@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 
 import msgpack
 import pytest
 
-from connet_core.errors import ConnectionLost, StreamReset
+from connet_core.errors import StreamReset
 from connet_core.model import HostPort, certificate_hash
 from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.framing import frame
@@ -23,7 +22,6 @@ from connet_core.protocol.messages import (
     Authenticate,
     Authenticated,
     Challenge,
-    Connected,
     Hello,
     Proof,
     Welcome,

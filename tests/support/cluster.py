@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,3 +124,7 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def relayed_bytes(relay: Daemon) -> int:
+    return sum(int(m) for m in re.findall(r"relayed a stream for 'web': (\d+) bytes", relay.log()))

@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import threading
 import time
+import urllib.request
 from contextlib import asynccontextmanager, contextmanager
 from typing import AsyncIterator, Iterator
 
@@ -96,3 +97,15 @@ async def wait_tunnel(port: int, timeout: float = 15.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"no tunnel through 127.0.0.1:{port} within {timeout}s")
         await asyncio.sleep(0.2)
+
+
+def fetch_with_retry(url: str, timeout: float = 15.0) -> str:
+    """The first connections may race the peers' handshake; the tunnel refuses, never hangs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.read().decode()
+        except (ConnectionError, OSError):
+            if time.monotonic() > deadline:
+                raise
