@@ -7,6 +7,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 CONNECTION_ID_LENGTH = 8  # every endpoint must use the same: short headers do not carry it
+# DATAGRAM frames (RFC 9221) we accept: only as keepalive filler (see the adapters'
+# send_keepalive), so small; advertising them lets a peer make its keepalive long enough
+# to draw a stateless reset from a restarted endpoint
+DATAGRAM_FRAME_LIMIT = 64
 
 
 class SharedLibraryAdapter:

@@ -55,7 +55,7 @@ from aioquic.quic.packet import (
 from aioquic.tls import load_pem_private_key, load_pem_x509_certificates
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from connet_quic._adapter import CONNECTION_ID_LENGTH, SharedLibraryAdapter
+from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, SharedLibraryAdapter
 
 # PADDING added after every PING frame, so a keepalive datagram is >= 41 bytes and a
 # restarted peer answers it with a stateless reset (a bare ping packet is 29-33 bytes).
@@ -195,6 +195,7 @@ class AioquicLibrary(SharedLibraryAdapter):
             max_data=self.connection_window,
             max_stream_data=self.stream_window,
             max_datagram_size=max_datagram_size,
+            max_datagram_frame_size=DATAGRAM_FRAME_LIMIT,
             server_name=server_name,
             cadata=cadata,
         )
@@ -237,6 +238,10 @@ class AioquicLibrary(SharedLibraryAdapter):
         # learns of it with the first byte written
         quic.send_stream_data(stream_id, b"", False)
         return stream_id
+
+    def send_keepalive(self, quic: FlowControlledConnection, uid: int) -> None:
+        """A PING, padded (see FlowControlledConnection._write_ping_frame)."""
+        quic.send_ping(uid)
 
     # connection state
 

@@ -27,8 +27,8 @@ so the endpoint's glue is reused unchanged. What differs, and what we do about i
   be overridden, so a restarted peer cannot reset a connection that moved to one of them.
   For recognizing a peer's reset we only know that same first token (the core keeps the
   others to itself). Keepalive pings cannot be padded (the core builds packets), so a
-  qh3 ping may be shorter than the 41 bytes a restarted peer answers; any larger packet
-  (data, a loss probe with data) still draws the reset.
+  keepalive also carries a 16-byte DATAGRAM frame (both adapters accept small ones),
+  which makes it longer than the 41 bytes a restarted peer answers.
 - **Peer close vs. local close.** qh3 reports both as ``ConnectionTerminated``; the
   native event kind tells them apart, so the connection watches the core's events
   through a thin proxy.
@@ -62,9 +62,12 @@ from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 
 from connet_core.protocol.codes import CloseCode
 
-from connet_quic._adapter import CONNECTION_ID_LENGTH, SharedLibraryAdapter
+from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, SharedLibraryAdapter
 
 SMALLEST_MAX_DATAGRAM_SIZE = 1200
+# a DATAGRAM frame of this many zero bytes makes a keepalive packet longer than the 41
+# bytes a restarted peer answers (a bare qh3 PING packet is ~29)
+KEEPALIVE_FILLER = 16
 # Unread bytes one connection may hold before it is closed (see the module docstring).
 DEFAULT_UNREAD_LIMIT = 64 * 1024 * 1024
 
@@ -242,6 +245,7 @@ class Qh3Library(SharedLibraryAdapter):
             max_data=self.connection_window,
             max_stream_data=self.stream_window,
             max_datagram_size=max_datagram_size,
+            max_datagram_frame_size=DATAGRAM_FRAME_LIMIT,
             server_name=server_name,
             cadata=cadata,
         )
@@ -286,6 +290,14 @@ class Qh3Library(SharedLibraryAdapter):
         # through the native core's own allocator: an empty send on an id the core never
         # allocated leaves its stream bookkeeping out of step with ours
         return quic._open_stream()
+
+    def send_keepalive(self, quic: Qh3Connection, uid: int) -> None:
+        """A PING, and filler in a DATAGRAM frame where the peer accepts one: the core
+        builds packets itself, so a PING cannot be padded as with aioquic."""
+        quic.send_ping(uid)
+        limit = quic._remote_max_datagram_frame_size
+        if limit is not None and limit >= KEEPALIVE_FILLER + 4:  # frame type and length fit too
+            quic.send_datagram_frame(bytes(KEEPALIVE_FILLER))
 
     # connection state
 

@@ -34,6 +34,7 @@ from connet_core.protocol.codes import CloseCode
 from connet_core.transport import CloseInfo, ConnectionStats, TLSIdentity, Trust, TransportOptions
 
 from connet_quic._aioquic import AioquicLibrary
+from connet_quic._udp import BatchedUdpSocket
 from connet_quic._reset import ResetKey, TokenBucket, reset_token_of, stateless_reset
 
 logger = logging.getLogger("connet.quic")
@@ -56,6 +57,8 @@ RESET_RATE = 200.0  # per second
 RESET_BURST = 50
 # asked for on every endpoint socket, per direction (see QuicEndpoint._size_buffers)
 UDP_SOCKET_BUFFER = 4 * 1024 * 1024
+# how early the event loop may run a timer (uvloop/libuv count in milliseconds)
+TIMER_SLACK = 0.001
 
 
 def _canonical(raw: Any) -> Address:
@@ -104,7 +107,10 @@ class QuicEndpointStream:
     def __init__(self, connection: "QuicEndpointConnection", stream_id: int) -> None:
         self._connection = connection
         self._stream_id = stream_id
-        self._received = bytearray()
+        # delivered, unread data as the library handed it over: read() joins what it
+        # returns in one copy (a bytearray buffer would copy every byte twice)
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
         self._eof_received = False
         self._read_reset_code: int | None = None  # the peer reset its sending side
         self._write_reset_code: int | None = None  # the peer sent STOP_SENDING
@@ -127,7 +133,8 @@ class QuicEndpointStream:
         if self._reset_locally or self._read_reset_code is not None:
             return  # credited at once by the connection
         if data:
-            self._received += data
+            self._chunks.append(data)
+            self._buffered += len(data)
         if end_stream:
             self._eof_received = True
         self._wake_reader()
@@ -150,18 +157,19 @@ class QuicEndpointStream:
         self._wake_writer()
 
     def _unread(self) -> int:
-        return len(self._received)
+        return self._buffered
 
     def _clear_unread(self) -> int:
-        n = len(self._received)
-        self._received.clear()
+        n = self._buffered
+        self._chunks.clear()
+        self._buffered = 0
         return n
 
     # the Stream API
 
     async def read(self, max_bytes: int = 65536) -> bytes:
         connection = self._connection
-        while not self._received:
+        while not self._buffered:
             if self._read_reset_code is not None:
                 raise StreamReset(self._read_reset_code)
             if self._reset_locally:
@@ -178,14 +186,30 @@ class QuicEndpointStream:
         if self._read_reset_code is not None:
             raise StreamReset(self._read_reset_code)
         connection._raise_if_closed()
-        if max_bytes >= len(self._received):
-            data = bytes(self._received)
-            self._received.clear()
-        else:
-            data = bytes(self._received[:max_bytes])
-            del self._received[:max_bytes]
+        data = self._take(max_bytes)
         connection._consumed(self, len(data))
         return data
+
+    def _take(self, max_bytes: int) -> bytes:
+        chunks = self._chunks
+        if self._buffered <= max_bytes:
+            data = chunks.pop() if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            self._buffered = 0
+            return data
+        parts = []
+        need = max_bytes
+        while need:
+            chunk = chunks[0]
+            if len(chunk) <= need:
+                parts.append(chunks.popleft())
+                need -= len(chunk)
+            else:
+                parts.append(chunk[:need])
+                chunks[0] = chunk[need:]
+                need = 0
+        self._buffered -= max_bytes
+        return b"".join(parts)
 
     async def write(self, data: bytes) -> None:
         connection = self._connection
@@ -275,6 +299,7 @@ class QuicEndpointConnection:
         self._ping_uid = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._clock = 0.0  # the latest time given to the library
         self._transmit_handle: asyncio.Handle | None = None
         self._bytes_sent = 0
         self._bytes_received = 0
@@ -393,31 +418,42 @@ class QuicEndpointConnection:
         self._transmit_soon()
 
     def _forget_if_done(self, stream: QuicEndpointStream) -> None:
-        if stream._done() and not stream._received:
+        if stream._done() and not stream._buffered:
             self._streams.pop(stream.stream_id, None)
 
     # I/O driven by the endpoint
 
-    def _datagram_received(self, data: bytes, addr: Address, now: float) -> None:
+    def _library_time(self, at_least: float = 0.0) -> float:
+        """The time to give the library: the loop's clock, never earlier than a time we
+        already gave it (a timer may act slightly ahead, see _on_timer; qh3 refuses a
+        clock that goes back)."""
+        now = self._loop.time()
+        if now < at_least:
+            now = at_least
+        if now < self._clock:
+            return self._clock
+        self._clock = now
+        return now
+
+    def _datagram_received(self, data: bytes, addr: Address) -> None:
+        # the answer leaves when the endpoint finished the read batch (one ACK for many)
         self._bytes_received += len(data)
-        self._quic.receive_datagram(data, addr, now)
+        self._quic.receive_datagram(data, addr, self._library_time())
         self._process_events(in_timer=False)
-        self._transmit()
 
     def _transmit_soon(self) -> None:
         if self._transmit_handle is None and not self._terminated:
             self._transmit_handle = self._loop.call_soon(self._transmit)
 
-    def _transmit(self) -> None:
+    def _transmit(self, now: float | None = None) -> None:
         if self._transmit_handle is not None:
             self._transmit_handle.cancel()
             self._transmit_handle = None
         if self._terminated:
             return
-        endpoint = self._endpoint
-        for data, addr in self._quic.datagrams_to_send(self._loop.time()):
-            self._bytes_sent += len(data)
-            endpoint._sendto(data, addr)
+        datagrams = self._quic.datagrams_to_send(self._library_time() if now is None else now)
+        if datagrams:
+            self._endpoint._send_datagrams(self, datagrams)
         if self._blocked_writers:
             bound = self._options.stream_send_buffer
             for stream in list(self._blocked_writers):
@@ -443,20 +479,25 @@ class QuicEndpointConnection:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        now = self._loop.time()
+        now = self._library_time()
         try:
             if self._handshake_deadline is not None and now >= self._handshake_deadline:
                 self._handshake_deadline = None
                 self._on_handshake_timeout()
             if self._next_ping_at is not None and now >= self._next_ping_at and self._close_info is None:
                 self._ping_uid += 1
-                self._quic.send_ping(self._ping_uid)
+                self._lib.send_keepalive(self._quic, self._ping_uid)
                 self._next_ping_at = now + self._options.keepalive_interval
             quic_due = self._quic.get_timer()
+            if quic_due is not None and now < quic_due <= now + TIMER_SLACK:
+                # the loop woke us early (its timers have ~1 ms resolution, the pacer's
+                # gaps are microseconds): act as at the due time instead of re-arming
+                # the same timer and spinning until the clock gets there
+                now = self._library_time(at_least=quic_due)
             if quic_due is not None and now >= quic_due:
                 self._quic.handle_timer(now)
             self._process_events(in_timer=True)
-            self._transmit()
+            self._transmit(now)
         except Exception:  # noqa: BLE001 — a library bug must not kill the endpoint's other connections
             logger.exception("QUIC connection %r failed in its timer", self)
             self._abort(CloseCode.INTERNAL_ERROR, "internal error")
@@ -618,23 +659,6 @@ class QuicEndpointConnection:
         self._endpoint._connection_terminated(self)
 
 
-class _EndpointProtocol(asyncio.DatagramProtocol):
-    def __init__(self, endpoint: "QuicEndpoint") -> None:
-        self._endpoint = endpoint
-        self.lost: asyncio.Future[None] = endpoint._loop.create_future()
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._endpoint._datagram_received(data, addr)
-
-    def error_received(self, exc: OSError) -> None:
-        # ICMP errors (port unreachable...) for one peer say nothing about the others
-        logger.debug("UDP error on %s: %s", self._endpoint.local_address, exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-
 class QuicEndpoint:
     """One UDP socket that listens and dials (implements :class:`connet_core.transport.Endpoint`).
 
@@ -681,8 +705,9 @@ class QuicEndpoint:
         self._pending_accepts: set[QuicEndpointConnection] = set()
         self._pending_by_source: dict[str | Address, int] = {}  # by host and by host:port
         self._accepted: _Inbox[QuicEndpointConnection] = _Inbox()
-        self._transport: asyncio.DatagramTransport | None = None
-        self._protocol: _EndpointProtocol | None = None
+        self._udp: BatchedUdpSocket | None = None
+        # connections that received datagrams in the current read batch: they answer once
+        self._received_in_batch: dict[QuicEndpointConnection, None] = {}
         self._family = socket.AF_INET
         self._dual_stack = False
         self._local = HostPort("", 0)
@@ -712,8 +737,8 @@ class QuicEndpoint:
     async def _bind(self, address: HostPort) -> None:
         sock = await self._make_socket(address)
         try:
-            self._transport, self._protocol = await self._loop.create_datagram_endpoint(
-                lambda: _EndpointProtocol(self), sock=sock
+            self._udp = BatchedUdpSocket(
+                self._loop, sock, deliver=self._datagram_received, batch_done=self._answer_batch
             )
         except BaseException:
             sock.close()
@@ -863,10 +888,8 @@ class QuicEndpoint:
             connection.close(code, reason)  # sends CONNECTION_CLOSE now
             connection._terminate()
         self._by_cid.clear()
-        if self._transport is not None and self._protocol is not None:
-            # asyncio closes a datagram transport only once its send buffer is empty
-            self._transport.close()
-            await self._protocol.lost
+        if self._udp is not None:
+            await self._udp.close(flush=True)  # the CONNECTION_CLOSEs above must leave
 
     async def abort(self) -> None:
         """Test hook: vanish as a crashed process would — close the socket without
@@ -880,9 +903,8 @@ class QuicEndpoint:
             connection._mark_closed(CloseInfo(CloseCode.SHUTDOWN, "endpoint aborted", by_peer=False))
             connection._terminate()
         self._by_cid.clear()
-        if self._transport is not None and self._protocol is not None:
-            self._transport.abort()  # drops anything still queued: nothing may leave
-            await self._protocol.lost
+        if self._udp is not None:
+            await self._udp.close(flush=False)  # drops anything still queued: nothing may leave
 
     # internals
 
@@ -901,10 +923,40 @@ class QuicEndpoint:
     def _sendto(self, data: bytes, addr: Address) -> None:
         if self._filter is not None and not self._filter(HostPort(*addr), True):
             return
+        self._udp.send((data,), self._socket_address(addr))  # type: ignore[union-attr]
+
+    def _send_datagrams(self, connection: QuicEndpointConnection, datagrams: list[tuple[bytes, Any]]) -> None:
+        """A connection's datagrams, in runs per address (one address but while it migrates)."""
+        start = 0
+        while start < len(datagrams):
+            addr = datagrams[start][1]
+            end = start + 1
+            while end < len(datagrams) and datagrams[end][1] == addr:
+                end += 1
+            run = [data for data, _ in datagrams[start:end]]
+            start = end
+            connection._bytes_sent += sum(map(len, run))
+            if self._filter is not None and not self._filter(HostPort(*addr), True):
+                continue
+            self._udp.send(run, self._socket_address(addr))  # type: ignore[union-attr]
+
+    def _socket_address(self, addr: Address) -> Address:
         if self._family == socket.AF_INET6 and ":" not in addr[0]:
-            self._transport.sendto(data, ("::ffff:" + addr[0], addr[1]))  # type: ignore[union-attr]
-        else:
-            self._transport.sendto(data, addr)  # type: ignore[union-attr]
+            return ("::ffff:" + addr[0], addr[1])
+        return addr
+
+    def _answer_batch(self) -> None:
+        """After a read batch: every connection that received sends its answer once."""
+        batch = self._received_in_batch
+        if not batch:
+            return
+        self._received_in_batch = {}
+        for connection in batch:
+            try:
+                connection._transmit()
+            except Exception:  # noqa: BLE001 — see QuicEndpointConnection._on_timer
+                logger.exception("QUIC connection %r failed sending", connection)
+                connection._abort(CloseCode.INTERNAL_ERROR, "internal error")
 
     def _datagram_received(self, data: bytes, raw_addr: Any) -> None:
         addr = _canonical(raw_addr)
@@ -931,7 +983,8 @@ class QuicEndpoint:
                 self._unroutable(data, header, addr)
                 return
         try:
-            connection._datagram_received(data, addr, self._loop.time())
+            connection._datagram_received(data, addr)
+            self._received_in_batch[connection] = None
         except Exception:  # noqa: BLE001 — see QuicEndpointConnection._on_timer
             logger.exception("QUIC connection %r failed on a datagram", connection)
             connection._abort(CloseCode.INTERNAL_ERROR, "internal error")

@@ -94,6 +94,7 @@ async def sender(transport_name: str, total: int, streams: int, options: Transpo
             counts = await asyncio.gather(*(send_one() for _ in range(streams)))
             elapsed = time.perf_counter() - started
             cpu_after = (cpu_seconds(me), cpu_seconds(proc.pid))
+            wire = connection.stats().bytes_sent
             assert counts == [each] * streams, f"receiver counted {counts}"
             connection.close()
             await endpoint.close()
@@ -102,6 +103,8 @@ async def sender(transport_name: str, total: int, streams: int, options: Transpo
                 "mbps": each * streams / elapsed / 1e6,
                 "sender_cpu_per_gib": (cpu_after[0] - cpu_before[0]) / gib,
                 "receiver_cpu_per_gib": (cpu_after[1] - cpu_before[1]) / gib,
+                # UDP payload bytes sent per payload byte: headers, ACKs and retransmissions
+                "wire_per_payload": wire / (each * streams),
             }
         finally:
             proc.kill()
