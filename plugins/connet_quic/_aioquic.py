@@ -239,6 +239,11 @@ class AioquicLibrary(SharedLibraryAdapter):
         quic.send_stream_data(stream_id, b"", False)
         return stream_id
 
+    def receive_segments(self, quic: FlowControlledConnection, buffer: bytes, segment: int, addr: Any, now: float) -> None:
+        """A GRO run of datagrams: aioquic takes them one by one."""
+        for start in range(0, len(buffer), segment):
+            quic.receive_datagram(buffer[start:start + segment], addr, now)
+
     def send_keepalive(self, quic: FlowControlledConnection, uid: int) -> None:
         """A PING, padded (see FlowControlledConnection._write_ping_frame)."""
         quic.send_ping(uid)

@@ -131,12 +131,20 @@ class Qh3Connection(QuicConnection):
         return False
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        if not self._overflowed():
+            super().receive_datagram(data, addr, now)
+
+    def receive_gro_buffer(self, buffer: bytes, segment_size: int, addr: Any, now: float) -> None:
+        if not self._overflowed():
+            super().receive_gro_buffer(buffer, segment_size, addr, now)
+
+    def _overflowed(self) -> bool:
         # the glue counts unread bytes after it took the events, so an overflow is seen on
-        # the datagram after the one that caused it: at most one datagram late
+        # the datagrams after the ones that caused it: at most one GRO run late
         if self.unread_total > self.unread_limit and self._close_event is None:
             self.close(error_code=CloseCode.INTERNAL_ERROR, reason_phrase="receive buffer overflow")
-            return
-        super().receive_datagram(data, addr, now)
+            return True
+        return False
 
     def _create_core(self, remote_addr: Any, initial_dcid: bytes, now: float) -> None:
         # qh3's _create_core with two changes: the peer-stream limits (100 / 103 there) and
@@ -290,6 +298,10 @@ class Qh3Library(SharedLibraryAdapter):
         # through the native core's own allocator: an empty send on an id the core never
         # allocated leaves its stream bookkeeping out of step with ours
         return quic._open_stream()
+
+    def receive_segments(self, quic: Qh3Connection, buffer: bytes, segment: int, addr: Any, now: float) -> None:
+        """A GRO run of datagrams, handed to the native core in one call."""
+        quic.receive_gro_buffer(buffer, segment, addr, now)
 
     def send_keepalive(self, quic: Qh3Connection, uid: int) -> None:
         """A PING, and filler in a DATAGRAM frame where the peer accepts one: the core

@@ -7,7 +7,9 @@ for QUIC at tens of MB/s is about a third of a process's CPU. Here instead:
   system calls), and the endpoint hears ``batch_done`` after each batch, so a connection
   answers a whole batch with one call into its library (one ACK for many packets).
 - **GRO** (Linux ``UDP_GRO``): the kernel hands back runs of same-sized datagrams from one
-  sender as one buffer, with the segment size in a control message; they are split here.
+  sender as one buffer, with the segment size in a control message; ``deliver`` gets the
+  buffer and the segment size (a library that takes such runs whole saves a call per
+  datagram, see :func:`segments`).
 - **GSO** (Linux ``UDP_SEGMENT``): a run of datagrams to one address, all of one size but
   the last, leaves in one ``sendmsg`` and the kernel (or the NIC) cuts it. A kernel or route
   that refuses it (EINVAL, EIO, EOPNOTSUPP) turns GSO off for this socket; the run is then
@@ -49,7 +51,14 @@ _PEER_ERRORS = frozenset(
 )
 _GSO_REFUSED = frozenset({errno.EINVAL, errno.EIO, errno.EOPNOTSUPP, errno.ENOPROTOOPT})
 
-Deliver = Callable[[bytes, Any], None]
+Deliver = Callable[[bytes, int, Any], None]  # buffer, segment size (== len for one datagram), address
+
+
+def segments(buffer: bytes, segment: int) -> list[bytes]:
+    """The datagrams of a GRO buffer."""
+    if segment >= len(buffer):
+        return [buffer]
+    return [buffer[start:start + segment] for start in range(0, len(buffer), segment)]
 
 
 class BatchedUdpSocket:
@@ -116,12 +125,8 @@ class BatchedUdpSocket:
                 segment = size
                 for level, kind, value in ancillary:
                     if level == SOL_UDP and kind == UDP_GRO:
-                        segment = struct.unpack("=i", value[:4])[0] or size
-                if segment >= size:
-                    deliver(bytes(view[:size]), addr)
-                else:
-                    for start in range(0, size, segment):
-                        deliver(bytes(view[start:min(start + segment, size)]), addr)
+                        segment = min(struct.unpack("=i", value[:4])[0] or size, size)
+                deliver(bytes(view[:size]), segment, addr)
         finally:
             self._batch_done()
 

@@ -34,7 +34,8 @@ from connet_core.protocol.codes import CloseCode
 from connet_core.transport import CloseInfo, ConnectionStats, TLSIdentity, Trust, TransportOptions
 
 from connet_quic._aioquic import AioquicLibrary
-from connet_quic._udp import BatchedUdpSocket
+from connet_quic._adapter import CONNECTION_ID_LENGTH
+from connet_quic._udp import BatchedUdpSocket, segments
 from connet_quic._reset import ResetKey, TokenBucket, reset_token_of, stateless_reset
 
 logger = logging.getLogger("connet.quic")
@@ -441,6 +442,12 @@ class QuicEndpointConnection:
         self._quic.receive_datagram(data, addr, self._library_time())
         self._process_events(in_timer=False)
 
+    def _segments_received(self, buffer: bytes, segment: int, addr: Address) -> None:
+        """A GRO run of this connection's datagrams (see QuicEndpoint._run_owner)."""
+        self._bytes_received += len(buffer)
+        self._lib.receive_segments(self._quic, buffer, segment, addr, self._library_time())
+        self._process_events(in_timer=False)
+
     def _transmit_soon(self) -> None:
         if self._transmit_handle is None and not self._terminated:
             self._transmit_handle = self._loop.call_soon(self._transmit)
@@ -738,7 +745,7 @@ class QuicEndpoint:
         sock = await self._make_socket(address)
         try:
             self._udp = BatchedUdpSocket(
-                self._loop, sock, deliver=self._datagram_received, batch_done=self._answer_batch
+                self._loop, sock, deliver=self._buffer_received, batch_done=self._answer_batch
             )
         except BaseException:
             sock.close()
@@ -957,6 +964,35 @@ class QuicEndpoint:
             except Exception:  # noqa: BLE001 — see QuicEndpointConnection._on_timer
                 logger.exception("QUIC connection %r failed sending", connection)
                 connection._abort(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def _buffer_received(self, buffer: bytes, segment: int, raw_addr: Any) -> None:
+        """One datagram, or a GRO run of same-sized ones from one address."""
+        if segment < len(buffer) and self._filter is None:
+            connection = self._run_owner(buffer, segment)
+            if connection is not None:
+                try:
+                    connection._segments_received(buffer, segment, _canonical(raw_addr))
+                    self._received_in_batch[connection] = None
+                except Exception:  # noqa: BLE001 — see QuicEndpointConnection._on_timer
+                    logger.exception("QUIC connection %r failed on datagrams", connection)
+                    connection._abort(CloseCode.INTERNAL_ERROR, "internal error")
+                return
+        for data in segments(buffer, segment):
+            self._datagram_received(data, raw_addr)
+
+    def _run_owner(self, buffer: bytes, segment: int) -> QuicEndpointConnection | None:
+        """The established connection every datagram of a run is for, if there is one:
+        all short-header packets with one connection ID. Anything else (handshakes,
+        several connections from one peer socket) goes one datagram at a time."""
+        end = 1 + CONNECTION_ID_LENGTH
+        cid = buffer[1:end]
+        for start in range(0, len(buffer), segment):
+            if buffer[start] & 0x80 or buffer[start + 1:start + end] != cid:
+                return None
+        connection = self._by_cid.get(cid)
+        if connection is None or not connection._handshake_done.done():
+            return None
+        return connection
 
     def _datagram_received(self, data: bytes, raw_addr: Any) -> None:
         addr = _canonical(raw_addr)

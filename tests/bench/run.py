@@ -42,6 +42,7 @@ from bench_support import (  # noqa: E402
 )
 
 MiB = 1024 * 1024
+STALL_TIMEOUT = 180  # seconds for one transfer: far above the slowest configuration's time
 
 
 @dataclass
@@ -126,7 +127,13 @@ async def bench_tunnel(report: Report, transport: str, route: str, size: int, re
             for conns in conns_list:
                 for _ in range(repeat):
                     before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
-                    mbps = await parallel_upload(cluster.source_port, size, conns)
+                    try:
+                        async with asyncio.timeout(STALL_TIMEOUT):
+                            mbps = await parallel_upload(cluster.source_port, size, conns)
+                    except TimeoutError:
+                        logs = Path(tempfile.gettempdir()) / "connet-bench-stall.log"
+                        logs.write_text(cluster.daemons.dump())
+                        raise SystemExit(f"{transport} {route} x{conns}: no progress in {STALL_TIMEOUT}s; logs: {logs}")
                     report.add(f"{transport} {route} tunnel, {conns} conn{'s' if conns > 1 else ''}", "MB/s", mbps)
                     if conns == 1:
                         for name, p in procs.items():

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from connet_quic._udp import GSO_MAX_SEGMENTS, BatchedUdpSocket
+from connet_quic._udp import GSO_MAX_SEGMENTS, BatchedUdpSocket, segments
 
 LINUX = sys.platform.startswith("linux")
 
@@ -33,8 +33,8 @@ class Received:
         self.batches = 0
         self._changed = asyncio.Event()
 
-    def deliver(self, data: bytes, addr: Any) -> None:
-        self.datagrams.append(data)
+    def deliver(self, buffer: bytes, segment: int, addr: Any) -> None:
+        self.datagrams += segments(buffer, segment)
 
     def batch_done(self) -> None:
         self.batches += 1
@@ -62,7 +62,7 @@ async def test_a_run_arrives_as_its_datagrams_at_a_plain_socket() -> None:
     """Equal sizes and a shorter last one: one GSO send, cut by the kernel."""
     loop = asyncio.get_running_loop()
     plain = udp_socket()
-    sender = BatchedUdpSocket(loop, udp_socket(), deliver=lambda d, a: None, batch_done=lambda: None)
+    sender = BatchedUdpSocket(loop, udp_socket(), deliver=lambda b, s, a: None, batch_done=lambda: None)
     try:
         if LINUX:
             assert sender.gso
@@ -78,7 +78,7 @@ async def test_runs_are_cut_where_sizes_or_limits_require() -> None:
     """A larger datagram after a smaller one starts a new run; so does the segment limit."""
     loop = asyncio.get_running_loop()
     plain = udp_socket()
-    sender = BatchedUdpSocket(loop, udp_socket(), deliver=lambda d, a: None, batch_done=lambda: None)
+    sender = BatchedUdpSocket(loop, udp_socket(), deliver=lambda b, s, a: None, batch_done=lambda: None)
     try:
         sent = payloads([300, 1200, 1200, 100, 1200] + [50] * (GSO_MAX_SEGMENTS + 3))
         sender.send(sent, plain.getsockname())
@@ -93,7 +93,7 @@ async def test_gro_buffers_are_split_back_into_datagrams() -> None:
     received = Received()
     receiver_sock = udp_socket()
     receiver = BatchedUdpSocket(loop, receiver_sock, deliver=received.deliver, batch_done=received.batch_done)
-    sender = BatchedUdpSocket(loop, udp_socket(), deliver=lambda d, a: None, batch_done=lambda: None)
+    sender = BatchedUdpSocket(loop, udp_socket(), deliver=lambda b, s, a: None, batch_done=lambda: None)
     try:
         if LINUX:
             assert receiver.gro
@@ -126,7 +126,7 @@ async def test_a_kernel_refusing_gso_turns_it_off_and_loses_nothing() -> None:
     loop = asyncio.get_running_loop()
     plain = udp_socket()
     refusing = RefusingGso(udp_socket())
-    sender = BatchedUdpSocket(loop, refusing, deliver=lambda d, a: None, batch_done=lambda: None)  # type: ignore[arg-type]
+    sender = BatchedUdpSocket(loop, refusing, deliver=lambda b, s, a: None, batch_done=lambda: None)  # type: ignore[arg-type]
     try:
         sender.gso = True
         sent = payloads([1200] * 4 + [10])
@@ -161,7 +161,7 @@ async def test_a_full_send_buffer_queues_in_order_and_close_flushes() -> None:
     loop = asyncio.get_running_loop()
     plain = udp_socket()
     full = FullOnce(udp_socket(), full=1)
-    sender = BatchedUdpSocket(loop, full, deliver=lambda d, a: None, batch_done=lambda: None)  # type: ignore[arg-type]
+    sender = BatchedUdpSocket(loop, full, deliver=lambda b, s, a: None, batch_done=lambda: None)  # type: ignore[arg-type]
     sender.gso = False
     try:
         sent = payloads([100, 200, 300])
