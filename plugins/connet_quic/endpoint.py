@@ -1,10 +1,13 @@
 """One UDP socket that both accepts and dials QUIC connections, on a sans-I/O QUIC library.
 
 Datagrams are routed by destination connection ID to connections of both roles (the map
-of aioquic's asyncio server, extended to client-role connections). Each connection has
-one timer, which drives the library's timer, the keepalive ping and the handshake
-deadline. Streams are our own glue on the library's events, with backpressure in both
-directions (see ``_aioquic.py`` for the receive side).
+of aioquic's asyncio server, extended to client-role connections). The socket is read and
+written in batches (:mod:`connet_quic._udp`: GRO, GSO): a connection answers a whole read
+batch at once, and a GRO run of its datagrams reaches the library in one call where the
+library takes runs. Each connection has one timer, which drives the library's timer
+(pacing included), the keepalive and the handshake deadline. Streams are our own glue on
+the library's events, with backpressure in both directions (see ``_aioquic.py`` for the
+receive side).
 
 Addresses are kept in one canonical form, ``(host, port)`` with IPv4-mapped IPv6 folded to
 IPv4, because a client-role connection drops datagrams from any address but the one it

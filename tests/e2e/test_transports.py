@@ -80,14 +80,11 @@ async def test_64_mib_both_directions(on: ServerInfo, daemons: Daemons) -> None:
     assert sha256(received) == sha256(payload)
 
 
-# qh3's native core can stop acknowledging on a connection carrying a burst of ~1000 new
-# streams (about one CI run in three; docs/performance.md, Known problems): its burst here is
-# smaller until that is solved; the 1000 the issue asks for run on aioquic, the default.
-CONCURRENT = {"aioquic": 1000, "qh3": 250}
+CONCURRENT = 1000
 
 
 async def test_concurrent_connections(on: ServerInfo, daemons: Daemons, transport: str) -> None:
-    payloads = [os.urandom(2048 + i) for i in range(CONCURRENT[transport])]
+    payloads = [os.urandom(2048 + i) for i in range(CONCURRENT)]
     async with echo_server() as echo_port:
         start_destination(daemons, on, echo_port)
         _, source_port = start_source(daemons, on)
