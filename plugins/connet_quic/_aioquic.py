@@ -30,6 +30,14 @@ What we change in aioquic (DESIGN.md, "The things people underestimate"):
 - **Pings are padded** by ``PING_PADDING`` bytes: we only answer datagrams of
   41 bytes or more with a reset (so the reset can be shorter), and aioquic's bare PING
   packet is ~30 bytes — a restarted peer would never answer our keepalive.
+- **Path MTU probing** (aioquic has none; RFC 8899 reduced to one probe): once the
+  handshake is done, :meth:`FlowControlledConnection.probe_path_mtu` sends one PING padded
+  to the probe size. If the peer acknowledges it, the path carries datagrams that large and
+  every later packet may be; if it is lost, the connection stays at 1200 bytes. Nothing is
+  assumed about the path (loopback's 64 KiB MTU says nothing about a real one). The probe
+  must not be confused with a keepalive: it has its own PING id, is never retransmitted
+  (aioquic re-queues lost PINGs, which would then be acknowledged in a small packet), and
+  is only written into a packet that it fills to exactly the probe size.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from typing import Any, Callable
 from aioquic.buffer import Buffer
 from aioquic.quic import events
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
+from aioquic.quic.packet_builder import QuicDeliveryState
 from aioquic.quic.connection import (
     CONNECTION_LIMIT_FRAME_CAPACITY,
     MAX_STREAM_DATA_FRAME_CAPACITY,
@@ -60,6 +69,8 @@ from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, Sha
 # PADDING added after every PING frame, so a keepalive datagram is >= 41 bytes and a
 # restarted peer answers it with a stateless reset (a bare ping packet is 29-33 bytes).
 PING_PADDING = 24
+# the PING id of the path MTU probe (keepalive ids count up from 1)
+MTU_PROBE_UID = -1
 
 
 class FlowControlledConnection(QuicConnection):
@@ -84,6 +95,44 @@ class FlowControlledConnection(QuicConnection):
         # maintained by the endpoint glue: bytes delivered to a Stream but not read yet
         self.unread_by_stream: dict[int, int] = {}
         self.unread_total = 0
+        # path MTU probe: None (not asked), "due", "sent", "confirmed" or "failed"
+        self.mtu_probe: str | None = None
+        self._mtu_probe_size = 0
+        self._building_mtu_probe = False
+
+    def probe_path_mtu(self, size: int) -> None:
+        """Send one probe of ``size`` bytes; if it is acknowledged, use that size from then on."""
+        if self.mtu_probe is None and size > self._max_datagram_size:
+            self._mtu_probe_size = size
+            self.mtu_probe = "due"
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        datagrams = super().datagrams_to_send(now)
+        if self.mtu_probe == "due" and self._state == QuicConnectionState.CONNECTED and self._handshake_confirmed:
+            # after the regular packets, so this call builds the probe (and what just
+            # became sendable) at the probe size
+            normal = self._max_datagram_size
+            self._max_datagram_size = self._mtu_probe_size
+            self._building_mtu_probe = True
+            self._ping_pending.append(MTU_PROBE_UID)
+            try:
+                datagrams += super().datagrams_to_send(now)
+            finally:
+                self._max_datagram_size = normal
+                self._building_mtu_probe = False
+                if MTU_PROBE_UID in self._ping_pending:  # congestion or pacing held it back
+                    self._ping_pending.remove(MTU_PROBE_UID)
+        return datagrams
+
+    def _on_ping_delivery(self, delivery: Any, uids: Any) -> None:
+        if MTU_PROBE_UID in uids:
+            uids = tuple(uid for uid in uids if uid != MTU_PROBE_UID)
+            if delivery == QuicDeliveryState.ACKED:
+                self._max_datagram_size = self._mtu_probe_size
+                self.mtu_probe = "confirmed"
+            else:
+                self.mtu_probe = "failed"  # never again at this size: the path drops it
+        super()._on_ping_delivery(delivery, uids)
 
     def _derive_reset_tokens(self) -> None:
         for cid in self._host_cids:
@@ -98,12 +147,32 @@ class FlowControlledConnection(QuicConnection):
     def _write_ping_frame(
         self, builder: QuicPacketBuilder, uids: list[int] = [], comment: str = ""  # noqa: B006 — aioquic's signature
     ) -> None:
+        if MTU_PROBE_UID in uids:
+            if self._write_mtu_probe(builder, uids, comment):
+                return
+            uids = [uid for uid in uids if uid != MTU_PROBE_UID]  # stays "due": next time
+            if not uids:
+                return
         super()._write_ping_frame(builder, uids, comment)
         try:
             buf = builder.start_frame(QuicFrameType.PADDING, capacity=PING_PADDING)
         except QuicPacketBuilderStop:
             return  # a full packet is long enough already
         buf.push_bytes(bytes(PING_PADDING - 1))  # PADDING frames are single zero bytes
+
+    def _write_mtu_probe(self, builder: QuicPacketBuilder, uids: list[int], comment: str) -> bool:
+        """The PING and PADDING up to exactly the probe size, or nothing (False) when this
+        packet cannot be that large (not the probe's packet, or the congestion window)."""
+        if not self._building_mtu_probe or builder.remaining_flight_space < builder.remaining_buffer_space:
+            return False
+        if builder.remaining_buffer_space < PING_PADDING + 1:
+            return False
+        super()._write_ping_frame(builder, uids, comment)
+        fill = builder.remaining_buffer_space
+        buf = builder.start_frame(QuicFrameType.PADDING, capacity=fill)
+        buf.push_bytes(bytes(fill - 1))  # PADDING frames are single zero bytes
+        self.mtu_probe = "sent"
+        return True
 
     def stream_credit_due(self, stream_id: int) -> bool:
         """Whether reading made a MAX_STREAM_DATA (or MAX_DATA) update worth sending now."""
@@ -243,6 +312,9 @@ class AioquicLibrary(SharedLibraryAdapter):
         """A GRO run of datagrams: aioquic takes them one by one."""
         for start in range(0, len(buffer), segment):
             quic.receive_datagram(buffer[start:start + segment], addr, now)
+
+    def probe_path_mtu(self, quic: FlowControlledConnection, size: int) -> None:
+        quic.probe_path_mtu(size)
 
     def send_keepalive(self, quic: FlowControlledConnection, uid: int) -> None:
         """A PING, padded (see FlowControlledConnection._write_ping_frame)."""

@@ -303,6 +303,9 @@ class Qh3Library(SharedLibraryAdapter):
         """A GRO run of datagrams, handed to the native core in one call."""
         quic.receive_gro_buffer(buffer, segment, addr, now)
 
+    def probe_path_mtu(self, quic: Qh3Connection, size: int) -> None:
+        """Nothing to do: qh3's core searches the path MTU itself (DPLPMTUD)."""
+
     def send_keepalive(self, quic: Qh3Connection, uid: int) -> None:
         """A PING, and filler in a DATAGRAM frame where the peer accepts one: the core
         builds packets itself, so a PING cannot be padded as with aioquic."""

@@ -14,6 +14,9 @@ for QUIC at tens of MB/s is about a third of a process's CPU. Here instead:
   the last, leaves in one ``sendmsg`` and the kernel (or the NIC) cuts it. A kernel or route
   that refuses it (EINVAL, EIO, EOPNOTSUPP) turns GSO off for this socket; the run is then
   sent one datagram at a time.
+- **Never fragmented**: DF is set and the kernel's path MTU cache ignored
+  (``IP_PMTUDISC_PROBE``), so a datagram the path cannot carry is lost, as a path MTU probe
+  needs; a send larger than the interface MTU fails (EMSGSIZE) and counts as lost.
 - **A full send buffer** queues datagrams (up to ``SEND_QUEUE_LIMIT`` bytes, then drops them,
   as a full router would: QUIC treats that as loss) and sends them when writable again.
 
@@ -38,6 +41,10 @@ logger = logging.getLogger("connet.quic")
 SOL_UDP = 17
 UDP_SEGMENT = 103
 UDP_GRO = 104
+# <linux/in.h>, <linux/in6.h>: set DF, never fragment, ignore the kernel's cached path MTU
+IP_MTU_DISCOVER = 10
+IPV6_MTU_DISCOVER = 23
+PMTUDISC_PROBE = 3
 GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS in the kernel
 GSO_MAX_BYTES = 65000  # below the 65507-byte UDP payload limit, with room for headers
 
@@ -84,11 +91,25 @@ class BatchedUdpSocket:
         self._buffer = bytearray(RECEIVE_BUFFER)
         self._view = memoryview(self._buffer)
         linux = sys.platform.startswith("linux")
+        if linux:
+            self._never_fragment()
         self.gso = linux and self._enable(UDP_SEGMENT, None)
         self.gro = linux and self._enable(UDP_GRO, 1)
         self._ancillary_size = socket.CMSG_SPACE(4) if self.gro else 0
         self.dropped = 0  # datagrams dropped on a full send queue
         loop.add_reader(sock.fileno(), self._read_ready)
+
+    def _never_fragment(self) -> None:
+        """A datagram too large for the path must be lost, not fragmented: that is what
+        makes a path MTU probe mean something (RFC 8899), and fragments rarely survive NATs."""
+        options = [(socket.IPPROTO_IP, IP_MTU_DISCOVER)]  # also what IPv4-mapped traffic of a dual-stack socket uses
+        if self._sock.family == socket.AF_INET6:
+            options.append((socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER))
+        for level, option in options:
+            try:
+                self._sock.setsockopt(level, option, PMTUDISC_PROBE)
+            except OSError as exc:
+                logger.debug("cannot turn fragmentation off (%d/%d): %s", level, option, exc)
 
     def _enable(self, option: int, value: int | None) -> bool:
         """GSO needs no option set (it is per sendmsg): probe that the kernel knows it."""

@@ -600,6 +600,8 @@ class QuicEndpointConnection:
                 )
                 self.close(CloseCode.UNKNOWN_PEER, "unexpected certificate")
                 return
+        if self._options.probe_datagram_size:
+            self._lib.probe_path_mtu(self._quic, self._options.probe_datagram_size)
         if self._options.keepalive_interval > 0 and not self._keepalive_stopped:
             self._next_ping_at = self._loop.time() + self._options.keepalive_interval
         if not self._handshake_done.done():
