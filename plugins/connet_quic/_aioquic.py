@@ -250,6 +250,7 @@ class AioquicLibrary(SharedLibraryAdapter):
         idle_timeout: float,
         max_datagram_size: int,
         initial_rtt: float | None,
+        probe_path_mtu: bool = True,  # aioquic does not probe: the connection does (probe_path_mtu)
         cert_pem: bytes | None = None,
         key_pem: bytes | None = None,
         server_name: str | None = None,

@@ -239,6 +239,7 @@ class Qh3Library(SharedLibraryAdapter):
         idle_timeout: float,
         max_datagram_size: int,
         initial_rtt: float | None,
+        probe_path_mtu: bool = True,
         cert_pem: bytes | None = None,
         key_pem: bytes | None = None,
         server_name: str | None = None,
@@ -259,6 +260,7 @@ class Qh3Library(SharedLibraryAdapter):
         )
         if initial_rtt is not None:
             config.initial_rtt = initial_rtt
+        config.probe_datagram_size = probe_path_mtu  # the core's own DPLPMTUD
         if pinned_der is not None:
             # qh3 verifies with webpki rules, which refuse a self-signed CA certificate as
             # the end entity ("unacceptable"): ours are. So no chain check, but an exact

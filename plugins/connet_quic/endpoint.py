@@ -698,6 +698,7 @@ class QuicEndpoint:
                 idle_timeout=options.idle_timeout,
                 max_datagram_size=options.max_datagram_size,
                 initial_rtt=options.initial_rtt,
+                probe_path_mtu=options.probe_datagram_size > 0,
                 cert_pem=identity.cert_pem,
                 key_pem=identity.key_pem,
             )
@@ -710,6 +711,7 @@ class QuicEndpoint:
             idle_timeout=options.idle_timeout,
             max_datagram_size=options.max_datagram_size,
             initial_rtt=None,
+            probe_path_mtu=options.probe_datagram_size > 0,
         )
         self._supported_versions = library.supported_versions(default_config)
         self._by_cid: dict[bytes, QuicEndpointConnection] = {}
@@ -868,6 +870,7 @@ class QuicEndpoint:
             idle_timeout=self._options.idle_timeout,
             max_datagram_size=self._options.max_datagram_size,
             initial_rtt=self._options.initial_rtt,
+            probe_path_mtu=self._options.probe_datagram_size > 0,
             server_name=server_name,
             cadata=cadata,
             pinned_der=trust.pinned_der,

@@ -61,7 +61,8 @@ async def sender(transport_name: str, total: int, streams: int, options: Transpo
         der_path = Path(tmp) / "receiver.der"
         proc = subprocess.Popen(
             [sys.executable, __file__, "--receiver", "--transport", transport_name, "--der", str(der_path),
-             "--max-datagram-size", str(options.max_datagram_size)],
+             "--max-datagram-size", str(options.max_datagram_size),
+             "--probe-datagram-size", str(options.probe_datagram_size)],
             stdout=subprocess.PIPE, text=True,
         )
         try:
@@ -117,6 +118,8 @@ def main() -> None:
     parser.add_argument("--bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--max-datagram-size", type=int, default=TransportOptions().max_datagram_size)
+    parser.add_argument("--probe-datagram-size", type=int, default=TransportOptions().probe_datagram_size,
+                        help="path MTU probe size (0: no probe, datagrams stay at --max-datagram-size)")
     parser.add_argument("--receiver", action="store_true")
     parser.add_argument("--der", type=Path)
     args = parser.parse_args()
@@ -126,7 +129,7 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    options = TransportOptions(max_datagram_size=args.max_datagram_size)
+    options = TransportOptions(max_datagram_size=args.max_datagram_size, probe_datagram_size=args.probe_datagram_size)
     if args.receiver:
         asyncio.run(receiver(args.transport, args.der, options))
     else:
