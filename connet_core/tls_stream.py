@@ -103,7 +103,8 @@ class TLSStream:
     async def read(self, max_bytes: int = CHUNK) -> bytes:
         while True:
             try:
-                return self._tls.read(max_bytes)
+                data = self._tls.read(max_bytes)
+                return self._read_more(data, max_bytes) if data else data
             except ssl.SSLWantReadError:
                 await self._flush()  # TLS 1.3 may owe the peer a post-handshake message
                 await self._fill()
@@ -113,6 +114,23 @@ class TLSStream:
                 raise ProtocolError("relayed stream cut without close_notify") from None
             except ssl.SSLError as exc:
                 raise ProtocolError(f"end-to-end TLS failed: {exc.reason or exc}") from None
+
+    def _read_more(self, data: bytes, max_bytes: int) -> bytes:
+        """``data`` and the plaintext of further records already received, up to
+        ``max_bytes``: one TLS record is at most 16 KiB, and a read per record would make the
+        caller write (and wait on) TCP four times per 64 KiB chunk."""
+        parts = [data]
+        got = len(data)
+        while got < max_bytes:
+            try:
+                more = self._tls.read(max_bytes - got)
+            except ssl.SSLError:
+                break  # no whole record left, or the end / an error: the next read() says
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return data if len(parts) == 1 else b"".join(parts)
 
     async def write(self, data: bytes) -> None:
         self._tls.write(data)
