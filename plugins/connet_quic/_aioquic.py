@@ -42,6 +42,7 @@ What we change in aioquic (DESIGN.md, "The things people underestimate"):
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 from aioquic.buffer import Buffer
@@ -65,6 +66,8 @@ from aioquic.tls import load_pem_private_key, load_pem_x509_certificates
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, SharedLibraryAdapter
+
+logger = logging.getLogger("connet.quic")
 
 # PADDING added after every PING frame, so a keepalive datagram is >= 41 bytes and a
 # restarted peer answers it with a stateless reset (a bare ping packet is 29-33 bytes).
@@ -132,6 +135,7 @@ class FlowControlledConnection(QuicConnection):
                 self.mtu_probe = "confirmed"
             else:
                 self.mtu_probe = "failed"  # never again at this size: the path drops it
+            logger.debug("path MTU probe of %d bytes to %s: %s", self._mtu_probe_size, self._network_paths[0].addr if self._network_paths else "?", self.mtu_probe)
         super()._on_ping_delivery(delivery, uids)
 
     def _derive_reset_tokens(self) -> None:

@@ -103,7 +103,10 @@ class _CoreProxy:
         return event
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._core, name)
+        value = getattr(self._core, name)
+        if callable(value):
+            setattr(self, name, value)  # next time found without __getattr__ (hot path)
+        return value
 
 
 class Qh3Connection(QuicConnection):
@@ -125,6 +128,17 @@ class Qh3Connection(QuicConnection):
         # maintained by the endpoint glue exactly as for aioquic (see _aioquic.py)
         self.unread_by_stream: dict[int, int] = {}
         self.unread_total = 0
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        # qh3's own loop parses every sent packet's header for its qlog even when there is
+        # no logger (about a tenth of a busy sender's CPU); we never configure one
+        if self._quic_logger is not None or self._core is None:
+            return super().datagrams_to_send(now)
+        poll = self._core.poll_transmit
+        datagrams = []
+        while (transmit := self._call_core(poll, now)) is not None:
+            datagrams.append((transmit[0], transmit[1]))
+        return datagrams
 
     def stream_credit_due(self, stream_id: int) -> bool:
         """qh3 grants credit on delivery, not on reading: a read never makes an update due."""
