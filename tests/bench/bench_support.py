@@ -7,13 +7,16 @@ ceiling as its own process (it prints ``listening PORT``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
+import socket
 import statistics
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,28 +50,46 @@ class Service:
     port: int
 
 
+# The load generator and the sink are blocking sockets in threads, moving 1 MiB per system
+# call: they should cost the shared 2 cores as little as possible, so that what is measured
+# is the tunnel (an asyncio load generator and sink took about a core at 200 MB/s).
+LOAD_CHUNK = 1 << 20
+UPLOAD_TIMEOUT = 300  # seconds a blocked send or receive may take: a stalled tunnel ends the thread
+_threads = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="bench-io")
+
+
 @contextlib.asynccontextmanager
 async def sink_server() -> AsyncIterator[Service]:
     """Counts what a client sends until it half-closes, answers the count (8 bytes)."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def drain(conn: socket.socket) -> None:
+        buffer = bytearray(LOAD_CHUNK)
         count = 0
-        try:
-            while data := await reader.read(1 << 20):
-                count += len(data)
-            writer.write(struct.pack("!Q", count))
-            await writer.drain()
-        except ConnectionError:
-            return  # the client gave up; its own read reports that
-        finally:
-            writer.close()
+        with conn:
+            try:
+                while n := conn.recv_into(buffer):
+                    count += n
+                conn.sendall(struct.pack("!Q", count))
+            except OSError:
+                return  # the client gave up; its own read reports that
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    def accept(listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # closed: the sink is done
+            threading.Thread(target=drain, args=(conn,), daemon=True).start()
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    acceptor = threading.Thread(target=accept, args=(listener,), daemon=True)
+    acceptor.start()
     try:
-        yield Service(server.sockets[0].getsockname()[1])
+        yield Service(listener.getsockname()[1])
     finally:
-        server.close()
-        await server.wait_closed()
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        acceptor.join(5)
 
 
 @contextlib.asynccontextmanager
@@ -91,25 +112,30 @@ async def echo_server() -> AsyncIterator[Service]:
         await server.wait_closed()
 
 
-PAYLOAD = os.urandom(CHUNK)
+PAYLOAD = os.urandom(LOAD_CHUNK)
+
+
+def _upload_blocking(port: int, total: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=UPLOAD_TIMEOUT) as conn:
+        view = memoryview(PAYLOAD)
+        left = total
+        while left > 0:
+            n = min(left, LOAD_CHUNK)
+            conn.sendall(view[:n])
+            left -= n
+        conn.shutdown(socket.SHUT_WR)
+        reply = b""
+        while len(reply) < 8:
+            more = conn.recv(8 - len(reply))
+            if not more:
+                raise ConnectionError(f"the sink answered {len(reply)} of 8 bytes")
+            reply += more
+        return struct.unpack("!Q", reply)[0]
 
 
 async def upload(port: int, total: int) -> int:
     """Send ``total`` bytes to a sink through 127.0.0.1:``port``; return what it counted."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        view = memoryview(PAYLOAD)
-        left = total
-        while left > 0:
-            n = min(left, CHUNK)
-            writer.write(view[:n])
-            await writer.drain()
-            left -= n
-        writer.write_eof()
-        reply = await reader.readexactly(8)
-        return struct.unpack("!Q", reply)[0]
-    finally:
-        writer.close()
+    return await asyncio.get_running_loop().run_in_executor(_threads, _upload_blocking, port, total)
 
 
 async def echo_latency(port: int, requests: int) -> tuple[float, float]:

@@ -887,3 +887,23 @@ async def test_no_probe_when_disabled(transport: QuicTransport) -> None:
         incoming = await asyncio.wait_for(accepted.accept_stream(), 5)
         assert len(await asyncio.wait_for(read_all(incoming), 10)) == 256 * 1024
         assert dialed._quic.mtu_probe is None and max(sent.sizes) <= 1200
+
+
+async def test_a_gro_run_goes_to_one_connection_only_if_every_datagram_is_its_own(transport: QuicTransport) -> None:
+    """The kernel merges same-sized datagrams of one UDP flow; one peer socket may talk to
+    two of our connections (a client's control and relay connections to one server socket),
+    so a run is handed over whole only when every datagram carries that connection's ID."""
+    async with peers(transport) as (a, b):
+        dialed, _accepted = await connect(a, b)
+        endpoint = a.endpoint
+        own = next(iter(dialed._cids))
+        other = bytes(len(own))
+        assert other not in endpoint._by_cid
+
+        def short(cid: bytes, size: int = 100) -> bytes:
+            return bytes([0x40]) + cid + os.urandom(size - 1 - len(cid))
+
+        assert endpoint._run_owner(short(own) * 3, 100) is dialed
+        assert endpoint._run_owner(short(own) + short(other) + short(own), 100) is None
+        assert endpoint._run_owner(short(own) * 2 + bytes([0xC0]) + own + bytes(91), 100) is None  # a long header
+        assert endpoint._run_owner(short(other) * 3, 100) is None  # nobody's
