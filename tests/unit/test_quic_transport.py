@@ -841,6 +841,17 @@ async def settle_mtu_probes(dialed: Any, accepted: Any) -> None:
     raise AssertionError(f"probes unsettled: {dialed._quic.mtu_probe}, {accepted._quic.mtu_probe}")
 
 
+async def send_intact(dialed: Any, accepted: Any, size: int) -> bytes:
+    """Random bytes over a new stream, checked on the other side; returns them."""
+    payload = os.urandom(size)
+    stream = await dialed.open_stream()
+    await stream.write(payload)
+    await stream.write_eof()
+    incoming = await asyncio.wait_for(accepted.accept_stream(), 5)
+    assert await asyncio.wait_for(read_all(incoming), 10) == payload
+    return payload
+
+
 async def test_a_path_that_carries_the_probe_gets_larger_datagrams(transport: QuicTransport) -> None:
     """aioquic has no path MTU discovery: our adapter probes once; once acknowledged, data
     goes out in datagrams of the probe size (with the same bytes arriving)."""
@@ -850,12 +861,7 @@ async def test_a_path_that_carries_the_probe_gets_larger_datagrams(transport: Qu
         dialed, accepted = await connect(a, b)
         await settle_mtu_probes(dialed, accepted)
         assert dialed._quic.mtu_probe == accepted._quic.mtu_probe == "confirmed"
-        payload = os.urandom(512 * 1024)
-        stream = await dialed.open_stream()
-        await stream.write(payload)
-        await stream.write_eof()
-        incoming = await asyncio.wait_for(accepted.accept_stream(), 5)
-        assert await asyncio.wait_for(read_all(incoming), 10) == payload
+        payload = await send_intact(dialed, accepted, 512 * 1024)
         assert sum(1 for size in sent.sizes if size == 1452) > len(payload) // 1452 // 2
 
 
@@ -866,12 +872,7 @@ async def test_a_path_that_drops_the_probe_stays_at_1200_bytes(transport: QuicTr
         dialed, accepted = await connect(a, b)
         await settle_mtu_probes(dialed, accepted)
         assert dialed._quic.mtu_probe == accepted._quic.mtu_probe == "failed"
-        payload = os.urandom(512 * 1024)
-        stream = await dialed.open_stream()
-        await stream.write(payload)
-        await stream.write_eof()
-        incoming = await asyncio.wait_for(accepted.accept_stream(), 5)
-        assert await asyncio.wait_for(read_all(incoming), 10) == payload
+        payload = await send_intact(dialed, accepted, 512 * 1024)
         # one probe each way was tried and dropped; nothing else was ever too large
         assert [[size for size in path.sizes if size > 1200] for path in paths] == [[1452], [1452]]
 
@@ -881,11 +882,7 @@ async def test_no_probe_when_disabled(transport: QuicTransport) -> None:
     async with peers(transport, options=TransportOptions(probe_datagram_size=0)) as (a, b):
         sent = PathMtu(a.endpoint, mtu=1500)
         dialed, accepted = await connect(a, b)
-        stream = await dialed.open_stream()
-        await stream.write(os.urandom(256 * 1024))
-        await stream.write_eof()
-        incoming = await asyncio.wait_for(accepted.accept_stream(), 5)
-        assert len(await asyncio.wait_for(read_all(incoming), 10)) == 256 * 1024
+        await send_intact(dialed, accepted, 256 * 1024)
         assert dialed._quic.mtu_probe is None and max(sent.sizes) <= 1200
 
 

@@ -58,29 +58,23 @@ async def recv_plain(sock: socket.socket, count: int) -> list[bytes]:
         return [await loop.sock_recv(sock, 65536) for _ in range(count)]
 
 
-async def test_a_run_arrives_as_its_datagrams_at_a_plain_socket() -> None:
-    """Equal sizes and a shorter last one: one GSO send, cut by the kernel."""
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [1200] * 10 + [500],  # equal sizes and a shorter last one: one GSO send, cut by the kernel
+        # a larger datagram after a smaller one starts a new run; so does the segment limit
+        [300, 1200, 1200, 100, 1200] + [50] * (GSO_MAX_SEGMENTS + 3),
+    ],
+    ids=["one-run", "cut-runs"],
+)
+async def test_runs_arrive_as_their_datagrams_at_a_plain_socket(sizes: list[int]) -> None:
     loop = asyncio.get_running_loop()
     plain = udp_socket()
     sender = BatchedUdpSocket(loop, udp_socket(), deliver=lambda b, s, a: None, batch_done=lambda: None)
     try:
         if LINUX:
             assert sender.gso
-        sent = payloads([1200] * 10 + [500])
-        sender.send(sent, plain.getsockname())
-        assert await recv_plain(plain, len(sent)) == sent
-    finally:
-        await sender.close(flush=True)
-        plain.close()
-
-
-async def test_runs_are_cut_where_sizes_or_limits_require() -> None:
-    """A larger datagram after a smaller one starts a new run; so does the segment limit."""
-    loop = asyncio.get_running_loop()
-    plain = udp_socket()
-    sender = BatchedUdpSocket(loop, udp_socket(), deliver=lambda b, s, a: None, batch_done=lambda: None)
-    try:
-        sent = payloads([300, 1200, 1200, 100, 1200] + [50] * (GSO_MAX_SEGMENTS + 3))
+        sent = payloads(sizes)
         sender.send(sent, plain.getsockname())
         assert await recv_plain(plain, len(sent)) == sent
     finally:
