@@ -66,6 +66,7 @@ from aioquic.tls import load_pem_private_key, load_pem_x509_certificates
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, SharedLibraryAdapter
+from connet_quic._udp import segments
 
 logger = logging.getLogger("connet.quic")
 
@@ -135,7 +136,8 @@ class FlowControlledConnection(QuicConnection):
                 self.mtu_probe = "confirmed"
             else:
                 self.mtu_probe = "failed"  # never again at this size: the path drops it
-            logger.debug("path MTU probe of %d bytes to %s: %s", self._mtu_probe_size, self._network_paths[0].addr if self._network_paths else "?", self.mtu_probe)
+            path = self._network_paths[0].addr if self._network_paths else "?"
+            logger.debug("path MTU probe of %d bytes to %s: %s", self._mtu_probe_size, path, self.mtu_probe)
         super()._on_ping_delivery(delivery, uids)
 
     def _derive_reset_tokens(self) -> None:
@@ -315,8 +317,8 @@ class AioquicLibrary(SharedLibraryAdapter):
 
     def receive_segments(self, quic: FlowControlledConnection, buffer: bytes, segment: int, addr: Any, now: float) -> None:
         """A GRO run of datagrams: aioquic takes them one by one."""
-        for start in range(0, len(buffer), segment):
-            quic.receive_datagram(buffer[start:start + segment], addr, now)
+        for data in segments(buffer, segment):
+            quic.receive_datagram(data, addr, now)
 
     def probe_path_mtu(self, quic: FlowControlledConnection, size: int) -> None:
         quic.probe_path_mtu(size)

@@ -83,7 +83,7 @@ class BatchedUdpSocket:
         self._sock = sock
         self._deliver = deliver
         self._batch_done = batch_done
-        self._queue: collections.deque[tuple[bytes, Any, int]] = collections.deque()  # data, addr, segment
+        self._queue: collections.deque[tuple[list[bytes], Any, int]] = collections.deque()  # run, addr, bytes
         self._queued_bytes = 0
         self._writer_armed = False
         self._drained: asyncio.Future[None] | None = None  # close() waits on it
@@ -96,7 +96,6 @@ class BatchedUdpSocket:
         self.gso = linux and self._enable(UDP_SEGMENT, None)
         self.gro = linux and self._enable(UDP_GRO, 1)
         self._ancillary_size = socket.CMSG_SPACE(4) if self.gro else 0
-        self.dropped = 0  # datagrams dropped on a full send queue
         loop.add_reader(sock.fileno(), self._read_ready)
 
     def _never_fragment(self) -> None:
@@ -167,67 +166,62 @@ class BatchedUdpSocket:
                 or len(run) >= GSO_MAX_SEGMENTS
                 or run_bytes + len(data) > GSO_MAX_BYTES
             ):
-                self._send_run(run, addr)
+                self._send_or_queue(run, run_bytes, addr)
                 run, run_bytes = [], 0
             run.append(data)
             run_bytes += len(data)
         if run:
-            self._send_run(run, addr)
+            self._send_or_queue(run, run_bytes, addr)
 
-    def _send_run(self, run: list[bytes], addr: Any) -> None:
-        if len(run) == 1:
-            self._send_or_queue(run[0], addr, 0)
-        else:
-            self._send_or_queue(b"".join(run), addr, len(run[0]))
-
-    def _send_or_queue(self, data: bytes, addr: Any, segment: int) -> None:
+    def _send_or_queue(self, run: list[bytes], size: int, addr: Any) -> None:
         if self._queue:
-            self._enqueue(data, addr, segment)
+            self._enqueue(run, size, addr)
             return
         try:
-            self._send_now(data, addr, segment)
+            self._send_now(run, addr)
         except (BlockingIOError, InterruptedError):
-            self._enqueue(data, addr, segment)
+            self._enqueue(run, size, addr)
 
-    def _send_now(self, data: bytes, addr: Any, segment: int) -> None:
-        """One system call; BlockingIOError is left to the caller."""
+    def _send_now(self, run: list[bytes], addr: Any) -> None:
+        """One system call for a run (the kernel gathers its datagrams: no join);
+        BlockingIOError is left to the caller."""
         try:
-            if segment:
-                self._sock.sendmsg([data], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", segment))], 0, addr)
+            if len(run) > 1:
+                self._sock.sendmsg(run, [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", len(run[0])))], 0, addr)
             else:
-                self._sock.sendto(data, addr)
+                self._sock.sendto(run[0], addr)
         except (BlockingIOError, InterruptedError):
             raise
         except OSError as exc:
-            if segment and exc.errno in _GSO_REFUSED:
+            if len(run) > 1 and exc.errno in _GSO_REFUSED:
                 logger.debug("UDP GSO refused (%s): sending datagrams one at a time", exc)
                 self.gso = False
-                for start in range(0, len(data), segment):
-                    self._send_or_queue(data[start:start + segment], addr, 0)
+                for data in run:
+                    self._send_or_queue([data], len(data), addr)
             elif exc.errno in _PEER_ERRORS:
                 logger.debug("UDP send to %s failed: %s", addr, exc)
             else:
                 raise
 
-    def _enqueue(self, data: bytes, addr: Any, segment: int) -> None:
-        if self._queued_bytes + len(data) > SEND_QUEUE_LIMIT:
-            self.dropped += 1
+    def _enqueue(self, run: list[bytes], size: int, addr: Any) -> None:
+        if self._queued_bytes + size > SEND_QUEUE_LIMIT:
+            logger.debug("UDP send queue full: %d datagrams to %s dropped", len(run), addr)
             return
-        self._queue.append((data, addr, segment))
-        self._queued_bytes += len(data)
+        self._queue.append((run, addr, size))
+        self._queued_bytes += size
         if not self._writer_armed:
             self._writer_armed = True
             self._loop.add_writer(self._sock.fileno(), self._write_ready)
 
     def _write_ready(self) -> None:
         while self._queue:
-            data, addr, segment = self._queue[0]
+            run, addr, size = self._queue[0]
             try:
-                self._send_now(data, addr, segment)
+                self._send_now(run, addr)
             except (BlockingIOError, InterruptedError):
                 return
             self._queue.popleft()
-            self._queued_bytes -= len(data)
+            self._queued_bytes -= size
         self._disarm_writer()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)

@@ -489,28 +489,27 @@ class QuicEndpointConnection:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
+        QuicEndpoint._contained(self, "in its timer", self._timer_due)
+
+    def _timer_due(self) -> None:
         now = self._library_time()
-        try:
-            if self._handshake_deadline is not None and now >= self._handshake_deadline:
-                self._handshake_deadline = None
-                self._on_handshake_timeout()
-            if self._next_ping_at is not None and now >= self._next_ping_at and self._close_info is None:
-                self._ping_uid += 1
-                self._lib.send_keepalive(self._quic, self._ping_uid)
-                self._next_ping_at = now + self._options.keepalive_interval
-            quic_due = self._quic.get_timer()
-            if quic_due is not None and now < quic_due <= now + TIMER_SLACK:
-                # the loop woke us early (its timers have ~1 ms resolution, the pacer's
-                # gaps are microseconds): act as at the due time instead of re-arming
-                # the same timer and spinning until the clock gets there
-                now = self._library_time(at_least=quic_due)
-            if quic_due is not None and now >= quic_due:
-                self._quic.handle_timer(now)
-            self._process_events(in_timer=True)
-            self._transmit(now)
-        except Exception:  # noqa: BLE001 — a library bug must not kill the endpoint's other connections
-            logger.exception("QUIC connection %r failed in its timer", self)
-            self._abort(CloseCode.INTERNAL_ERROR, "internal error")
+        if self._handshake_deadline is not None and now >= self._handshake_deadline:
+            self._handshake_deadline = None
+            self._on_handshake_timeout()
+        if self._next_ping_at is not None and now >= self._next_ping_at and self._close_info is None:
+            self._ping_uid += 1
+            self._lib.send_keepalive(self._quic, self._ping_uid)
+            self._next_ping_at = now + self._options.keepalive_interval
+        quic_due = self._quic.get_timer()
+        if quic_due is not None and now < quic_due <= now + TIMER_SLACK:
+            # the loop woke us early (its timers have ~1 ms resolution, the pacer's
+            # gaps are microseconds): act as at the due time instead of re-arming
+            # the same timer and spinning until the clock gets there
+            now = self._library_time(at_least=quic_due)
+        if quic_due is not None and now >= quic_due:
+            self._quic.handle_timer(now)
+        self._process_events(in_timer=True)
+        self._transmit(now)
 
     def _on_handshake_timeout(self) -> None:
         if self._handshake_done.done() or self._close_info is not None:
@@ -936,9 +935,13 @@ class QuicEndpoint:
         raise DialError(f"dial {address}: no address of a family this socket can reach ({self._local})")
 
     def _sendto(self, data: bytes, addr: Address) -> None:
+        self._send_run([data], addr)
+
+    def _send_run(self, run: list[bytes], addr: Address) -> None:
+        """Datagrams to one address (the test fault filter sees each send)."""
         if self._filter is not None and not self._filter(HostPort(*addr), True):
             return
-        self._udp.send((data,), self._socket_address(addr))  # type: ignore[union-attr]
+        self._udp.send(run, self._socket_address(addr))  # type: ignore[union-attr]
 
     def _send_datagrams(self, connection: QuicEndpointConnection, datagrams: list[tuple[bytes, Any]]) -> None:
         """A connection's datagrams, in runs per address (one address but while it migrates)."""
@@ -951,9 +954,7 @@ class QuicEndpoint:
             run = [data for data, _ in datagrams[start:end]]
             start = end
             connection._bytes_sent += sum(map(len, run))
-            if self._filter is not None and not self._filter(HostPort(*addr), True):
-                continue
-            self._udp.send(run, self._socket_address(addr))  # type: ignore[union-attr]
+            self._send_run(run, addr)
 
     def _socket_address(self, addr: Address) -> Address:
         if self._family == socket.AF_INET6 and ":" not in addr[0]:
@@ -967,23 +968,28 @@ class QuicEndpoint:
             return
         self._received_in_batch = {}
         for connection in batch:
-            try:
-                connection._transmit()
-            except Exception:  # noqa: BLE001 — see QuicEndpointConnection._on_timer
-                logger.exception("QUIC connection %r failed sending", connection)
-                connection._abort(CloseCode.INTERNAL_ERROR, "internal error")
+            self._contained(connection, "sending", connection._transmit)
+
+    @staticmethod
+    def _contained(connection: QuicEndpointConnection, doing: str, action: Callable[..., None], *args: Any) -> bool:
+        """Run one connection's library work; a failure (a library bug) ends that
+        connection only, never the endpoint's others. True if it succeeded."""
+        try:
+            action(*args)
+        except Exception:  # noqa: BLE001 — the one place a connection's failure is contained
+            logger.exception("QUIC connection %r failed %s", connection, doing)
+            connection._abort(CloseCode.INTERNAL_ERROR, "internal error")
+            return False
+        return True
 
     def _buffer_received(self, buffer: bytes, segment: int, raw_addr: Any) -> None:
         """One datagram, or a GRO run of same-sized ones from one address."""
         if segment < len(buffer) and self._filter is None:
             connection = self._run_owner(buffer, segment)
             if connection is not None:
-                try:
-                    connection._segments_received(buffer, segment, _canonical(raw_addr))
+                addr = _canonical(raw_addr)
+                if self._contained(connection, "on datagrams", connection._segments_received, buffer, segment, addr):
                     self._received_in_batch[connection] = None
-                except Exception:  # noqa: BLE001 — see QuicEndpointConnection._on_timer
-                    logger.exception("QUIC connection %r failed on datagrams", connection)
-                    connection._abort(CloseCode.INTERNAL_ERROR, "internal error")
                 return
         for data in segments(buffer, segment):
             self._datagram_received(data, raw_addr)
@@ -1026,12 +1032,8 @@ class QuicEndpoint:
             if connection is None:
                 self._unroutable(data, header, addr)
                 return
-        try:
-            connection._datagram_received(data, addr)
+        if self._contained(connection, "on a datagram", connection._datagram_received, data, addr):
             self._received_in_batch[connection] = None
-        except Exception:  # noqa: BLE001 — see QuicEndpointConnection._on_timer
-            logger.exception("QUIC connection %r failed on a datagram", connection)
-            connection._abort(CloseCode.INTERNAL_ERROR, "internal error")
 
     def _unroutable(self, data: bytes, header: Any, addr: Address) -> None:
         """A datagram for no connection of ours: a peer's stateless reset of one of our

@@ -92,26 +92,6 @@ async def sink_server() -> AsyncIterator[Service]:
         acceptor.join(5)
 
 
-@contextlib.asynccontextmanager
-async def echo_server() -> AsyncIterator[Service]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            return
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield Service(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
 PAYLOAD = os.urandom(LOAD_CHUNK)
 
 

@@ -142,15 +142,16 @@ async def bench_tunnel(report: Report, transport: str, route: str, size: int, re
 
 
 async def bench_latency_and_rates(report: Report, transport: str, requests: int, repeat: int, open_conns: int) -> None:
-    from bench_support import echo_latency, new_connections_per_second, hold_connections, echo_server
+    from bench_support import echo_latency, new_connections_per_second, hold_connections
+    from support.services import echo_server
 
-    async with echo_server() as echo:
+    async with echo_server() as echo_port:
         started = time.perf_counter()
-        with Cluster(transport=transport, route="direct", target_port=echo.port) as cluster:
+        with Cluster(transport=transport, route="direct", target_port=echo_port) as cluster:
             first_byte = await cluster.ready()
             report.add(f"{transport} time from client start to first byte", "ms", (first_byte - started) * 1000)
             for _ in range(repeat):
-                direct = await echo_latency(echo.port, requests)
+                direct = await echo_latency(echo_port, requests)
                 tunnel = await echo_latency(cluster.source_port, requests)
                 report.add("latency p50, direct TCP (100 B echo)", "ms", direct[0] * 1000)
                 report.add("latency p99, direct TCP (100 B echo)", "ms", direct[1] * 1000)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -15,7 +14,7 @@ import pytest
 
 from support.cluster import ServerInfo, start_destination, start_server, start_source
 from support.daemons import Daemon, Daemons
-from support.services import echo_server, exchange
+from support.services import echo_server, exchange_through
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 SCHEMAS = DOCS / "schemas"
@@ -129,20 +128,6 @@ def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 def documented_metrics() -> set[str]:
     """The metric names docs/status.md lists (in backticks, in its metrics tables)."""
     return set(re.findall(r"^\| `(connet_[a-z_]+)`", (DOCS / "status.md").read_text(), re.MULTILINE))
-
-
-async def exchange_through(port: int, payload: bytes, attempts: int = 20) -> bytes:
-    """One exchange through the tunnel, retried: right after both ends' dials succeed, the
-    source may pick the duplicate connection being closed (the stream fails, nothing hangs)."""
-    for attempt in range(attempts):
-        try:
-            received = await exchange(port, payload)
-        except (ConnectionError, OSError):
-            received = b""
-        if received == payload or attempt == attempts - 1:
-            return received
-        await asyncio.sleep(0.1)  # retry pacing after a failed attempt, not a wait for an event
-    raise AssertionError("unreachable")
 
 
 # ---- the processes ------------------------------------------------------------------------

@@ -22,25 +22,11 @@ from textual.widgets import DataTable  # noqa: E402
 
 from support.cluster import start_destination, start_server, start_source  # noqa: E402
 from support.daemons import Daemon  # noqa: E402
-from support.services import echo_server, exchange  # noqa: E402
+from support.services import echo_server, exchange_through  # noqa: E402
 
 LOCAL = "127.0.0.1:0"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.svg"
 PATH, VIA = 4, 5  # columns of the tunnels table
-
-
-async def exchange_through(port: int, payload: bytes, attempts: int = 20) -> bytes:
-    """One exchange through the tunnel, retried: right after both ends' dials succeed, the
-    source may pick the duplicate connection being closed (the stream fails, nothing hangs)."""
-    for attempt in range(attempts):
-        try:
-            received = await exchange(port, payload)
-        except (ConnectionError, OSError):
-            received = b""
-        if received == payload or attempt == attempts - 1:
-            return received
-        await asyncio.sleep(0.1)  # retry pacing after a failed attempt, not a wait for an event
-    raise AssertionError("unreachable")
 
 
 async def status_url(daemon: Daemon) -> str:

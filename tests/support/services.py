@@ -80,6 +80,20 @@ async def exchange(port: int, payload: bytes, chunk: int = 65536) -> bytes:
     return received
 
 
+async def exchange_through(port: int, payload: bytes, attempts: int = 20) -> bytes:
+    """One exchange through the tunnel, retried: right after both ends' dials succeed, the
+    source may pick the duplicate connection being closed (the stream fails, nothing hangs)."""
+    for attempt in range(attempts):
+        try:
+            received = await exchange(port, payload)
+        except (ConnectionError, OSError):
+            received = b""
+        if received == payload or attempt == attempts - 1:
+            return received
+        await asyncio.sleep(0.1)  # retry pacing after a failed attempt, not a wait for an event
+    raise AssertionError("unreachable")
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
