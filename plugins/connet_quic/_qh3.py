@@ -8,17 +8,21 @@ so the endpoint's glue is reused unchanged. What differs, and what we do about i
   (``local_max_streams_bidi``) and in the transport parameters its TLS bridge writes.
   :class:`Qh3Connection` creates the core with ``max_streams`` and its bridge rewrites the
   parameter. The core issues MAX_STREAMS itself as peer streams finish.
-- **Receive-side backpressure: not available.** The native core extends MAX_STREAM_DATA /
-  MAX_DATA as data is *delivered* to Python (``StreamDataReceived``), and has no call to
-  report consumption, so credit cannot follow what the application read. What bounds
-  memory instead is per connection: the endpoint glue counts unread bytes
-  (``unread_total``) as for aioquic, and a connection whose unread bytes exceed
-  ``unread_limit`` (default 64 MiB, far above the windows a reading peer ever fills) is
-  closed with INTERNAL_ERROR ("receive buffer overflow") — a peer that keeps sending
-  into streams nobody reads loses its connection instead of growing our memory. The
-  send side is unaffected: ``Stream.write`` still waits on ``get_send_buffer_size``.
-  So with qh3, a slow consumer of one stream does not slow its sender down; choose
-  aioquic where that matters (it is the default).
+- **Receive-side backpressure, per connection only.** The native core extends
+  MAX_STREAM_DATA / MAX_DATA as packets *arrive* (holding its events back does not hold
+  credit back: measured), and has no call to report consumption, so credit cannot follow
+  what the application read. A reader slower than the path (a relay's next hop, a slow
+  local program) would make unread data grow without bound. So the endpoint glue counts
+  unread bytes (``unread_total``) as for aioquic, and while a connection holds more than
+  ``unread_pause`` (default 8 MiB) its incoming datagrams are dropped, except one per
+  ``ADMIT_INTERVAL`` so that both ends still hear each other (no idle timeout) and the
+  peer's probes are acknowledged. To the peer that is a congested path: its congestion
+  control slows it down to what the reader takes, and it retransmits what was dropped; once
+  the reader is below the bound again, everything goes in. Memory stays bounded and nothing
+  is lost, but the pause holds *every* stream of that connection, so one stream nobody reads
+  stalls the others between the same two peers (aioquic holds back only that stream's
+  credit: choose it where that matters; it is the default). The send side is unaffected:
+  ``Stream.write`` still waits on ``get_send_buffer_size``.
 - **Stateless reset, partly.** The first connection ID's token (the server's
   ``stateless_reset_token`` transport parameter) is written by the TLS bridge, which we
   construct, so it is derived as with aioquic; that is the token a client uses for the
@@ -43,6 +47,7 @@ so the endpoint's glue is reused unchanged. What differs, and what we do about i
 from __future__ import annotations
 
 import hashlib
+import logging
 import ssl
 from typing import Any, Callable
 
@@ -60,16 +65,18 @@ from qh3.quic.packet import (
 from qh3.quic.tls_bridge import QuicTlsBridge
 from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 
-from connet_core.protocol.codes import CloseCode
-
 from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, SharedLibraryAdapter
+
+logger = logging.getLogger("connet.quic")
 
 SMALLEST_MAX_DATAGRAM_SIZE = 1200
 # a DATAGRAM frame of this many zero bytes makes a keepalive packet longer than the 41
 # bytes a restarted peer answers (a bare qh3 PING packet is ~29)
 KEEPALIVE_FILLER = 16
-# Unread bytes one connection may hold before it is closed (see the module docstring).
-DEFAULT_UNREAD_LIMIT = 64 * 1024 * 1024
+# Unread bytes above which a connection's incoming datagrams are dropped (see the module
+# docstring), and how often one still goes in while it is paused
+DEFAULT_UNREAD_PAUSE = 8 * 1024 * 1024
+ADMIT_INTERVAL = 0.1
 
 
 class _Qh3TlsBridge(QuicTlsBridge):
@@ -117,13 +124,16 @@ class Qh3Connection(QuicConnection):
         *,
         max_streams: int,
         reset_token: Callable[[bytes], bytes],
-        unread_limit: int,
+        unread_pause: int,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._connet_max_streams = max_streams
         self._reset_token = reset_token
-        self.unread_limit = unread_limit
+        self.unread_pause = unread_pause
+        self.withheld = 0  # datagrams dropped while paused (for tests and logs)
+        self._paused = False
+        self._next_admit = 0.0
         self.closed_by_peer = False
         # maintained by the endpoint glue exactly as for aioquic (see _aioquic.py)
         self.unread_by_stream: dict[int, int] = {}
@@ -141,24 +151,37 @@ class Qh3Connection(QuicConnection):
         return datagrams
 
     def stream_credit_due(self, stream_id: int) -> bool:
-        """qh3 grants credit on delivery, not on reading: a read never makes an update due."""
+        """qh3 grants credit as packets arrive, not on reading: a read never makes an update due."""
         return False
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
-        if not self._overflowed():
+        if self.unread_total <= self.unread_pause:
+            self._paused = False
+            super().receive_datagram(data, addr, now)
+        elif self._admit(now, 1):
             super().receive_datagram(data, addr, now)
 
     def receive_gro_buffer(self, buffer: bytes, segment_size: int, addr: Any, now: float) -> None:
-        if not self._overflowed():
+        if self.unread_total <= self.unread_pause:
+            self._paused = False
             super().receive_gro_buffer(buffer, segment_size, addr, now)
+        elif self._admit(now, -(-len(buffer) // segment_size)):
+            super().receive_datagram(buffer[:segment_size], addr, now)
 
-    def _overflowed(self) -> bool:
-        # the glue counts unread bytes after it took the events, so an overflow is seen on
-        # the datagrams after the ones that caused it: at most one GRO run late
-        if self.unread_total > self.unread_limit and self._close_event is None:
-            self.close(error_code=CloseCode.INTERNAL_ERROR, reason_phrase="receive buffer overflow")
-            return True
-        return False
+    def _admit(self, now: float, datagrams: int) -> bool:
+        """Paused (too much unread): whether one of these ``datagrams`` goes in anyway; the
+        others are dropped. The glue counts unread bytes after it took the events, so the
+        pause starts at most one GRO run late."""
+        admit = now >= self._next_admit
+        if admit:
+            self._next_admit = now + ADMIT_INTERVAL
+            datagrams -= 1
+        if not self._paused:
+            self._paused = True
+            logger.debug("qh3 connection holds %d unread bytes: dropping its datagrams until they are read",
+                         self.unread_total)
+        self.withheld += datagrams
+        return admit
 
     def _create_core(self, remote_addr: Any, initial_dcid: bytes, now: float) -> None:
         # qh3's _create_core with two changes: the peer-stream limits (100 / 103 there) and
@@ -237,11 +260,11 @@ class Qh3Library(SharedLibraryAdapter):
         *,
         stream_window: int = 4 * 1024 * 1024,
         connection_window: int = 16 * 1024 * 1024,
-        unread_limit: int = DEFAULT_UNREAD_LIMIT,
+        unread_pause: int = DEFAULT_UNREAD_PAUSE,
     ) -> None:
         self.stream_window = stream_window
         self.connection_window = connection_window
-        self.unread_limit = unread_limit
+        self.unread_pause = unread_pause
 
     # configuration
 
@@ -306,7 +329,7 @@ class Qh3Library(SharedLibraryAdapter):
             original_destination_connection_id=original_destination_connection_id,
             max_streams=max_streams,
             reset_token=reset_token,
-            unread_limit=self.unread_limit,
+            unread_pause=self.unread_pause,
         )
 
     def open_stream(self, quic: Qh3Connection) -> int:

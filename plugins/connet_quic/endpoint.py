@@ -629,7 +629,7 @@ class QuicEndpointConnection:
             else:
                 info = CloseInfo(event.error_code, event.reason_phrase, by_peer=True)
         elif not self._lib.is_transport_close(event):
-            # an application close the adapter made itself (qh3: receive buffer overflow)
+            # an application close made here, not through close() (none today; kept exact)
             info = CloseInfo(event.error_code, event.reason_phrase, by_peer=False)
         elif in_timer:
             # aioquic's only timer-driven close is the idle timeout

@@ -108,12 +108,7 @@ def bench_raw(report: Report, transport: str, size: int, repeat: int, streams: i
     if not probe:
         label += ", no MTU probe (1200 B datagrams)"
     for _ in range(repeat):
-        out = subprocess.run(
-            [sys.executable, str(HERE / "raw_transport.py"), "--transport", transport, "--bytes", str(size),
-             "--streams", str(streams), *([] if probe else ["--probe-datagram-size", "0"])],
-            check=True, capture_output=True, text=True, timeout=300,
-        )
-        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result = raw_run(transport, size, streams, probe)
         report.add(label, "MB/s", result["mbps"])
         report.add(f"cpu s/GiB: {label}: sender", "s/GiB", result["sender_cpu_per_gib"])
         report.add(f"cpu s/GiB: {label}: receiver", "s/GiB", result["receiver_cpu_per_gib"])
@@ -127,18 +122,79 @@ async def bench_tunnel(report: Report, transport: str, route: str, size: int, re
             for conns in conns_list:
                 for _ in range(repeat):
                     before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
-                    try:
-                        async with asyncio.timeout(STALL_TIMEOUT):
-                            mbps = await parallel_upload(cluster.source_port, size, conns)
-                    except TimeoutError:
-                        logs = Path(tempfile.gettempdir()) / "connet-bench-stall.log"
-                        logs.write_text(cluster.daemons.dump())
-                        raise SystemExit(f"{transport} {route} x{conns}: no progress in {STALL_TIMEOUT}s; logs: {logs}")
+                    mbps = await timed_upload(cluster, size, conns)
                     report.add(f"{transport} {route} tunnel, {conns} conn{'s' if conns > 1 else ''}", "MB/s", mbps)
                     if conns == 1:
                         for name, p in procs.items():
                             used = cpu_seconds(p.pid) - before[name]
                             report.add(f"cpu s/GiB: {transport} {route} {name}", "s/GiB", used / (size / 2**30))
+
+
+def raw_run(transport: str, size: int, streams: int = 1, probe: bool = True) -> dict[str, float]:
+    """One raw transport transfer (tests/bench/raw_transport.py): its JSON line."""
+    out = subprocess.run(
+        [sys.executable, str(HERE / "raw_transport.py"), "--transport", transport, "--bytes", str(size),
+         "--streams", str(streams), *([] if probe else ["--probe-datagram-size", "0"])],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+async def timed_upload(cluster: Cluster, size: int, conns: int) -> float:
+    """MB/s through the cluster's tunnel; a stall or a cut connection ends the benchmark with
+    the daemons' logs."""
+    try:
+        async with asyncio.timeout(STALL_TIMEOUT):
+            return await parallel_upload(cluster.source_port, size, conns)
+    except TimeoutError:
+        failure = f"no progress in {STALL_TIMEOUT}s"
+    except (ConnectionError, AssertionError) as exc:
+        failure = f"the transfer failed: {exc!r}"
+    logs = Path(tempfile.gettempdir()) / "connet-bench-stall.log"
+    logs.write_text(cluster.daemons.dump())
+    raise SystemExit(f"{cluster.transport} {cluster.route} x{conns}: {failure}; logs: {logs}")
+
+
+async def bench_targets(report: Report, transport: str, size: int, rounds: int) -> None:
+    """The issue's ratios, measured so that machine noise hits both sides alike: raw transport,
+    direct tunnel and relayed tunnel (1 connection each) take turns, ``rounds`` times, the
+    order rotating every round, and every round gives its own direct/raw and relay/direct.
+    Both clusters are up throughout and warmed by one transfer that is not counted (the
+    tunnel's QUIC connection is long-lived; the raw transport's is new for every transfer,
+    so it pays its own handshake and slow start, as a fresh tunnel would)."""
+    label = f"{transport} targets"
+    async with sink_server() as sink:
+        with Cluster(transport=transport, route="direct", target_port=sink.port) as direct, \
+                Cluster(transport=transport, route="relay", target_port=sink.port) as relay:
+            for cluster in (direct, relay):
+                await cluster.ready()
+                await timed_upload(cluster, size // 4, 1)
+            harness = os.getpid()
+
+            async def tunnel(cluster: Cluster) -> float:
+                procs = {**cluster.path_processes(), "load generator + sink": None}
+                before = {name: cpu_seconds(p.pid if p else harness) for name, p in procs.items()}
+                mbps = await timed_upload(cluster, size, 1)
+                for name, p in procs.items():
+                    used = cpu_seconds(p.pid if p else harness) - before[name]
+                    report.add(f"cpu s/GiB: {label}: {cluster.route} {name}", "s/GiB", used / (size / 2**30))
+                return mbps
+
+            async def raw() -> float:
+                result = await asyncio.to_thread(raw_run, transport, size)
+                report.add(f"cpu s/GiB: {label}: raw sender", "s/GiB", result["sender_cpu_per_gib"])
+                report.add(f"cpu s/GiB: {label}: raw receiver", "s/GiB", result["receiver_cpu_per_gib"])
+                return result["mbps"]
+
+            kinds: list[tuple[str, Callable[[], Awaitable[float]]]] = [
+                ("raw", raw), ("direct", lambda: tunnel(direct)), ("relay", lambda: tunnel(relay))]
+            for round_ in range(rounds):
+                got = {}
+                for name, measure in kinds[round_ % 3:] + kinds[:round_ % 3]:
+                    got[name] = await measure()
+                    report.add(f"{label}: {name}, 1 conn", "MB/s", got[name])
+                report.add(f"{label}: direct / raw (per round)", "%", 100 * got["direct"] / got["raw"])
+                report.add(f"{label}: relay / direct (per round)", "%", 100 * got["relay"] / got["direct"])
 
 
 async def bench_latency_and_rates(report: Report, transport: str, requests: int, repeat: int, open_conns: int) -> None:
@@ -182,24 +238,32 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small transfers, 2 repeats (~2 minutes)")
     parser.add_argument("--transports", default="aioquic,qh3")
-    parser.add_argument("--only", default="ceilings,raw,direct,relay,latency",
-                        help="comma list of: ceilings, raw, direct, relay, latency")
+    parser.add_argument("--only", default="ceilings,targets,raw,direct,relay,latency",
+                        help="comma list of: ceilings, targets, raw, direct, relay, latency")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds of the interleaved targets section (default 5, 2 with --quick)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON (default: a temp file)")
     args = parser.parse_args()
     size = (16 if args.quick else 64) * MiB
     repeat = 2 if args.quick else 3
     requests = 200 if args.quick else 1000
     open_conns = 200 if args.quick else 1000
+    # the targets section moves more per transfer: at qh3's 300 MB/s 64 MiB take 0.2 s
+    target_size = (32 if args.quick else 256) * MiB
+    rounds = args.rounds or (2 if args.quick else 5)
     only = set(args.only.split(","))
     transports = args.transports.split(",")
     report = Report()
     info = machine()
     print("machine:", json.dumps(info))
-    print(f"transfer {size // MiB} MiB per run, {repeat} runs per configuration, chunk {CHUNK} B")
+    print(f"transfer {size // MiB} MiB per run, {repeat} runs per configuration, chunk {CHUNK} B; "
+          f"targets: {target_size // MiB} MiB per run, {rounds} interleaved rounds")
     steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
     if "ceilings" in only:
         steps.append(("ceilings", lambda: bench_ceilings(report, size, repeat)))
     for t in transports:
+        if "targets" in only:
+            steps.append((f"targets {t}", lambda t=t: bench_targets(report, t, target_size, rounds)))
         if "raw" in only:
             steps.append((f"raw {t}", lambda t=t: asyncio.to_thread(bench_raw, report, t, size, repeat, 1)))
             steps.append((f"raw {t} x8", lambda t=t: asyncio.to_thread(bench_raw, report, t, size, repeat, 8)))
@@ -217,7 +281,8 @@ async def main() -> None:
         print(f"  {label}: {time.perf_counter() - started:.1f}s", flush=True)
     report.print()
     path = args.json or Path(tempfile.gettempdir()) / "connet-bench.json"
-    path.write_text(json.dumps({"machine": info, "size": size, "repeat": repeat, "results": report.json()}, indent=2))
+    path.write_text(json.dumps({"machine": info, "size": size, "repeat": repeat, "target_size": target_size,
+                                "rounds": rounds, "results": report.json()}, indent=2))
     print(f"\nJSON: {path}")
 
 
