@@ -12,10 +12,9 @@ import tempfile
 from pathlib import Path
 
 from connet_core.errors import ProtocolError
+from connet_core.forward import CHUNK
 from connet_core.protocol.codes import CloseCode
 from connet_core.transport import Stream, TLSIdentity
-
-CHUNK = 64 * 1024
 
 
 def _context(server_side: bool, identity: TLSIdentity, peer_der: bytes) -> ssl.SSLContext:
@@ -118,7 +117,7 @@ class TLSStream:
     def _read_more(self, data: bytes, max_bytes: int) -> bytes:
         """``data`` and the plaintext of further records already received, up to
         ``max_bytes``: one TLS record is at most 16 KiB, and a read per record would make the
-        caller write (and wait on) TCP four times per 64 KiB chunk."""
+        caller write (and wait on) TCP once per record instead of once per chunk."""
         parts = [data]
         got = len(data)
         while got < max_bytes:

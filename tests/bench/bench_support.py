@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/
 from support.cluster import start_destination, start_server, start_source  # noqa: E402
 from support.daemons import CONNET, Daemon, Daemons  # noqa: E402
 
-CHUNK = 64 * 1024  # what connet_core.forward moves per read; every sender here uses it too
+from connet_core.forward import CHUNK  # noqa: E402  what connet moves per read; every sender here uses it too
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
