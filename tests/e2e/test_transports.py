@@ -26,7 +26,16 @@ from support.cluster import (
     write_server_config,
 )
 from support.daemons import Daemons
-from support.services import echo_server, exchange, fetch_with_retry, http_server, sha256, wait_tunnel
+from support.services import (
+    echo_server,
+    exchange,
+    fetch_with_retry,
+    http_server,
+    sha256,
+    slow_sink,
+    upload_for_digest,
+    wait_tunnel,
+)
 
 
 TRANSPORTS = ["aioquic", "qh3"]
@@ -78,6 +87,20 @@ async def test_64_mib_both_directions(on: ServerInfo, daemons: Daemons) -> None:
         received = await asyncio.wait_for(exchange(source_port, payload), 240)
     assert len(received) == len(payload)
     assert sha256(received) == sha256(payload)
+
+
+async def test_a_slow_program_behind_the_tunnel_holds_the_sender_back(on: ServerInfo, daemons: Daemons) -> None:
+    """A destination service reading at 32 MB/s, slower than the tunnel: its unread data must
+    hold the source back (aioquic: stream credit; qh3: the connection pauses) instead of
+    piling up in the destination until something gives (qh3 used to close the connection at
+    64 MiB unread). 96 MiB arrive intact through one tunneled connection."""
+    payload = os.urandom(96 * 1024 * 1024)
+    async with slow_sink(32_000_000) as sink_port:
+        start_destination(daemons, on, sink_port)
+        _, source_port = start_source(daemons, on)
+        await wait_tunnel(source_port, answer=sha256(b"probe").encode())
+        digest = await asyncio.wait_for(upload_for_digest(source_port, payload), 120)
+    assert digest == sha256(payload)
 
 
 CONCURRENT = 1000

@@ -1,4 +1,4 @@
-"""Plain TCP services to put behind a destination: HTTP, echo, checksum sink."""
+"""Plain TCP services to put behind a destination: HTTP, echo, a slow checksum sink."""
 
 from __future__ import annotations
 
@@ -56,6 +56,50 @@ async def echo_server() -> AsyncIterator[int]:
         await server.wait_closed()
 
 
+@asynccontextmanager
+async def slow_sink(bytes_per_second: int) -> AsyncIterator[int]:
+    """Reads no faster than ``bytes_per_second`` (a slow program behind the tunnel), and
+    answers the SHA-256 (hex) of everything it read once the client half-closed."""
+    step = 0.01  # read a 10 ms share of the rate, then wait out the rest of the 10 ms
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        digest = hashlib.sha256()
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        try:
+            while data := await reader.read(max(1, int(bytes_per_second * step))):
+                digest.update(data)
+                due += len(data) / bytes_per_second
+                await asyncio.sleep(max(0.0, due - loop.time()))  # the pace is the point here
+            writer.write(digest.hexdigest().encode())
+            await writer.drain()
+        except ConnectionError:
+            pass  # the test sees the cut from its side
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def upload_for_digest(port: int, payload: bytes, chunk: int = 65536) -> str:
+    """Send ``payload`` through 127.0.0.1:``port``, half-close, return the sink's answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        view = memoryview(payload)
+        for offset in range(0, len(view), chunk):
+            writer.write(view[offset : offset + chunk])
+            await writer.drain()
+        writer.write_eof()
+        return (await reader.read()).decode()
+    finally:
+        writer.close()
+
+
 async def exchange(port: int, payload: bytes, chunk: int = 65536) -> bytes:
     """Send ``payload`` through 127.0.0.1:``port`` while reading; half-close; return what came back."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -98,13 +142,14 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-async def wait_tunnel(port: int, timeout: float = 15.0) -> None:
-    """Until one small exchange goes through (echo destination)."""
+async def wait_tunnel(port: int, timeout: float = 15.0, answer: bytes | None = None) -> None:
+    """Until one small exchange goes through: an echo destination answers the probe itself,
+    another one ``answer``."""
     deadline = time.monotonic() + timeout
     probe = b"probe"
     while True:
         try:
-            if await exchange(port, probe) == probe:
+            if await exchange(port, probe) == (probe if answer is None else answer):
                 return
         except (ConnectionError, OSError):
             pass  # refused while no path is up yet: try again
