@@ -315,6 +315,10 @@ class AioquicLibrary(SharedLibraryAdapter):
         quic.send_stream_data(stream_id, b"", False)
         return stream_id
 
+    def release_held(self, quic: FlowControlledConnection, now: float) -> bool:
+        """Nothing is ever held back: aioquic's credit follows reading (see _qh3.py)."""
+        return False
+
     def receive_segments(self, quic: FlowControlledConnection, buffer: bytes, segment: int, addr: Any, now: float) -> None:
         """A GRO run of datagrams: aioquic takes them one by one."""
         for data in segments(buffer, segment):

@@ -14,15 +14,20 @@ so the endpoint's glue is reused unchanged. What differs, and what we do about i
   what the application read. A reader slower than the path (a relay's next hop, a slow
   local program) would make unread data grow without bound. So the endpoint glue counts
   unread bytes (``unread_total``) as for aioquic, and while a connection holds more than
-  ``unread_pause`` (default 8 MiB) its incoming datagrams are dropped, except one per
-  ``ADMIT_INTERVAL`` so that both ends still hear each other (no idle timeout) and the
-  peer's probes are acknowledged. To the peer that is a congested path: its congestion
-  control slows it down to what the reader takes, and it retransmits what was dropped; once
-  the reader is below the bound again, everything goes in. Memory stays bounded and nothing
-  is lost, but the pause holds *every* stream of that connection, so one stream nobody reads
-  stalls the others between the same two peers (aioquic holds back only that stream's
-  credit: choose it where that matters; it is the default). The send side is unaffected:
-  ``Stream.write`` still waits on ``get_send_buffer_size``.
+  ``unread_pause`` (default 8 MiB) its incoming datagrams are *held*, in arrival order, up
+  to ``held_limit`` bytes (8 MiB; more are dropped, like a full router queue), and handed
+  to the core once the reader has caught up (a read makes that due: ``stream_credit_due``,
+  then ``release_held`` before the next send). To the peer this looks like a path whose
+  acknowledgements stopped: its congestion window fills and it waits. While paused, the
+  oldest held datagram still goes in every ``admit_interval`` (0.5 s), so that neither
+  end's idle timeout fires; that trickle adds unread data, and a connection nobody reads
+  for so long that it holds ``2 * unread_pause + held_limit`` (about 45 minutes) is closed
+  with INTERNAL_ERROR ("receive buffer overflow"). The pause holds *every* stream of that
+  connection, so one stream nobody reads stalls the others between the same two peers
+  (aioquic holds back only that stream's credit: choose it where that matters; it is the
+  default). Dropping the datagrams instead of holding them was tried: qh3 2.1.0 then
+  stalled a stream several times more often (docs/performance.md, Known problems). The
+  send side is unaffected: ``Stream.write`` still waits on ``get_send_buffer_size``.
 - **Stateless reset, partly.** The first connection ID's token (the server's
   ``stateless_reset_token`` transport parameter) is written by the TLS bridge, which we
   construct, so it is derived as with aioquic; that is the token a client uses for the
@@ -46,6 +51,7 @@ so the endpoint's glue is reused unchanged. What differs, and what we do about i
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import ssl
@@ -65,6 +71,8 @@ from qh3.quic.packet import (
 from qh3.quic.tls_bridge import QuicTlsBridge
 from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 
+from connet_core.protocol.codes import CloseCode
+
 from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, SharedLibraryAdapter
 
 logger = logging.getLogger("connet.quic")
@@ -73,10 +81,11 @@ SMALLEST_MAX_DATAGRAM_SIZE = 1200
 # a DATAGRAM frame of this many zero bytes makes a keepalive packet longer than the 41
 # bytes a restarted peer answers (a bare qh3 PING packet is ~29)
 KEEPALIVE_FILLER = 16
-# Unread bytes above which a connection's incoming datagrams are dropped (see the module
-# docstring), and how often one still goes in while it is paused
+# Unread bytes above which a connection holds its incoming datagrams back (see the module
+# docstring). 32 MiB was tried: qh3 then stalled a stream more often (docs/performance.md).
 DEFAULT_UNREAD_PAUSE = 8 * 1024 * 1024
-ADMIT_INTERVAL = 0.1
+DEFAULT_HELD_LIMIT = 8 * 1024 * 1024  # bytes of datagrams held while paused; more are dropped
+DEFAULT_ADMIT_INTERVAL = 0.5  # seconds between held datagrams let in while paused (idle timeout: 3 s)
 
 
 class _Qh3TlsBridge(QuicTlsBridge):
@@ -125,14 +134,20 @@ class Qh3Connection(QuicConnection):
         max_streams: int,
         reset_token: Callable[[bytes], bytes],
         unread_pause: int,
+        held_limit: int,
+        admit_interval: float,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._connet_max_streams = max_streams
         self._reset_token = reset_token
         self.unread_pause = unread_pause
-        self.withheld = 0  # datagrams dropped while paused (for tests and logs)
-        self._paused = False
+        self.held_limit = held_limit
+        self.admit_interval = admit_interval
+        # datagrams held back while paused, in arrival order: (buffer, segment size, address)
+        self._held: collections.deque[tuple[bytes, int, Any]] = collections.deque()
+        self._held_bytes = 0
+        self.dropped = 0  # datagrams dropped because the held queue was full
         self._next_admit = 0.0
         self.closed_by_peer = False
         # maintained by the endpoint glue exactly as for aioquic (see _aioquic.py)
@@ -151,37 +166,69 @@ class Qh3Connection(QuicConnection):
         return datagrams
 
     def stream_credit_due(self, stream_id: int) -> bool:
-        """qh3 grants credit as packets arrive, not on reading: a read never makes an update due."""
-        return False
+        """qh3 grants credit as packets arrive, not on reading; what a read can make due is
+        the release of datagrams held while the connection was paused."""
+        return bool(self._held) and self.unread_total <= self.unread_pause
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
-        if self.unread_total <= self.unread_pause:
-            self._paused = False
-            super().receive_datagram(data, addr, now)
-        elif self._admit(now, 1):
+        if self._held or self.unread_total > self.unread_pause:
+            self._hold(data, len(data), addr, now)
+        else:
             super().receive_datagram(data, addr, now)
 
     def receive_gro_buffer(self, buffer: bytes, segment_size: int, addr: Any, now: float) -> None:
-        if self.unread_total <= self.unread_pause:
-            self._paused = False
+        if self._held or self.unread_total > self.unread_pause:
+            self._hold(buffer, segment_size, addr, now)
+        else:
             super().receive_gro_buffer(buffer, segment_size, addr, now)
-        elif self._admit(now, -(-len(buffer) // segment_size)):
-            super().receive_datagram(buffer[:segment_size], addr, now)
 
-    def _admit(self, now: float, datagrams: int) -> bool:
-        """Paused (too much unread): whether one of these ``datagrams`` goes in anyway; the
-        others are dropped. The glue counts unread bytes after it took the events, so the
-        pause starts at most one GRO run late."""
-        admit = now >= self._next_admit
-        if admit:
-            self._next_admit = now + ADMIT_INTERVAL
-            datagrams -= 1
-        if not self._paused:
-            self._paused = True
-            logger.debug("qh3 connection holds %d unread bytes: dropping its datagrams until they are read",
+    def _hold(self, buffer: bytes, segment_size: int, addr: Any, now: float) -> None:
+        """Paused (too much unread) or not yet released: queue behind what is held, in
+        arrival order; beyond ``held_limit`` bytes drop, as a full router queue would."""
+        if not self._held:
+            logger.debug("qh3 connection holds %d unread bytes: holding its datagrams until they are read",
                          self.unread_total)
-        self.withheld += datagrams
-        return admit
+        if self._held_bytes + len(buffer) > self.held_limit:
+            self.dropped += -(-len(buffer) // segment_size)
+        else:
+            self._held.append((buffer, segment_size, addr))
+            self._held_bytes += len(buffer)
+        self.release_held(now)
+
+    def release_held(self, now: float) -> bool:
+        """Hand held datagrams to the core: all of them once unread data is back under the
+        bound; while paused, the oldest one datagram per ``admit_interval``, so that both
+        ends keep hearing each other (no idle timeout). That trickle adds unread data: a
+        connection nobody reads for so long that it holds ``unread_pause`` more than a full
+        release can bring is closed. True if the caller should take the events (datagrams
+        went in, or the connection was closed)."""
+        held = self._held
+        if not held:
+            return False
+        if self.unread_total <= self.unread_pause:
+            while held:
+                buffer, segment_size, addr = held.popleft()
+                if segment_size < len(buffer):
+                    super().receive_gro_buffer(buffer, segment_size, addr, now)
+                else:
+                    super().receive_datagram(buffer, addr, now)
+            self._held_bytes = 0
+            return True
+        if now < self._next_admit or self._close_event is not None:
+            return False
+        if self.unread_total > 2 * self.unread_pause + self.held_limit:
+            self.close(error_code=CloseCode.INTERNAL_ERROR, reason_phrase="receive buffer overflow")
+            return True
+        self._next_admit = now + self.admit_interval
+        buffer, segment_size, addr = held[0]
+        if len(buffer) > segment_size:
+            held[0] = (buffer[segment_size:], segment_size, addr)
+            buffer = buffer[:segment_size]
+        else:
+            held.popleft()
+        self._held_bytes -= len(buffer)
+        super().receive_datagram(buffer, addr, now)
+        return True
 
     def _create_core(self, remote_addr: Any, initial_dcid: bytes, now: float) -> None:
         # qh3's _create_core with two changes: the peer-stream limits (100 / 103 there) and
@@ -261,10 +308,14 @@ class Qh3Library(SharedLibraryAdapter):
         stream_window: int = 4 * 1024 * 1024,
         connection_window: int = 16 * 1024 * 1024,
         unread_pause: int = DEFAULT_UNREAD_PAUSE,
+        held_limit: int = DEFAULT_HELD_LIMIT,
+        admit_interval: float = DEFAULT_ADMIT_INTERVAL,
     ) -> None:
         self.stream_window = stream_window
         self.connection_window = connection_window
         self.unread_pause = unread_pause
+        self.held_limit = held_limit
+        self.admit_interval = admit_interval
 
     # configuration
 
@@ -330,6 +381,8 @@ class Qh3Library(SharedLibraryAdapter):
             max_streams=max_streams,
             reset_token=reset_token,
             unread_pause=self.unread_pause,
+            held_limit=self.held_limit,
+            admit_interval=self.admit_interval,
         )
 
     def open_stream(self, quic: Qh3Connection) -> int:
@@ -337,6 +390,11 @@ class Qh3Library(SharedLibraryAdapter):
         # through the native core's own allocator: an empty send on an id the core never
         # allocated leaves its stream bookkeeping out of step with ours
         return quic._open_stream()
+
+    def release_held(self, quic: Qh3Connection, now: float) -> bool:
+        """Datagrams the connection held back while paused go to the core now if they may;
+        True if the caller should take the events (see Qh3Connection.release_held)."""
+        return quic.release_held(now)
 
     def receive_segments(self, quic: Qh3Connection, buffer: bytes, segment: int, addr: Any, now: float) -> None:
         """A GRO run of datagrams, handed to the native core in one call."""

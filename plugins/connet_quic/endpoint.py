@@ -461,7 +461,14 @@ class QuicEndpointConnection:
             self._transmit_handle = None
         if self._terminated:
             return
-        datagrams = self._quic.datagrams_to_send(self._library_time() if now is None else now)
+        if now is None:
+            now = self._library_time()
+        if self._lib.release_held(self._quic, now):
+            # qh3 held datagrams back while a reader was behind (see _qh3.py)
+            self._process_events(in_timer=False)
+            if self._terminated:
+                return
+        datagrams = self._quic.datagrams_to_send(now)
         if datagrams:
             self._endpoint._send_datagrams(self, datagrams)
         if self._blocked_writers:
@@ -629,7 +636,7 @@ class QuicEndpointConnection:
             else:
                 info = CloseInfo(event.error_code, event.reason_phrase, by_peer=True)
         elif not self._lib.is_transport_close(event):
-            # an application close made here, not through close() (none today; kept exact)
+            # an application close the adapter made itself (qh3: receive buffer overflow)
             info = CloseInfo(event.error_code, event.reason_phrase, by_peer=False)
         elif in_timer:
             # aioquic's only timer-driven close is the idle timeout

@@ -103,6 +103,20 @@ async def test_a_slow_program_behind_the_tunnel_holds_the_sender_back(on: Server
     assert digest == sha256(payload)
 
 
+async def test_eight_slow_programs_behind_one_connection(on: ServerInfo, daemons: Daemons, transport: str) -> None:
+    """Eight tunneled connections into eight slow readers (4 MB/s each), all on one peer
+    connection: each arrives intact and ends (its FIN gets through)."""
+    if transport == "qh3":
+        pytest.skip("qh3 2.1.0 stalls one of the streams in about 1 of 30 of these runs (docs/performance.md)")
+    payloads = [os.urandom(16 * 1024 * 1024) for _ in range(8)]
+    async with slow_sink(4_000_000) as sink_port:
+        start_destination(daemons, on, sink_port)
+        _, source_port = start_source(daemons, on)
+        await wait_tunnel(source_port, answer=sha256(b"probe").encode())
+        digests = await asyncio.wait_for(asyncio.gather(*(upload_for_digest(source_port, p) for p in payloads)), 120)
+    assert digests == [sha256(p) for p in payloads]
+
+
 CONCURRENT = 1000
 
 

@@ -55,6 +55,11 @@ def only_aioquic(transport: QuicTransport, reason: str) -> None:
         pytest.skip(reason)
 
 
+def only_qh3(transport: QuicTransport) -> None:
+    if transport.name != "qh3":
+        pytest.skip("aioquic holds stream credit back instead (test_a_writer_to_a_reader_that_does_not_read_blocks)")
+
+
 class Peer:
     """An endpoint with its own identity, as a client would have."""
 
@@ -785,21 +790,22 @@ async def test_stream_limit_is_replenished_as_streams_finish(transport: QuicTran
 
 async def test_qh3_pauses_a_connection_whose_reader_falls_behind(transport: QuicTransport) -> None:
     """qh3 cannot hold credit back for unread data: above ``unread_pause`` unread bytes the
-    connection drops its incoming datagrams (one still goes in per ADMIT_INTERVAL), so the
-    writer is held back as by a congested path, memory stays bounded, the connection stays
-    up, and once the reader reads everything arrives intact."""
-    if transport.name != "qh3":
-        pytest.skip("aioquic holds credit back instead (test_a_writer_to_a_reader_that_does_not_read_blocks)")
+    connection holds its incoming datagrams back (in order, up to ``held_limit``), so the
+    writer is held back as by a path whose acknowledgements stopped, memory stays bounded,
+    the connection outlives the idle timeout (a held datagram still goes in every
+    ``admit_interval``), and once the reader reads, everything arrives intact."""
+    only_qh3(transport)
     from connet_quic._qh3 import Qh3Library
 
-    pause, chunk = 1024 * 1024, 64 * 1024
-    tuned = QuicTransport("qh3", Qh3Library(unread_pause=pause))
-    async with peers(tuned) as (a, b):
+    pause, held_limit, chunk = 1024 * 1024, 2 * 1024 * 1024, 64 * 1024
+    tuned = QuicTransport("qh3", Qh3Library(unread_pause=pause, held_limit=held_limit, admit_interval=0.2))
+    options = TransportOptions(idle_timeout=1.0, keepalive_interval=0.3)
+    async with peers(tuned, options=options) as (a, b):
         dialed, accepted = await connect(a, b)
         stream = await dialed.open_stream()
         payload = os.urandom(32 * 1024 * 1024)
         written = 0
-        # write until a write does not return: the reader's side drops what the writer sends
+        # write until a write does not return: the reader's side holds what the writer sends
         while written < len(payload):
             try:
                 await asyncio.wait_for(stream.write(payload[written : written + chunk]), 1.0)
@@ -809,15 +815,44 @@ async def test_qh3_pauses_a_connection_whose_reader_falls_behind(transport: Quic
             written += chunk
         assert written < len(payload), "write never blocked"
         quic = accepted._quic
-        assert quic.withheld > 0
-        # one GRO run may land after the bound was crossed, and admitted datagrams add a little
-        assert quic.unread_total <= pause + 64 * 1452 + 64 * 1024
+        # paused for longer than the idle timeout: the admitted trickle keeps it up
+        await asyncio.sleep(2 * options.idle_timeout)
         assert not accepted.closed and not dialed.closed
+        assert quic._held and quic._held_bytes <= held_limit
+        # one GRO run may land after the bound was crossed; the trickle adds one datagram
+        # per admit_interval
+        assert quic.unread_total <= pause + 64 * 1452 + 20 * 1452
         incoming = await accepted.accept_stream()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(write_all(stream, payload[written:], chunk))
             received = tg.create_task(asyncio.wait_for(read_all(incoming), 60))
         assert hashlib.sha256(received.result()).digest() == hashlib.sha256(payload).digest()
+        assert not quic._held
+
+
+async def test_qh3_closes_a_connection_nobody_reads_for_too_long(transport: QuicTransport) -> None:
+    """The trickle let in while paused is bounded too: past ``2 * unread_pause +
+    held_limit`` unread bytes the connection is closed (INTERNAL_ERROR, "receive buffer
+    overflow")."""
+    only_qh3(transport)
+    from connet_quic._qh3 import Qh3Library
+
+    pause = held_limit = 64 * 1024
+    tuned = QuicTransport("qh3", Qh3Library(unread_pause=pause, held_limit=held_limit, admit_interval=0.001))
+    async with peers(tuned) as (a, b):
+        dialed, accepted = await connect(a, b)
+        stream = await dialed.open_stream()
+
+        async def write_forever() -> None:
+            while True:
+                await stream.write(os.urandom(64 * 1024))
+
+        with pytest.raises(ConnectionLost) as lost:
+            await asyncio.wait_for(write_forever(), 20)
+        assert lost.value.code == CloseCode.INTERNAL_ERROR
+        info = await asyncio.wait_for(accepted.wait_closed(), 2)
+        assert (info.code, info.by_peer, info.reason) == (CloseCode.INTERNAL_ERROR, False, "receive buffer overflow")
+        assert accepted._quic.unread_total <= 2 * pause + held_limit + 64 * 1452  # one GRO run late at most
 
 
 class PathMtu:
