@@ -9,7 +9,7 @@ import threading
 import time
 import urllib.request
 from contextlib import asynccontextmanager, contextmanager
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Awaitable, Callable, Iterator
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -33,6 +33,17 @@ def http_server(directory: str) -> Iterator[int]:
 
 
 @asynccontextmanager
+async def _serve(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> AsyncIterator[int]:
+    """Serves ``handle`` on 127.0.0.1 at an ephemeral port; yields the port."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@asynccontextmanager
 async def echo_server() -> AsyncIterator[int]:
     """Echoes every byte back and half-closes when the client does; yields its port."""
 
@@ -48,12 +59,8 @@ async def echo_server() -> AsyncIterator[int]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with _serve(handle) as port:
+        yield port
 
 
 @asynccontextmanager
@@ -78,12 +85,8 @@ async def slow_sink(bytes_per_second: int) -> AsyncIterator[int]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with _serve(handle) as port:
+        yield port
 
 
 async def upload_for_digest(port: int, payload: bytes, chunk: int = 65536) -> str:
