@@ -232,7 +232,9 @@ async def test_wrong_token_one_line_per_attempt_and_backoff(daemons, server) -> 
     # (The delay does not grow: client._control_loop makes a fresh Backoff(5.0, 60.0) on each
     # failure; a steady ~5 s is still "a handful", so this asserts the floor only.)
     assert min(gaps) >= 3.0, f"attempts not backed off: gaps {gaps}"
-    assert len(lines_matching(server.daemon, r"refused: unknown token")) == 3
+    # the server logs its refusal after sending it: wait for its third line, do not race it
+    server.daemon.wait_for(r"refused: unknown token", timeout=10, count=3)
+    assert len(lines_matching(server.daemon, r"refused: unknown token")) == len(lines_matching(bad, refusal))
     assert "Traceback" not in bad.log() + server.daemon.log()
     good = start_destination(daemons, server, 9, name="good")
     good.wait_for("connected to control server", timeout=10)

@@ -45,8 +45,8 @@ class Daemon:
         with self._cond:
             self._cond.notify_all()
 
-    def wait_for(self, pattern: str, timeout: float = 15.0, *, start: int = 0) -> re.Match:
-        """The first log line from index ``start`` on that matches ``pattern``."""
+    def wait_for(self, pattern: str, timeout: float = 15.0, *, start: int = 0, count: int = 1) -> re.Match:
+        """The ``count``-th log line from index ``start`` on that matches ``pattern``."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -54,9 +54,11 @@ class Daemon:
             while True:
                 while index < len(self.lines):
                     match = regex.search(self.lines[index])
-                    if match:
-                        return match
                     index += 1
+                    if match:
+                        count -= 1
+                        if not count:
+                            return match
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
                     raise AssertionError(
