@@ -147,7 +147,7 @@ class Qh3Connection(QuicConnection):
         # datagrams held back while paused, in arrival order: (buffer, segment size, address)
         self._held: collections.deque[tuple[bytes, int, Any]] = collections.deque()
         self._held_bytes = 0
-        self.dropped = 0  # datagrams dropped because the held queue was full
+        self.dropped = 0  # datagrams dropped while held (queue full), logged at the release
         self._next_admit = 0.0
         self.closed_by_peer = False
         # maintained by the endpoint glue exactly as for aioquic (see _aioquic.py)
@@ -206,6 +206,9 @@ class Qh3Connection(QuicConnection):
         if not held:
             return False
         if self.unread_total <= self.unread_pause:
+            logger.debug("qh3 connection releases %d held datagram runs (%d datagrams dropped while held)",
+                         len(held), self.dropped)
+            self.dropped = 0
             while held:
                 buffer, segment_size, addr = held.popleft()
                 if segment_size < len(buffer):

@@ -89,15 +89,19 @@ async def slow_sink(bytes_per_second: int) -> AsyncIterator[int]:
         yield port
 
 
+async def _send_and_half_close(writer: asyncio.StreamWriter, payload: bytes, chunk: int) -> None:
+    view = memoryview(payload)
+    for offset in range(0, len(view), chunk):
+        writer.write(view[offset : offset + chunk])
+        await writer.drain()
+    writer.write_eof()
+
+
 async def upload_for_digest(port: int, payload: bytes, chunk: int = 65536) -> str:
     """Send ``payload`` through 127.0.0.1:``port``, half-close, return the sink's answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        view = memoryview(payload)
-        for offset in range(0, len(view), chunk):
-            writer.write(view[offset : offset + chunk])
-            await writer.drain()
-        writer.write_eof()
+        await _send_and_half_close(writer, payload, chunk)
         return (await reader.read()).decode()
     finally:
         writer.close()
@@ -107,13 +111,6 @@ async def exchange(port: int, payload: bytes, chunk: int = 65536) -> bytes:
     """Send ``payload`` through 127.0.0.1:``port`` while reading; half-close; return what came back."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
-    async def send() -> None:
-        view = memoryview(payload)
-        for offset in range(0, len(view), chunk):
-            writer.write(view[offset : offset + chunk])
-            await writer.drain()
-        writer.write_eof()
-
     async def receive() -> bytes:
         parts = []
         while data := await reader.read(1 << 20):
@@ -121,7 +118,7 @@ async def exchange(port: int, payload: bytes, chunk: int = 65536) -> bytes:
         return b"".join(parts)
 
     try:
-        _, received = await asyncio.gather(send(), receive())
+        _, received = await asyncio.gather(_send_and_half_close(writer, payload, chunk), receive())
     finally:
         writer.close()
     return received
