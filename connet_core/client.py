@@ -15,7 +15,7 @@ from connet_core.certs import make_identity, sign_proof, verify_proof
 from connet_core.component import RECONNECT_CEILING, Backoff, dial_until_up, spawn
 from connet_core.config import ClientSettings, EndpointSettings
 from connet_core.errors import ConnectionLost, DialError, ProtocolError, StreamReset
-from connet_core.forward import Counters, pump
+from connet_core.forward import Counters, accept_tcp, dial_tcp, pump
 from connet_core.logs import log_listening
 from connet_core.model import HostPort, PathCandidate, PathKind, Role, RoutePolicy, certificate_hash
 from connet_core.plugins import Hooks, load_hooks
@@ -533,9 +533,7 @@ class Client:
         """Dial the destination's addr and tunnel; refuse the stream if it cannot connect."""
         name = destination.name
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(destination.addr.host, destination.addr.port), DESTINATION_DIAL_TIMEOUT
-            )
+            end = await asyncio.wait_for(dial_tcp(destination.addr.host, destination.addr.port), DESTINATION_DIAL_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             log.warning("destination %r: cannot connect to %s: %s", name, destination.addr, exc, extra={"endpoint": name})
             await self._refuse(messages, stream, CloseCode.DESTINATION_UNREACHABLE, "cannot connect")
@@ -544,9 +542,9 @@ class Client:
             pc.active_streams += 1
         try:
             await messages.send(Connected())
-            await pump(reader, writer, stream, self.counters[(name, Role.DESTINATION)], messages.take_remaining())
+            await pump(end, stream, self.counters[(name, Role.DESTINATION)], messages.take_remaining())
         except (ConnectionLost, StreamReset, ProtocolError):
-            writer.transport.abort()
+            end.transport.abort()
         finally:
             if pc is not None:
                 pc.active_streams -= 1
@@ -739,14 +737,14 @@ class Client:
                     pass  # one last look above
 
     async def _serve_source_connection(self, source: EndpointSettings, sock: socket.socket) -> None:
-        reader, writer = await asyncio.open_connection(sock=sock)
+        end = await accept_tcp(sock)
         opened = await self._open_some_path(source)
         if opened is None:
-            writer.transport.abort()
+            end.transport.abort()
             return
         stream, initial, via = opened
         try:
-            await pump(reader, writer, stream, self.counters[(source.name, Role.SOURCE)], initial)
+            await pump(end, stream, self.counters[(source.name, Role.SOURCE)], initial)
         finally:
             self._release(via)
 

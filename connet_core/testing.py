@@ -168,19 +168,25 @@ class MemoryStream:
             await link.signal.wait()
 
     async def write(self, data: bytes) -> None:
+        if not self.write_nowait(data):
+            await self.drain()
+
+    def write_nowait(self, data: bytes) -> bool:
         self._raise_if_unusable()
         if self._outbound.fin:
             raise TransportError(f"stream {self._id}: write after write_eof")
-        link = self._conn._link
         if data:
             self._outbound.buffer += data
             self._conn._bytes_sent += len(data)
             self._conn.peer._bytes_received += len(data)
             self._announce()
-            link.signal.fire()
+            self._conn._link.signal.fire()
+        return len(self._outbound.buffer) <= self._conn._options.stream_send_buffer
+
+    async def drain(self) -> None:
         bound = self._conn._options.stream_send_buffer
         while len(self._outbound.buffer) > bound:
-            await link.signal.wait()
+            await self._conn._link.signal.wait()
             self._raise_if_unusable()
 
     async def write_eof(self) -> None:

@@ -135,6 +135,14 @@ class TLSStream:
         self._tls.write(data)
         await self._flush()
 
+    def write_nowait(self, data: bytes) -> bool:
+        self._tls.write(data)
+        records = self._outgoing.read()
+        return self._inner.write_nowait(records) if records else True
+
+    async def drain(self) -> None:
+        await self._inner.drain()
+
     async def write_eof(self) -> None:
         try:
             self._tls.unwrap()

@@ -79,7 +79,17 @@ class Stream(Protocol):
         Raises StreamReset or ConnectionLost."""
 
     async def write(self, data: bytes) -> None:
-        """Queue ``data``; waits while the unsent buffer is above the bound (backpressure)."""
+        """Queue ``data``; waits while the unsent buffer is above the bound (backpressure).
+        The same as ``write_nowait`` followed, when it returns False, by ``drain``."""
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Queue ``data`` without waiting, from a callback that cannot await (a TCP
+        protocol's ``data_received``). Returns False when the unsent buffer is now above the
+        bound: the caller must ``await drain()`` before it writes more. Raises what ``write``
+        raises."""
+
+    async def drain(self) -> None:
+        """Wait until the unsent buffer is at or below the bound (at once if it is)."""
 
     async def write_eof(self) -> None:
         """Half-close: send FIN after what is queued. (Async because a stream layered on

@@ -216,11 +216,18 @@ class QuicEndpointStream:
         return b"".join(parts)
 
     async def write(self, data: bytes) -> None:
+        if not self.write_nowait(data):
+            await self.drain()
+
+    def write_nowait(self, data: bytes) -> bool:
         connection = self._connection
         self._check_writable()
-        if not data:
-            return
-        connection._send(self._stream_id, data, False)
+        if data:
+            connection._send(self._stream_id, data, False)
+        return connection._unsent(self._stream_id) <= connection._options.stream_send_buffer
+
+    async def drain(self) -> None:
+        connection = self._connection
         bound = connection._options.stream_send_buffer
         while connection._unsent(self._stream_id) > bound:
             self._write_waiter = asyncio.get_running_loop().create_future()

@@ -28,6 +28,13 @@ class RecordingStream:
         self._log += data
         await self._inner.write(data)
 
+    def write_nowait(self, data: bytes) -> bool:
+        self._log += data
+        return self._inner.write_nowait(data)
+
+    async def drain(self) -> None:
+        await self._inner.drain()
+
     async def write_eof(self) -> None:
         await self._inner.write_eof()
 

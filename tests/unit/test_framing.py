@@ -47,6 +47,13 @@ class FakeStream:
     async def write(self, data: bytes) -> None:
         await self._outgoing.put(bytes(data))
 
+    def write_nowait(self, data: bytes) -> bool:
+        self._outgoing.put_nowait(bytes(data))
+        return True  # the queue is unbounded
+
+    async def drain(self) -> None:
+        pass
+
     async def write_eof(self) -> None:
         self._outgoing.put_nowait(None)
 

@@ -228,6 +228,27 @@ async def test_write_waits_while_the_peer_has_too_much_unread(network, server_ce
         await asyncio.gather(writing, return_exceptions=True)
 
 
+async def test_write_nowait_says_when_to_drain_and_drain_waits_for_the_reader(network, server_cert):
+    options = TransportOptions(stream_send_buffer=10)
+    _, _, dialed, accepted = await connected_pair(network, server_cert, options)
+    out = await dialed.open_stream()
+    assert out.write_nowait(b"0123456789") is True  # at the bound: room left
+    await out.drain()  # returns at once
+    assert out.write_nowait(b"abcdef") is False  # queued all the same, above the bound now
+    draining = asyncio.ensure_future(out.drain())
+    try:
+        await settle()
+        assert not draining.done(), "16 unread bytes > 10: drain must wait"
+        incoming = await accepted.accept_stream()
+        assert await incoming.read(8) == b"01234567"
+        async with asyncio.timeout(5):
+            await draining
+        assert await incoming.read() == b"89abcdef"
+    finally:
+        draining.cancel()
+        await asyncio.gather(draining, return_exceptions=True)
+
+
 async def test_a_waiting_writer_learns_of_a_reset(network, server_cert):
     options = TransportOptions(stream_send_buffer=1)
     _, _, dialed, accepted = await connected_pair(network, server_cert, options)

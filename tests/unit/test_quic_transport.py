@@ -349,6 +349,43 @@ async def test_a_writer_to_a_reader_that_does_not_read_blocks(transport: QuicTra
         assert received.result() == payload
 
 
+async def test_write_nowait_says_when_to_drain_and_drain_waits_for_the_reader(transport: QuicTransport) -> None:
+    only_aioquic(transport, QH3_NO_CREDIT)
+    stream_window, send_buffer, chunk = 256 * 1024, 64 * 1024, 32 * 1024
+    tuned = QuicTransport("aioquic", AioquicLibrary(stream_window=stream_window, connection_window=1024 * 1024))
+    async with peers(tuned, options=TransportOptions(stream_send_buffer=send_buffer)) as (a, b):
+        dialed, accepted = await connect(a, b)
+        stream = await dialed.open_stream()
+        payload = os.urandom(2 * 1024 * 1024)
+        written = 0
+        draining: asyncio.Future[None] | None = None
+        try:
+            # write without waiting; drain when told to, until a drain does not return
+            while written < len(payload):
+                room = stream.write_nowait(payload[written : written + chunk])
+                written += chunk
+                if room:
+                    continue
+                draining = asyncio.ensure_future(stream.drain())
+                try:
+                    await asyncio.wait_for(asyncio.shield(draining), 1.0)
+                except TimeoutError:
+                    break  # nobody reads: the window is full and the unsent buffer above the bound
+            else:
+                pytest.fail("drain never waited")
+            assert written <= stream_window + send_buffer + 2 * chunk
+            incoming = await accepted.accept_stream()
+            async with asyncio.TaskGroup() as tg:
+                received = tg.create_task(read_all(incoming))
+                await draining  # the reader made room
+                await write_all(stream, payload[written:], chunk)
+            assert received.result() == payload
+        finally:
+            if draining is not None:
+                draining.cancel()
+                await asyncio.gather(draining, return_exceptions=True)
+
+
 async def test_connection_window_bounds_unread_data_of_all_streams(transport: QuicTransport) -> None:
     only_aioquic(transport, QH3_NO_CREDIT)
     tuned = QuicTransport("aioquic", AioquicLibrary(stream_window=256 * 1024, connection_window=512 * 1024))
