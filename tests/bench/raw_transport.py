@@ -2,10 +2,15 @@
 
     python raw_transport.py --transport qh3 --bytes 134217728 --streams 8
 
-runs a receiver process (``--receiver``) that accepts one connection and drains every
-stream it opens, and sends from this process over ``--streams`` streams in 64 KiB chunks
-(the chunk size connet_core.forward uses), with the same TransportOptions and library
-windows a connet client uses. Prints one JSON line: MB/s and CPU seconds per GiB of each side.
+runs a receiver process (``--receiver``) that drains every stream this process opens, and
+sends from this process over ``--streams`` streams in 64 KiB chunks (the chunk size
+connet_core.forward uses), with the same TransportOptions and library windows a connet
+client uses. Prints one JSON line: MB/s and CPU seconds per GiB of each side.
+
+``--sender-role client`` (the default): the receiver listens and the sender dials, as a
+source sends on a connection it dialed. ``--sender-role server``: the receiver dials the
+sender, as a source sends on a connection its peer dialed. The two differ where the library
+searches the path MTU only as a client (qh3 2.1.0: a server sends 1200-byte datagrams).
 """
 
 from __future__ import annotations
@@ -32,13 +37,20 @@ from connet_core.transport import TransportOptions, Trust  # noqa: E402
 ALPN = "connet-bench/1"
 
 
-async def receiver(transport_name: str, der_path: Path, options: TransportOptions) -> None:
+async def receiver(transport_name: str, der_path: Path, options: TransportOptions, dial_port: int | None) -> None:
+    """Listens (and writes its certificate to ``der_path``), or dials ``dial_port`` (pinning
+    the certificate in ``der_path``); then drains every stream the sender opens."""
     transport = connet_quic.connet_transport(transport_name)
-    identity, der, _ = make_identity("bench-receiver")
-    der_path.write_bytes(der)
-    endpoint = await transport.bind(HostPort("127.0.0.1", 0), identity=identity, alpns=[ALPN], options=options)
-    print("listening", endpoint.local_address.port, flush=True)
-    connection = await endpoint.accept()
+    if dial_port is None:
+        identity, der, _ = make_identity("bench-receiver")
+        der_path.write_bytes(der)
+        endpoint = await transport.bind(HostPort("127.0.0.1", 0), identity=identity, alpns=[ALPN], options=options)
+        print("listening", endpoint.local_address.port, flush=True)
+        connection = await endpoint.accept()
+    else:
+        endpoint = await transport.bind(HostPort("127.0.0.1", 0), identity=None, alpns=[], options=options)
+        connection = await endpoint.dial(HostPort("127.0.0.1", dial_port), alpn=ALPN,
+                                         trust=Trust(pinned_der=der_path.read_bytes()))
 
     async def drain(stream) -> None:
         count = 0
@@ -56,23 +68,30 @@ async def receiver(transport_name: str, der_path: Path, options: TransportOption
             return  # the sender closed: done (it also kills this process)
 
 
-async def sender(transport_name: str, total: int, streams: int, options: TransportOptions) -> dict:
+async def sender(transport_name: str, total: int, streams: int, options: TransportOptions, role: str) -> dict:
+    transport = connet_quic.connet_transport(transport_name)
     with tempfile.TemporaryDirectory() as tmp:
-        der_path = Path(tmp) / "receiver.der"
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--receiver", "--transport", transport_name, "--der", str(der_path),
-             "--max-datagram-size", str(options.max_datagram_size),
-             "--probe-datagram-size", str(options.probe_datagram_size)],
-            stdout=subprocess.PIPE, text=True,
-        )
+        der_path = Path(tmp) / "listener.der"
+        command = [sys.executable, __file__, "--receiver", "--transport", transport_name, "--der", str(der_path),
+                   "--max-datagram-size", str(options.max_datagram_size),
+                   "--probe-datagram-size", str(options.probe_datagram_size)]
+        if role == "server":
+            identity, der, _ = make_identity("bench-sender")
+            der_path.write_bytes(der)
+            endpoint = await transport.bind(HostPort("127.0.0.1", 0), identity=identity, alpns=[ALPN], options=options)
+            proc = subprocess.Popen([*command, "--dial", str(endpoint.local_address.port)])
+        else:
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         try:
-            assert proc.stdout is not None
-            port = int(proc.stdout.readline().split()[1])
-            transport = connet_quic.connet_transport(transport_name)
-            endpoint = await transport.bind(HostPort("127.0.0.1", 0), identity=None, alpns=[], options=options)
-            connection = await endpoint.dial(
-                HostPort("127.0.0.1", port), alpn=ALPN, trust=Trust(pinned_der=der_path.read_bytes())
-            )
+            if role == "server":
+                connection = await asyncio.wait_for(endpoint.accept(), 30)
+            else:
+                assert proc.stdout is not None
+                port = int(proc.stdout.readline().split()[1])
+                endpoint = await transport.bind(HostPort("127.0.0.1", 0), identity=None, alpns=[], options=options)
+                connection = await endpoint.dial(
+                    HostPort("127.0.0.1", port), alpn=ALPN, trust=Trust(pinned_der=der_path.read_bytes())
+                )
             payload = memoryview(os.urandom(CHUNK))
             each = total // streams
 
@@ -120,8 +139,11 @@ def main() -> None:
     parser.add_argument("--max-datagram-size", type=int, default=TransportOptions().max_datagram_size)
     parser.add_argument("--probe-datagram-size", type=int, default=TransportOptions().probe_datagram_size,
                         help="path MTU probe size (0: no probe, datagrams stay at --max-datagram-size)")
+    parser.add_argument("--sender-role", choices=["client", "server"], default="client",
+                        help="whether the sender dialed the connection (client) or the receiver did (server)")
     parser.add_argument("--receiver", action="store_true")
     parser.add_argument("--der", type=Path)
+    parser.add_argument("--dial", type=int, default=None, help="receiver: dial this port instead of listening")
     args = parser.parse_args()
     try:
         import uvloop
@@ -131,9 +153,9 @@ def main() -> None:
         pass
     options = TransportOptions(max_datagram_size=args.max_datagram_size, probe_datagram_size=args.probe_datagram_size)
     if args.receiver:
-        asyncio.run(receiver(args.transport, args.der, options))
+        asyncio.run(receiver(args.transport, args.der, options, args.dial))
     else:
-        print(json.dumps(asyncio.run(sender(args.transport, args.bytes, args.streams, options))))
+        print(json.dumps(asyncio.run(sender(args.transport, args.bytes, args.streams, options, args.sender_role))))
 
 
 if __name__ == "__main__":
