@@ -19,13 +19,13 @@ from connet_core.transport import Stream
 
 log = logging.getLogger("connet.forward")
 
-# Bytes moved per read, both ways, by the relay's splice and inside end-to-end TLS. 256 KiB
-# was tried (a loopback TCP send of 256 KiB costs about half the CPU per byte of one of
-# 64 KiB): no change beyond noise in `tests/bench/before_after.sh b4ff557 --only targets`.
-CHUNK = 64 * 1024
-# The most one read takes from a stream on the way out (to TCP, or a relay's next stream):
-# what arrived meanwhile leaves in one write, and larger TCP writes cost less per byte.
-STREAM_READ = 4 * CHUNK
+# The most one read takes: from a stream on the way out (to TCP, a relay's next stream, or
+# end-to-end TLS's decryption), so that what arrived meanwhile leaves in one write (larger
+# TCP writes cost less per byte: a relayed destination wrote 64 KiB at a time through TLS,
+# and its TCP writes were a quarter of its CPU). TCP is read by the event loop, which takes
+# up to 256 KiB per read too (asyncio's and uvloop's read size). The benchmark's raw
+# transport writes and reads in the same chunks.
+CHUNK = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -183,7 +183,7 @@ class TcpEnd(asyncio.Protocol):
         assert stream is not None and self._counters is not None
         try:
             while True:
-                data = await stream.read(STREAM_READ)
+                data = await stream.read(CHUNK)
                 if not data:
                     if self.transport.can_write_eof() and not self._lost:
                         self.transport.write_eof()
@@ -259,7 +259,7 @@ async def pump(end: TcpEnd, stream: Stream, counters: Counters, initial: bytes =
 
 async def _copy(source: Stream, sink: Stream, counter: list[int]) -> None:
     while True:
-        data = await source.read(STREAM_READ)
+        data = await source.read(CHUNK)
         if not data:
             await sink.write_eof()
             return

@@ -3,8 +3,8 @@
     python raw_transport.py --transport qh3 --bytes 134217728 --streams 8
 
 runs a receiver process (``--receiver``) that drains every stream this process opens, and
-sends from this process over ``--streams`` streams in 64 KiB chunks (the chunk size
-connet_core.forward uses), with the same TransportOptions and library windows a connet
+sends from this process over ``--streams`` streams in chunks of ``connet_core.forward.CHUNK``
+(what connet reads at once), with the same TransportOptions and library windows a connet
 client uses. Prints one JSON line: MB/s and CPU seconds per GiB of each side.
 
 ``--sender-role client`` (the default): the receiver listens and the sender dials, as a
