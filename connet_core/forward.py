@@ -60,7 +60,7 @@ class TcpEnd(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
         self._stream: Stream | None = None
         self._counters: Counters | None = None
-        self._early: list[bytes] = []  # received before pump attached a stream
+        self._held: list[bytes] = []  # received before pump attached a stream (or see _forward)
         self._stream_full = False  # reading paused until the stream drained
         self._stream_error: StreamReset | ConnectionLost | None = None
         self._eof = False
@@ -77,7 +77,7 @@ class TcpEnd(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._stream is None:
-            self._early.append(data)
+            self._held.append(data)
             self.transport.pause_reading()
             return
         self._forward(data)
@@ -106,16 +106,21 @@ class TcpEnd(asyncio.Protocol):
     def _attach(self, stream: Stream, counters: Counters) -> None:
         self._stream = stream
         self._counters = counters
-        early, self._early = self._early, []
-        for data in early:
+        self._hand_over_held()
+
+    def _hand_over_held(self) -> None:
+        """Forward what was held (received before pump, or while the stream was full), then
+        read on if the stream still has room."""
+        held, self._held = self._held, []
+        for data in held:
             self._forward(data)
         if not self._stream_full and not self._lost:
             self.transport.resume_reading()
 
     def _forward(self, data: bytes) -> None:
         assert self._stream is not None and self._counters is not None
-        if self._stream_full:  # held data being handed over while the stream is full
-            self._early.append(data)
+        if self._stream_full:  # the stream filled while held data was handed over
+            self._held.append(data)
             return
         self._counters.to_stream += len(data)
         try:
@@ -138,11 +143,7 @@ class TcpEnd(asyncio.Protocol):
                 if self._stream_full:
                     await stream.drain()
                     self._stream_full = False
-                    held, self._early = self._early, []
-                    for data in held:
-                        self._forward(data)
-                    if not self._stream_full and not self._lost:
-                        self.transport.resume_reading()
+                    self._hand_over_held()
                     continue
                 if self._eof:
                     await stream.write_eof()

@@ -127,7 +127,7 @@ async def test_bytes_sent_before_the_tunnel_was_ready_wait_and_arrive_in_order()
     async with tunnel_stream() as (conn, near, accepted), tcp_connection() as (end, program):
         await loop.sock_sendall(program, b"early bytes")
         async with asyncio.timeout(5):
-            while conn.stats().bytes_sent == 0 and not end._early:
+            while conn.stats().bytes_sent == 0 and not end._held:
                 await asyncio.sleep(0)  # until the end holds them (real socket I/O)
         assert conn.stats().bytes_sent == 0, "nothing may reach the stream before pump"
         await near.write(b"CONNECTED|")

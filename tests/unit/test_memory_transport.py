@@ -209,44 +209,30 @@ async def test_close_reaches_the_peer_with_code_and_reason(network, server_cert)
     assert await dialed.wait_closed() == CloseInfo(CloseCode.FORBIDDEN, "not you", by_peer=False)
 
 
-async def test_write_waits_while_the_peer_has_too_much_unread(network, server_cert):
+@pytest.mark.parametrize("nowait", [False, True], ids=["write", "write_nowait-and-drain"])
+async def test_a_writer_waits_while_the_peer_has_too_much_unread(network, server_cert, nowait):
     options = TransportOptions(stream_send_buffer=10)
     _, _, dialed, accepted = await connected_pair(network, server_cert, options)
     out = await dialed.open_stream()
-    await out.write(b"0123456789")  # exactly at the bound: does not wait
-    writing = asyncio.ensure_future(out.write(b"abcdef"))
+    if nowait:
+        assert out.write_nowait(b"0123456789") is True  # exactly at the bound: room left
+        await out.drain()  # returns at once
+        assert out.write_nowait(b"abcdef") is False  # queued all the same, above the bound now
+        waiting = asyncio.ensure_future(out.drain())
+    else:
+        await out.write(b"0123456789")  # exactly at the bound: does not wait
+        waiting = asyncio.ensure_future(out.write(b"abcdef"))
     try:
         await settle()
-        assert not writing.done(), "16 unread bytes > 10: the write must wait"
+        assert not waiting.done(), "16 unread bytes > 10: the writer must wait"
         incoming = await accepted.accept_stream()
         assert await incoming.read(8) == b"01234567"
         async with asyncio.timeout(5):
-            await writing
+            await waiting
         assert await incoming.read() == b"89abcdef"
     finally:
-        writing.cancel()
-        await asyncio.gather(writing, return_exceptions=True)
-
-
-async def test_write_nowait_says_when_to_drain_and_drain_waits_for_the_reader(network, server_cert):
-    options = TransportOptions(stream_send_buffer=10)
-    _, _, dialed, accepted = await connected_pair(network, server_cert, options)
-    out = await dialed.open_stream()
-    assert out.write_nowait(b"0123456789") is True  # at the bound: room left
-    await out.drain()  # returns at once
-    assert out.write_nowait(b"abcdef") is False  # queued all the same, above the bound now
-    draining = asyncio.ensure_future(out.drain())
-    try:
-        await settle()
-        assert not draining.done(), "16 unread bytes > 10: drain must wait"
-        incoming = await accepted.accept_stream()
-        assert await incoming.read(8) == b"01234567"
-        async with asyncio.timeout(5):
-            await draining
-        assert await incoming.read() == b"89abcdef"
-    finally:
-        draining.cancel()
-        await asyncio.gather(draining, return_exceptions=True)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
 
 
 async def test_a_waiting_writer_learns_of_a_reset(network, server_cert):
