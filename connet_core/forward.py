@@ -9,11 +9,13 @@ so nothing is silently cut. A relay joins two streams the same way (``splice``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from dataclasses import dataclass
+from typing import Iterator
 
-from connet_core.errors import ConnectionLost, StreamReset
+from connet_core.errors import ConnectionLost, ProtocolError, StreamReset
 from connet_core.protocol.codes import CloseCode
 from connet_core.transport import Stream
 
@@ -26,6 +28,9 @@ log = logging.getLogger("connet.forward")
 # up to 256 KiB per read too (asyncio's and uvloop's read size). The benchmark's raw
 # transport writes and reads in the same chunks.
 CHUNK = 256 * 1024
+# how long a finished tunnel waits for its local program to take the last bytes before
+# closing with RST (a program that stopped reading must not hold the tunnel forever)
+TCP_CLOSE_TIMEOUT = 30.0
 
 
 @dataclass(slots=True)
@@ -42,6 +47,21 @@ class Counters:
 class _Outcome:
     reset_code: int | None = None  # the stream was reset: abort TCP
     tcp_error: bool = False  # TCP failed: reset the stream
+
+
+@contextlib.contextmanager
+def _ending(stream: Stream, out: _Outcome) -> Iterator[None]:
+    """How one direction's failure ends the tunnel: the side that did not fail learns it."""
+    try:
+        yield
+    except (StreamReset, ConnectionLost) as exc:  # the stream is gone: TCP gets a reset
+        out.reset_code = exc.code
+    except ProtocolError as exc:  # end-to-end TLS failed: both sides get a reset
+        out.reset_code = exc.code
+        stream.reset(exc.code)
+    except (ConnectionError, OSError):  # TCP failed: the stream gets a reset
+        out.tcp_error = True
+        stream.reset(CloseCode.DESTINATION_UNREACHABLE)
 
 
 class TcpEnd(asyncio.Protocol):
@@ -62,7 +82,7 @@ class TcpEnd(asyncio.Protocol):
         self._counters: Counters | None = None
         self._held: list[bytes] = []  # received before pump attached a stream (or see _forward)
         self._stream_full = False  # reading paused until the stream drained
-        self._stream_error: StreamReset | ConnectionLost | None = None
+        self._stream_error: StreamReset | ConnectionLost | ProtocolError | None = None
         self._eof = False
         self._lost = False
         self._reader_wake = asyncio.Event()  # one of the four states above changed
@@ -125,8 +145,8 @@ class TcpEnd(asyncio.Protocol):
         self._counters.to_stream += len(data)
         try:
             room = self._stream.write_nowait(data)
-        except (StreamReset, ConnectionLost) as exc:
-            self._stream_error = exc
+        except (StreamReset, ConnectionLost, ProtocolError) as exc:
+            self._stream_error = exc  # raised by the pump task, never out of this callback
             room = False
         if not room:
             self._stream_full = True
@@ -136,7 +156,7 @@ class TcpEnd(asyncio.Protocol):
     async def _tcp_to_stream(self, out: _Outcome) -> None:
         stream = self._stream
         assert stream is not None
-        try:
+        with _ending(stream, out):
             while True:
                 if self._stream_error is not None:
                     raise self._stream_error
@@ -152,11 +172,6 @@ class TcpEnd(asyncio.Protocol):
                     raise ConnectionResetError("TCP connection lost")
                 self._reader_wake.clear()
                 await self._reader_wake.wait()
-        except (ConnectionError, OSError):
-            out.tcp_error = True
-            stream.reset(CloseCode.DESTINATION_UNREACHABLE)
-        except (StreamReset, ConnectionLost) as exc:
-            out.reset_code = exc.code
 
     # stream -> TCP
 
@@ -179,24 +194,21 @@ class TcpEnd(asyncio.Protocol):
         if self._lost:
             raise ConnectionResetError("TCP connection lost")
 
-    async def _stream_to_tcp(self, out: _Outcome) -> None:
+    async def _stream_to_tcp(self, out: _Outcome, initial: bytes) -> None:
         stream = self._stream
         assert stream is not None and self._counters is not None
-        try:
+        with _ending(stream, out):
+            data = initial
             while True:
+                if data:
+                    self._counters.from_stream += len(data)
+                    self._write(data)
+                    await self._drain()
                 data = await stream.read(CHUNK)
                 if not data:
                     if self.transport.can_write_eof() and not self._lost:
                         self.transport.write_eof()
                     return
-                self._counters.from_stream += len(data)
-                self._write(data)
-                await self._drain()
-        except (StreamReset, ConnectionLost) as exc:
-            out.reset_code = exc.code
-        except (ConnectionError, OSError):
-            out.tcp_error = True
-            stream.reset(CloseCode.DESTINATION_UNREACHABLE)
 
     # the end
 
@@ -211,9 +223,15 @@ class TcpEnd(asyncio.Protocol):
         self.transport.abort()
 
     async def close(self) -> None:
-        """Close after what is queued was sent, and wait until it is closed."""
+        """Close after what is queued was sent, and wait until it is closed (with RST if
+        the program has not taken it within TCP_CLOSE_TIMEOUT)."""
         self.transport.close()
-        await self._closed
+        try:
+            async with asyncio.timeout(TCP_CLOSE_TIMEOUT):
+                await asyncio.shield(self._closed)
+        except TimeoutError:
+            log.debug("local program took no data for %.0f s after the tunnel ended: reset", TCP_CLOSE_TIMEOUT)
+            self.abort()
 
 
 async def accept_tcp(sock: socket.socket) -> TcpEnd:
@@ -236,13 +254,10 @@ async def pump(end: TcpEnd, stream: Stream, counters: Counters, initial: bytes =
     counters.active += 1
     counters.total += 1
     try:
-        if initial:
-            counters.from_stream += len(initial)
-            end._write(initial)
         end._attach(stream, counters)
         async with asyncio.TaskGroup() as tg:
             to_stream = tg.create_task(end._tcp_to_stream(out))
-            from_stream = tg.create_task(end._stream_to_tcp(out))
+            from_stream = tg.create_task(end._stream_to_tcp(out, initial))
             # a reset on either direction ends both: the other could wait forever
             await asyncio.wait({to_stream, from_stream}, return_when=asyncio.FIRST_COMPLETED)
             if out.reset_code is not None or out.tcp_error:

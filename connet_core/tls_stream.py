@@ -132,11 +132,14 @@ class TLSStream:
         return data if len(parts) == 1 else b"".join(parts)
 
     async def write(self, data: bytes) -> None:
-        self._tls.write(data)
-        await self._flush()
+        if not self.write_nowait(data):
+            await self.drain()
 
     def write_nowait(self, data: bytes) -> bool:
-        self._tls.write(data)
+        try:
+            self._tls.write(data)
+        except ssl.SSLError as exc:  # after a fatal error on the read side
+            raise ProtocolError(f"end-to-end TLS failed: {exc.reason or exc}") from None
         records = self._outgoing.read()
         return self._inner.write_nowait(records) if records else True
 

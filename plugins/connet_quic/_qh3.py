@@ -20,7 +20,11 @@ so the endpoint's glue is reused unchanged. What differs, and what we do about i
   then ``release_held`` before the next send). To the peer this looks like a path whose
   acknowledgements stopped: its congestion window fills and it waits. While paused, the
   oldest held datagram still goes in every ``admit_interval`` (0.5 s), so that neither
-  end's idle timeout fires; that trickle adds unread data, and a connection nobody reads
+  end's idle timeout fires, and datagrams of at most ``ACK_SIZED`` bytes are never held:
+  they are the peer's acknowledgements, without which the paused connection could not send
+  either (a program that answers what it reads would deadlock: it stops reading while its
+  answer cannot leave, and the answer waits on acknowledgements held behind the unread
+  data; `test_qh3_a_held_connection_still_hears_acknowledgements`); that trickle adds unread data, and a connection nobody reads
   for so long that it holds ``2 * unread_pause + held_limit`` (about 45 minutes) is closed
   with INTERNAL_ERROR ("receive buffer overflow"). The pause holds *every* stream of that
   connection, so one stream nobody reads stalls the others between the same two peers
@@ -86,6 +90,9 @@ KEEPALIVE_FILLER = 16
 DEFAULT_UNREAD_PAUSE = 8 * 1024 * 1024
 DEFAULT_HELD_LIMIT = 8 * 1024 * 1024  # bytes of datagrams held while paused; more are dropped
 DEFAULT_ADMIT_INTERVAL = 0.5  # seconds between held datagrams let in while paused (idle timeout: 3 s)
+# Datagrams this small are never held: acknowledgements (an ACK-only packet is 40-100
+# bytes), so that a paused connection's own sending goes on (see "Receive-side backpressure")
+ACK_SIZED = 256
 
 
 class _Qh3TlsBridge(QuicTlsBridge):
@@ -171,13 +178,13 @@ class Qh3Connection(QuicConnection):
         return bool(self._held) and self.unread_total <= self.unread_pause
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
-        if self._held or self.unread_total > self.unread_pause:
+        if (self._held or self.unread_total > self.unread_pause) and len(data) > ACK_SIZED:
             self._hold(data, len(data), addr, now)
         else:
             super().receive_datagram(data, addr, now)
 
     def receive_gro_buffer(self, buffer: bytes, segment_size: int, addr: Any, now: float) -> None:
-        if self._held or self.unread_total > self.unread_pause:
+        if (self._held or self.unread_total > self.unread_pause) and segment_size > ACK_SIZED:
             self._hold(buffer, segment_size, addr, now)
         else:
             super().receive_gro_buffer(buffer, segment_size, addr, now)

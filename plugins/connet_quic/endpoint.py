@@ -122,7 +122,8 @@ class QuicEndpointStream:
         self._local_reset_code = 0  # what our own reads/writes raise after reset()
         self._eof_sent = False
         self._read_waiter: asyncio.Future[None] | None = None
-        self._write_waiter: asyncio.Future[None] | None = None
+        # every drain() waiting for room (end-to-end TLS may flush while the TCP end drains)
+        self._write_waiters: list[asyncio.Future[None]] = []
 
     @property
     def stream_id(self) -> int:
@@ -148,8 +149,9 @@ class QuicEndpointStream:
             self._read_waiter.set_result(None)
 
     def _wake_writer(self) -> None:
-        if self._write_waiter is not None and not self._write_waiter.done():
-            self._write_waiter.set_result(None)
+        for waiter in self._write_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _on_reset(self, code: int) -> None:
         self._read_reset_code = code
@@ -230,13 +232,15 @@ class QuicEndpointStream:
         connection = self._connection
         bound = connection._options.stream_send_buffer
         while connection._unsent(self._stream_id) > bound:
-            self._write_waiter = asyncio.get_running_loop().create_future()
+            waiter = asyncio.get_running_loop().create_future()
+            self._write_waiters.append(waiter)
             connection._blocked_writers.add(self)
             try:
-                await self._write_waiter
+                await waiter
             finally:
-                self._write_waiter = None
-                connection._blocked_writers.discard(self)
+                self._write_waiters.remove(waiter)
+                if not self._write_waiters:
+                    connection._blocked_writers.discard(self)
             self._check_writable()
 
     def _check_writable(self) -> None:

@@ -15,7 +15,7 @@ from typing import AsyncIterator
 
 import pytest
 
-from connet_core.errors import StreamReset
+from connet_core.errors import ProtocolError, StreamReset
 from connet_core.forward import Counters, TcpEnd, accept_tcp, pump
 from connet_core.model import HostPort
 from connet_core.protocol.codes import CloseCode
@@ -190,3 +190,47 @@ async def test_a_tcp_reset_resets_the_stream() -> None:
                 await read_stream(far)
             assert reset.value.code == CloseCode.DESTINATION_UNREACHABLE
         assert pumping.done()
+
+
+async def test_a_program_gone_before_the_tunnel_was_ready_resets_the_stream() -> None:
+    """The destination's first bytes (a server that speaks first) must not crash the pump
+    when the program behind the source already reset its connection."""
+    async with tunnel_stream() as (conn, near, accepted), tcp_connection() as (end, program):
+        program.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
+        program.close()
+        async with asyncio.timeout(5):
+            while not end._lost:
+                await asyncio.sleep(0)  # until the end saw the RST (real socket I/O)
+        await near.write(b"CONNECTED|")
+        async with asyncio.timeout(10):
+            await pump(end, near, Counters(), initial=b"SSH-2.0-banner")
+        far = await accepted.accept_stream()
+        with pytest.raises(StreamReset) as reset:
+            await read_stream(far)
+        assert reset.value.code == CloseCode.DESTINATION_UNREACHABLE
+
+
+class FailingTLS:
+    """A stream whose reads fail as end-to-end TLS does on a bad record or a cut stream."""
+
+    def __init__(self, inner: MemoryStream) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        raise ProtocolError("end-to-end TLS failed: bad record mac")
+
+
+async def test_an_end_to_end_tls_failure_resets_both_sides() -> None:
+    async with tunnel_stream() as (conn, near, accepted), tcp_connection() as (end, program):
+        await near.write(b"CONNECTED|")
+        async with asyncio.timeout(10):
+            await pump(end, FailingTLS(near), Counters())  # type: ignore[arg-type]
+            with pytest.raises(ConnectionResetError):
+                await recv_all(program)  # RST: the program must not take a cut stream for a clean end
+        far = await accepted.accept_stream()
+        with pytest.raises(StreamReset) as reset:
+            await read_stream(far)
+        assert reset.value.code == CloseCode.PROTOCOL_ERROR

@@ -873,6 +873,43 @@ async def test_qh3_pauses_a_connection_whose_reader_falls_behind(transport: Quic
         assert not quic._held
 
 
+async def test_qh3_a_held_connection_still_hears_acknowledgements(transport: QuicTransport) -> None:
+    """While a connection holds its incoming datagrams (its reader is behind), its own
+    sending must go on: the peer's acknowledgements are let through. Otherwise a program
+    that answers what it reads (an echo, rsync, a proxy) deadlocks: it stops reading while
+    its answer cannot leave, and its answer cannot leave while the acknowledgements that
+    would let it are held behind the data it does not read."""
+    only_qh3(transport)
+    from connet_quic._qh3 import Qh3Library
+
+    pause, chunk = 1024 * 1024, 64 * 1024
+    tuned = QuicTransport("qh3", Qh3Library(unread_pause=pause, held_limit=2 * pause))
+    async with peers(tuned) as (a, b):
+        dialed, accepted = await connect(a, b)
+        stream = await dialed.open_stream()
+        upload = os.urandom(16 * 1024 * 1024)
+        writing = asyncio.ensure_future(write_all(stream, upload, chunk))
+        try:
+            incoming = await asyncio.wait_for(accepted.accept_stream(), 5)
+            quic = accepted._quic
+            async with asyncio.timeout(10):
+                while not quic._held:  # b does not read: it holds a's datagrams
+                    await asyncio.sleep(0.01)
+            # b answers while it does not read; a reads the answer
+            answer = os.urandom(8 * 1024 * 1024)
+            async with asyncio.timeout(20), asyncio.TaskGroup() as tg:
+                tg.create_task(write_all(incoming, answer, chunk))
+                got = tg.create_task(read_all(stream))
+            assert hashlib.sha256(got.result()).digest() == hashlib.sha256(answer).digest()
+            assert not writing.done(), "a's upload must still be held back"
+            received = await asyncio.wait_for(read_all(incoming), 60)  # b catches up
+            assert hashlib.sha256(received).digest() == hashlib.sha256(upload).digest()
+            await asyncio.wait_for(writing, 10)
+        finally:
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
+
+
 async def test_qh3_closes_a_connection_nobody_reads_for_too_long(transport: QuicTransport) -> None:
     """The trickle let in while paused is bounded too: past ``2 * unread_pause +
     held_limit`` unread bytes the connection is closed (INTERNAL_ERROR, "receive buffer
