@@ -315,6 +315,10 @@ class AioquicLibrary(SharedLibraryAdapter):
         quic.send_stream_data(stream_id, b"", False)
         return stream_id
 
+    def next_admission(self, quic: FlowControlledConnection) -> float | None:
+        """Nothing is ever held back (see release_held)."""
+        return None
+
     def release_held(self, quic: FlowControlledConnection, now: float) -> bool:
         """Nothing is ever held back: aioquic's credit follows reading (see _qh3.py)."""
         return False

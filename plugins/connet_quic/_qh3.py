@@ -19,8 +19,8 @@ so the endpoint's glue is reused unchanged. What differs, and what we do about i
   to the core once the reader has caught up (a read makes that due: ``stream_credit_due``,
   then ``release_held`` before the next send). To the peer this looks like a path whose
   acknowledgements stopped: its congestion window fills and it waits. While paused, the
-  oldest held datagram still goes in every ``admit_interval`` (0.5 s), so that neither
-  end's idle timeout fires, and datagrams of at most ``ACK_SIZED`` bytes are never held:
+  oldest held datagram still goes in every ``admit_interval`` (0.5 s; the endpoint's timer
+  wakes for it, see ``next_admission``), so that neither end's idle timeout fires, and datagrams of at most ``ACK_SIZED`` bytes are never held:
   they are the peer's acknowledgements, without which the paused connection could not send
   either (a program that answers what it reads would deadlock: it stops reading while its
   answer cannot leave, and the answer waits on acknowledgements held behind the unread
@@ -178,16 +178,22 @@ class Qh3Connection(QuicConnection):
         return bool(self._held) and self.unread_total <= self.unread_pause
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
-        if (self._held or self.unread_total > self.unread_pause) and len(data) > ACK_SIZED:
+        if not self._held and self.unread_total <= self.unread_pause:
+            super().receive_datagram(data, addr, now)
+        elif len(data) > ACK_SIZED:
             self._hold(data, len(data), addr, now)
         else:
-            super().receive_datagram(data, addr, now)
+            super().receive_datagram(data, addr, now)  # acknowledgements pass a hold
+            self.release_held(now)  # and move the trickle on, as a held arrival does
 
     def receive_gro_buffer(self, buffer: bytes, segment_size: int, addr: Any, now: float) -> None:
-        if (self._held or self.unread_total > self.unread_pause) and segment_size > ACK_SIZED:
+        if not self._held and self.unread_total <= self.unread_pause:
+            super().receive_gro_buffer(buffer, segment_size, addr, now)
+        elif segment_size > ACK_SIZED:
             self._hold(buffer, segment_size, addr, now)
         else:
             super().receive_gro_buffer(buffer, segment_size, addr, now)
+            self.release_held(now)
 
     def _hold(self, buffer: bytes, segment_size: int, addr: Any, now: float) -> None:
         """Paused (too much unread) or not yet released: queue behind what is held, in
@@ -201,6 +207,14 @@ class Qh3Connection(QuicConnection):
             self._held.append((buffer, segment_size, addr))
             self._held_bytes += len(buffer)
         self.release_held(now)
+
+    def next_admission(self) -> float | None:
+        """When the trickle lets the next held datagram in (the endpoint arms its timer for
+        it, so the trickle does not depend on more datagrams arriving); None if nothing is
+        held or the connection is closing."""
+        if not self._held or self._close_event is not None:
+            return None
+        return self._next_admit
 
     def release_held(self, now: float) -> bool:
         """Hand held datagrams to the core: all of them once unread data is back under the
@@ -400,6 +414,9 @@ class Qh3Library(SharedLibraryAdapter):
         # through the native core's own allocator: an empty send on an id the core never
         # allocated leaves its stream bookkeeping out of step with ours
         return quic._open_stream()
+
+    def next_admission(self, quic: Qh3Connection) -> float | None:
+        return quic.next_admission()
 
     def release_held(self, quic: Qh3Connection, now: float) -> bool:
         """Datagrams the connection held back while paused go to the core now if they may;

@@ -495,6 +495,9 @@ class QuicEndpointConnection:
             due = self._handshake_deadline
         if self._next_ping_at is not None and (due is None or self._next_ping_at < due):
             due = self._next_ping_at
+        admit = self._lib.next_admission(self._quic)  # qh3's trickle while holding (see _qh3.py)
+        if admit is not None and (due is None or admit < due):
+            due = admit
         if due == self._timer_at:
             return
         if self._timer is not None:
