@@ -18,15 +18,17 @@ so the endpoint's glue is reused unchanged. What differs, and what we do about i
   to ``held_limit`` bytes (8 MiB; more are dropped, like a full router queue), and handed
   to the core once the reader has caught up (a read makes that due: ``stream_credit_due``,
   then ``release_held`` before the next send). To the peer this looks like a path whose
-  acknowledgements stopped: its congestion window fills and it waits. While paused, the
-  oldest held datagram still goes in every ``admit_interval`` (0.5 s; the endpoint's timer
-  wakes for it, see ``next_admission``), so that neither end's idle timeout fires, and datagrams of at most ``ACK_SIZED`` bytes are never held:
-  they are the peer's acknowledgements, without which the paused connection could not send
-  either (a program that answers what it reads would deadlock: it stops reading while its
-  answer cannot leave, and the answer waits on acknowledgements held behind the unread
-  data; `test_qh3_a_held_connection_still_hears_acknowledgements`); that trickle adds unread data, and a connection nobody reads
-  for so long that it holds ``2 * unread_pause + held_limit`` (about 45 minutes) is closed
-  with INTERNAL_ERROR ("receive buffer overflow"). The pause holds *every* stream of that
+  acknowledgements stopped: its congestion window fills and it waits. Datagrams of at most
+  ``ACK_SIZED`` bytes are never held: they are the peer's acknowledgements, without which
+  the paused connection could not send either (a program that answers what it reads would
+  deadlock: it stops reading while its answer cannot leave, and the answer waits on
+  acknowledgements held behind the unread data;
+  ``test_qh3_a_held_connection_still_hears_acknowledgements``). While paused, the oldest
+  held datagram still goes in every ``admit_interval`` (0.5 s; the endpoint's timer wakes
+  for it, see ``next_admission``), so that neither end's idle timeout fires; that trickle
+  adds unread data, and a connection nobody reads for so long that it holds ``2 *
+  unread_pause + held_limit`` (about 45 minutes) is closed with INTERNAL_ERROR ("receive
+  buffer overflow"). The pause holds *every* stream of that
   connection, so one stream nobody reads stalls the others between the same two peers
   (aioquic holds back only that stream's credit: choose it where that matters; it is the
   default). Dropping the datagrams instead of holding them was tried: qh3 2.1.0 then
@@ -177,25 +179,23 @@ class Qh3Connection(QuicConnection):
         the release of datagrams held while the connection was paused."""
         return bool(self._held) and self.unread_total <= self.unread_pause
 
+    # Held datagrams go to the core in release_held, which the endpoint calls before every
+    # send: after each read batch, after a read that made a release due, and when the
+    # connection's timer fires for the trickle (next_admission).
+
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
-        if not self._held and self.unread_total <= self.unread_pause:
+        if (self._held or self.unread_total > self.unread_pause) and len(data) > ACK_SIZED:
+            self._hold(data, len(data), addr)
+        else:  # not paused, or acknowledgements, which pass a hold
             super().receive_datagram(data, addr, now)
-        elif len(data) > ACK_SIZED:
-            self._hold(data, len(data), addr, now)
-        else:
-            super().receive_datagram(data, addr, now)  # acknowledgements pass a hold
-            self.release_held(now)  # and move the trickle on, as a held arrival does
 
     def receive_gro_buffer(self, buffer: bytes, segment_size: int, addr: Any, now: float) -> None:
-        if not self._held and self.unread_total <= self.unread_pause:
-            super().receive_gro_buffer(buffer, segment_size, addr, now)
-        elif segment_size > ACK_SIZED:
-            self._hold(buffer, segment_size, addr, now)
+        if (self._held or self.unread_total > self.unread_pause) and segment_size > ACK_SIZED:
+            self._hold(buffer, segment_size, addr)
         else:
             super().receive_gro_buffer(buffer, segment_size, addr, now)
-            self.release_held(now)
 
-    def _hold(self, buffer: bytes, segment_size: int, addr: Any, now: float) -> None:
+    def _hold(self, buffer: bytes, segment_size: int, addr: Any) -> None:
         """Paused (too much unread) or not yet released: queue behind what is held, in
         arrival order; beyond ``held_limit`` bytes drop, as a full router queue would."""
         if not self._held:
@@ -206,7 +206,6 @@ class Qh3Connection(QuicConnection):
         else:
             self._held.append((buffer, segment_size, addr))
             self._held_bytes += len(buffer)
-        self.release_held(now)
 
     def next_admission(self) -> float | None:
         """When the trickle lets the next held datagram in (the endpoint arms its timer for
