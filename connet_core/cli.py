@@ -57,7 +57,7 @@ def common_options(func: F) -> F:
         click.option(
             "--transport",
             metavar="NAME",
-            help="QUIC transport: aioquic, qh3 (extra connet[qh3]) or one a plugin adds  [default: aioquic]",
+            help="QUIC transport: auto (qh3 when it imports, else aioquic), qh3, aioquic, or one a plugin adds  [default: auto]",
         ),
     ]
     for option in reversed(options):

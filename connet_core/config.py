@@ -40,7 +40,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class CommonSettings:
     log_level: str = "info"  # debug | info | warn | error
     log_format: str = "text"  # text | json
-    transport: str = "aioquic"
+    transport: str = "auto"  # the quic plugin: qh3 when it imports, else aioquic
     disable_plugins: tuple[str, ...] = ()
 
 
@@ -918,7 +918,7 @@ def _common(values: dict[str, object], origins: dict[str, str], transport_names:
     common = CommonSettings(
         log_level=values.get("log-level", "info"),  # type: ignore[arg-type]
         log_format=values.get("log-format", "text"),  # type: ignore[arg-type]
-        transport=values.get("transport", "aioquic"),  # type: ignore[arg-type]
+        transport=values.get("transport", "auto"),  # type: ignore[arg-type]
         disable_plugins=values.get("disable-plugins", ()),  # type: ignore[arg-type]
     )
     from connet_core import plugins  # the plugin manager is needed only to check names

@@ -13,6 +13,7 @@ from connet_core.config import Config
 from connet_core.errors import ConfigError, ConnetError, PluginError, StoreError, TransportError
 from connet_core.model import HostPort
 from connet_core.plugins import Hooks, load_hooks
+from connet_core.status import connet_version
 
 log = logging.getLogger("connet")
 
@@ -55,9 +56,10 @@ def status_addr(config: Config) -> HostPort | None:
     return getattr(section, "status_addr", None)
 
 
-async def serve(component: Component, status: HostPort | None = None) -> None:
+async def serve(component: Component, status: HostPort | None = None, transport: str | None = None) -> None:
     """Run until SIGINT/SIGTERM; the first signal stops gracefully, a second exits at once.
-    With ``status``, the status endpoint runs beside the component in one task group."""
+    With ``status``, the status endpoint runs beside the component in one task group, and
+    names ``transport`` in its reports."""
     from connet_core.status import run_with_status
 
     loop = asyncio.get_running_loop()
@@ -76,7 +78,7 @@ async def serve(component: Component, status: HostPort | None = None) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await run_with_status(component, status)
+        await run_with_status(component, status, transport)
     except asyncio.CancelledError:
         if signals_seen == 0:
             raise
@@ -87,9 +89,13 @@ def run(config: Config) -> int:
     try:
         hooks = load_hooks(config.common.disable_plugins)
         component = build(config, hooks)
+        # what ``auto`` (or a plugin's own name) resolves to: creating a transport does no I/O
+        transport = hooks.transport(config.common.transport).name
     except (ConfigError, PluginError, StoreError) as exc:
         print(f"connet: error: {exc}", file=sys.stderr)
         return 2
+    log.info("connet %s %s, transport %s", connet_version(), config.command, transport,
+             extra={"event": "start", "command": config.command, "transport": transport})
     try:
         import uvloop
     except ImportError:
@@ -97,7 +103,7 @@ def run(config: Config) -> int:
     else:
         runner = uvloop.run
     try:
-        runner(serve(component, status_addr(config)))
+        runner(serve(component, status_addr(config), transport))
     except (ConnetError, OSError, BaseExceptionGroup) as exc:
         cause = _first_expected(exc)
         if cause is None:

@@ -1,6 +1,6 @@
 """The status endpoint: a tiny HTTP/1.1 server beside a component (SPEC.md "Status endpoint").
 
-``GET /`` answers the component's ``status()`` as JSON (plus ``version`` and ``uptime``),
+``GET /`` answers the component's ``status()`` as JSON (plus ``version``, ``uptime`` and ``transport``),
 ``GET /metrics`` the same numbers as Prometheus text (exposition format 0.0.4). Anything
 else is 404, any other method 405. One request per connection (``Connection: close``):
 the readers are dashboards and scrapers that poll every second or so, and it keeps the server
@@ -91,6 +91,7 @@ class StatusServer:
     max_head: int = MAX_HEAD
     max_clients: int = MAX_CLIENTS
     version: str = field(default_factory=connet_version)
+    transport: str | None = None  # the QUIC transport the component runs on (``auto`` resolved)
     started: float = field(default_factory=time.monotonic)
     local_address: HostPort | None = None
     bound: asyncio.Event = field(default_factory=asyncio.Event)
@@ -177,11 +178,14 @@ class StatusServer:
 
     def report(self) -> dict[str, Any]:
         """The component's status with what every endpoint adds."""
-        return {
+        report = {
             **self.component.status(),
             "version": self.version,
             "uptime": round(time.monotonic() - self.started, 3),
         }
+        if self.transport is not None:
+            report["transport"] = self.transport
+        return report
 
 
 def _bound_address(sockets: tuple[socket.socket, ...] | list[socket.socket]) -> HostPort:
@@ -218,19 +222,20 @@ def _response(code: int, content_type: str, body: bytes) -> bytes:
     return ("\r\n".join(headers) + "\r\n\r\n").encode("ascii") + body
 
 
-async def serve_status(component: StatusSource, addr: HostPort) -> None:
-    """Serve ``component``'s status at ``addr`` until cancelled (for embedders)."""
-    await StatusServer(component, addr).serve()
+async def serve_status(component: StatusSource, addr: HostPort, transport: str | None = None) -> None:
+    """Serve ``component``'s status at ``addr`` until cancelled (for embedders); ``transport``
+    names the QUIC transport in every report."""
+    await StatusServer(component, addr, transport=transport).serve()
 
 
-async def run_with_status(component: Runnable, addr: HostPort | None) -> None:
+async def run_with_status(component: Runnable, addr: HostPort | None, transport: str | None = None) -> None:
     """Run ``component``; with an address, its status endpoint beside it in one task group.
     The endpoint stops when the component returns; an error in either stops both."""
     if addr is None:
         await component.run()
         return
     async with asyncio.TaskGroup() as tg:
-        status = tg.create_task(serve_status(component, addr))
+        status = tg.create_task(serve_status(component, addr, transport))
         await component.run()
         status.cancel()
 
@@ -298,7 +303,7 @@ def render_metrics(report: dict[str, Any]) -> str:
     m = MetricsBuilder()
     role = str(report.get("role", "unknown"))
     m.add("connet_info", "gauge", "Always 1; the labels say what this process is.", 1,
-          role=role, version=report.get("version", "unknown"))
+          role=role, version=report.get("version", "unknown"), transport=report.get("transport", "unknown"))
     m.add("connet_uptime_seconds", "gauge", "Seconds since the status endpoint started.", report.get("uptime"))
     if role == "client":
         _client_metrics(m, report)

@@ -2,12 +2,16 @@
 
 One UDP socket per endpoint both accepts and dials (see :mod:`connet_quic.endpoint`).
 Everything that depends on a library's internals lives in its adapter:
-:mod:`connet_quic._aioquic` (transport name ``aioquic``, the default) and, when qh3 is
-installed, :mod:`connet_quic._qh3` (``qh3``; see its docstring for what it cannot do).
+:mod:`connet_quic._aioquic` (transport name ``aioquic``, the reference) and
+:mod:`connet_quic._qh3` (``qh3``, about ten times cheaper per byte; see its docstring for
+what it cannot do). ``auto``, the default, is qh3 when it imports and aioquic otherwise:
+both are dependencies of ``pip install connet``, so ``auto`` falls back only where qh3 has
+no wheel and could not be built.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from typing import Any, Sequence
 
@@ -39,21 +43,32 @@ class QuicTransport:
         return await QuicEndpoint.open(self._library, address, identity=identity, alpns=alpns, options=options)
 
 
-def _qh3_installed() -> bool:
-    return importlib.util.find_spec("qh3") is not None
+@functools.cache
+def _qh3_importable() -> bool:
+    """Whether qh3 imports here: found is not enough (a wheel for another platform, a
+    broken build), so ``auto`` tries the import itself, once."""
+    if importlib.util.find_spec("qh3") is None:
+        return False
+    try:
+        import qh3  # noqa: F401  - the native core loads here, or fails
+    except ImportError:
+        return False
+    return True
 
 
 @connet_core.hookimpl(trylast=True)
 def connet_transport_names() -> Sequence[str]:
-    return ["aioquic", "qh3"] if _qh3_installed() else ["aioquic"]
+    return ["auto", "aioquic", "qh3"] if _qh3_importable() else ["auto", "aioquic"]
 
 
 @connet_core.hookimpl(trylast=True)
 def connet_transport(name: str) -> QuicTransport | None:
+    if name == "auto":
+        name = "qh3" if _qh3_importable() else "aioquic"
     if name == "aioquic":
         return QuicTransport("aioquic")
-    if name == "qh3" and _qh3_installed():
-        from connet_quic._qh3 import Qh3Library  # only now: qh3 is optional
+    if name == "qh3" and _qh3_importable():
+        from connet_quic._qh3 import Qh3Library  # only now: nothing imports qh3 before it is chosen
 
         return QuicTransport("qh3", Qh3Library())
     return None

@@ -60,6 +60,51 @@ _GSO_REFUSED = frozenset({errno.EINVAL, errno.EIO, errno.EOPNOTSUPP, errno.ENOPR
 
 Deliver = Callable[[bytes, int, Any], None]  # buffer, segment size (== len for one datagram), address
 
+# what size_buffers asks for per direction: the default (~208 KiB) overflows when a burst from
+# many streams arrives while the loop is busy, and every datagram the kernel drops is a loss
+# the congestion controller pays for (qh3's recovery from it is slow, see _qh3.py)
+UDP_SOCKET_BUFFER = 4 * 1024 * 1024
+# SO_RCVBUFFORCE / SO_SNDBUFFORCE (<asm-generic/socket.h>): like SO_RCVBUF, past the sysctl
+# cap, for a process with CAP_NET_ADMIN
+_FORCE = {socket.SO_RCVBUF: 33, socket.SO_SNDBUF: 32}
+_SYSCTL = {socket.SO_RCVBUF: "net.core.rmem_max", socket.SO_SNDBUF: "net.core.wmem_max"}
+_warned_small_buffers = False
+
+
+def size_buffers(sock: socket.socket, wanted: int = UDP_SOCKET_BUFFER) -> dict[str, int]:
+    """Ask for ``wanted`` bytes of receive and send buffer, then read back what the kernel
+    granted: it silently caps the request at ``net.core.rmem_max`` / ``wmem_max`` (unless this
+    process may force it past them). The first socket of a process that gets less logs one
+    warning naming the sysctls and the values to set. Returns ``{sysctl: bytes granted}``."""
+    global _warned_small_buffers
+    granted: dict[str, int] = {}
+    for option, sysctl in _SYSCTL.items():
+        got = _set_buffer(sock, option, wanted)
+        if got < wanted and sys.platform == "linux":
+            got = max(got, _set_buffer(sock, _FORCE[option], wanted, read_back=option))
+        granted[sysctl] = got
+    short = {name: got for name, got in granted.items() if got < wanted}
+    if short and not _warned_small_buffers:
+        _warned_small_buffers = True
+        logger.warning(
+            "UDP socket buffers smaller than asked (%s; asked %d): bursts will be lost and "
+            "throughput suffers; raise the limits, e.g. sysctl -w %s",
+            ", ".join(f"{name} allows {got}" for name, got in short.items()), wanted,
+            " ".join(f"{name}={wanted}" for name in short),
+            extra={"event": "udp-buffers", **{name.rsplit(".", 1)[1]: got for name, got in short.items()}},
+        )
+    return granted
+
+
+def _set_buffer(sock: socket.socket, option: int, wanted: int, read_back: int | None = None) -> int:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, wanted)
+    except OSError:  # no permission for the FORCE options, or an option the OS lacks
+        pass
+    got = sock.getsockopt(socket.SOL_SOCKET, read_back or option)
+    # Linux doubles what it grants (the other half is its bookkeeping) and reports that
+    return got // 2 if sys.platform == "linux" else got
+
 
 def segments(buffer: bytes, segment: int) -> list[bytes]:
     """The datagrams of a GRO buffer."""

@@ -38,7 +38,7 @@ from connet_core.transport import CloseInfo, ConnectionStats, TLSIdentity, Trust
 
 from connet_quic._aioquic import AioquicLibrary
 from connet_quic._adapter import CONNECTION_ID_LENGTH
-from connet_quic._udp import BatchedUdpSocket, segments
+from connet_quic._udp import BatchedUdpSocket, segments, size_buffers
 from connet_quic._reset import ResetKey, TokenBucket, reset_token_of, stateless_reset
 
 logger = logging.getLogger("connet.quic")
@@ -59,8 +59,6 @@ MAX_PENDING_PER_SOCKET = 8
 # server resets a thousand clients within seconds (each keepalive is a new chance).
 RESET_RATE = 200.0  # per second
 RESET_BURST = 50
-# asked for on every endpoint socket, per direction (see QuicEndpoint._size_buffers)
-UDP_SOCKET_BUFFER = 4 * 1024 * 1024
 # how early the event loop may run a timer (uvloop/libuv count in milliseconds)
 TIMER_SLACK = 0.001
 
@@ -812,21 +810,9 @@ class QuicEndpoint:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
                 self._dual_stack = True
             self._bind_or_close(sock, sockaddr, address)
-        self._size_buffers(sock)
+        size_buffers(sock)  # warns once if the kernel grants less (the sysctls to raise)
         sock.setblocking(False)
         return sock
-
-    @staticmethod
-    def _size_buffers(sock: socket.socket) -> None:
-        # The default UDP buffers (~208 KiB) overflow when a burst from many streams
-        # arrives while the loop is busy: every datagram the kernel drops is a loss the
-        # congestion controller pays for (qh3's recovery from it is slow, see _qh3.py).
-        # The kernel caps the request at net.core.{r,w}mem_max; that is fine.
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, option, UDP_SOCKET_BUFFER)
-            except OSError:
-                logger.debug("cannot set UDP socket buffer option %d", option)
 
     @staticmethod
     def _bind_or_close(sock: socket.socket, sockaddr: Any, address: HostPort) -> None:

@@ -175,6 +175,8 @@ async def test_live_status_matches_the_schemas_and_shows_the_direct_path(status_
     check_schema(src_report, "client.json")
     check_schema(dst_report, "client.json")
     check_schema(server_report, "server.json")
+    # the default transport is "auto", and qh3 is a dependency: every daemon says it runs qh3
+    assert [r["transport"] for r in (src_report, dst_report, server_report)] == ["qh3"] * 3
 
     # the source's path names the destination's own direct socket, and the other way round
     # (a set: while both ends' dials race, the loser is listed until it closes)
@@ -191,6 +193,16 @@ async def test_live_status_matches_the_schemas_and_shows_the_direct_path(status_
     announced = sorted(a for c in server_report["control"]["clients"] for a in c["announced"])
     assert announced == ["destination:web", "source:web"]
     assert server_report["control"]["names"] == {"web": {"destination": 1, "source": 1}}
+
+
+@pytest.mark.parametrize("chosen", ["aioquic", "qh3"])
+def test_the_transport_in_use_is_in_the_status_and_the_metrics(daemons, certs, monkeypatch, chosen) -> None:
+    monkeypatch.setenv("CONNET_TRANSPORT", chosen)  # the root key `transport`, for this daemon
+    server = start_server(daemons, certs, status_addr=LOCAL)
+    assert fetch_json(status_url(server.daemon))["transport"] == chosen
+    _, body = fetch(status_url(server.daemon) + "metrics")
+    (labels, value), = parse_metrics(body.decode())["connet_info"]
+    assert (labels["transport"], labels["role"], value) == (chosen, "server", 1.0)
 
 
 async def test_metrics_parse_and_use_only_documented_names(status_server, daemons) -> None:
@@ -248,7 +260,7 @@ def test_a_relayed_tunnel_shows_a_relay_path(status_server, daemons) -> None:
 
 def test_the_validator_rejects_what_the_schema_forbids() -> None:
     good = {
-        "role": "client", "version": "1", "uptime": 1.0, "control": {"addr": "a:1", "connected": True},
+        "role": "client", "version": "1", "uptime": 1.0, "transport": "qh3", "control": {"addr": "a:1", "connected": True},
         "observed_addr": None, "direct_addr": "a:2",
         "endpoints": [{"name": "w", "role": "source", "route": "any", "addr": "a:3", "refused": None,
                        "peers": [{"id": "x", "paths": [{"kind": "direct", "addr": "b:1", "rtt": None,
@@ -267,4 +279,4 @@ def test_the_validator_rejects_what_the_schema_forbids() -> None:
         with pytest.raises(SchemaError):
             check_schema(bad, "client.json")
     with pytest.raises(SchemaError):
-        check_schema({"role": "server", "version": "1", "uptime": 0, "control": {}, "relay": None}, "server.json")
+        check_schema({"role": "server", "version": "1", "uptime": 0, "transport": "qh3", "control": {}, "relay": None}, "server.json")

@@ -19,7 +19,7 @@ from connet_core.model import HostPort, Role, RoutePolicy
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
-TRANSPORTS = ("aioquic",)  # in-process tests need not load the plugins for the transport check
+TRANSPORTS = ("auto", "aioquic")  # in-process tests need not load the plugins for the transport check
 
 
 def write(directory: Path, name: str, text: str) -> Path:
@@ -59,7 +59,7 @@ def test_client_defaults(tmp_path: Path) -> None:
     client = config.client
     assert client is not None and config.server is None
     assert config.common.log_level == "info" and config.common.log_format == "text"
-    assert config.common.transport == "aioquic" and config.common.disable_plugins == ()
+    assert config.common.transport == "auto" and config.common.disable_plugins == ()
     assert client.token == "t"
     assert client.server_addr == HostPort("localhost", 19190)
     assert client.server_name == "localhost"

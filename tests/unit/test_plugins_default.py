@@ -324,6 +324,20 @@ def test_transport_from_the_quic_plugin_when_it_provides_one(hooks):
     assert isinstance(transport, Transport) and transport.name == "aioquic"
 
 
+def test_auto_is_qh3_when_it_imports_and_aioquic_otherwise(monkeypatch):
+    import connet_quic
+
+    hooks = plugins.load_hooks()
+    assert "auto" in hooks.transport_names()
+    assert hooks.transport("auto").name == "qh3", "qh3 is a dependency: auto picks it"
+    # where qh3 does not import (no wheel for the platform, a broken build), auto is aioquic
+    monkeypatch.setattr(connet_quic, "_qh3_importable", lambda: False)
+    assert hooks.transport("auto").name == "aioquic"
+    assert "qh3" not in hooks.transport_names(), "qh3 is not offered when it does not import"
+    with pytest.raises(PluginError):
+        hooks.transport("qh3")
+
+
 async def test_the_memory_transport_from_the_facade_connects(hooks):
     alpn = "connet-test/1"
     identity, der, _, _ = make_test_certificate("server.test")

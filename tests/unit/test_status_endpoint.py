@@ -156,7 +156,7 @@ def test_server_metrics_cover_control_relay_and_counters() -> None:
     assert metrics["connet_control_announcements"][(("role", "source"),)] == 1
     assert metrics["connet_control_auth_failed_total"][()] == 3
     assert metrics["connet_relay_bytes_total"][()] == 5
-    assert metrics["connet_info"][(("role", "server"), ("version", "1"))] == 1
+    assert metrics["connet_info"][(("role", "server"), ("version", "1"), ("transport", "unknown"))] == 1
 
 
 def test_label_values_are_escaped() -> None:
