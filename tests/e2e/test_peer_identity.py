@@ -52,7 +52,7 @@ async def attacker(server, daemons):
     async with echo_server() as echo_port:
         dst = start_destination(daemons, server, echo_port)
         dst.wait_for("connected to control server")
-        transport = load_hooks().transport("aioquic")
+        transport = load_hooks().transport("auto")
         endpoint = await transport.bind(HostPort("127.0.0.1", 0), identity=None, alpns=[])
         announced, announced_der, announced_key = make_identity("connet-client")
         dst_cert, dst_addresses = await learn_destination(

@@ -23,7 +23,7 @@ async def test_relay_sees_only_ciphertext(daemons, certs, tmp_path: Path) -> Non
     """The relay runs in this process with a transport plugin that records every stream byte
     it handles: the payload never appears in it, though the tunnel delivered it intact."""
     control = start_control(daemons, certs)
-    recorder = RecordingPlugin(load_hooks().transport("aioquic"))
+    recorder = RecordingPlugin(load_hooks().transport("auto"))  # what the daemons around it run
     hooks = load_hooks(extra_plugins=[recorder])
     settings = RelaySettings(
         token=RELAY_TOKEN, addr=HostPort("127.0.0.1", 0), hostname="127.0.0.1",

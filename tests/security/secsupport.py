@@ -88,7 +88,7 @@ def lines_matching(daemon: Daemon, pattern: str, start: int = 0) -> list[str]:
 
 async def bind_endpoint() -> Endpoint:
     """A dial-only endpoint of the real transport on loopback."""
-    return await load_hooks().transport("aioquic").bind(HostPort("127.0.0.1", 0), identity=None, alpns=[])
+    return await load_hooks().transport("auto").bind(HostPort("127.0.0.1", 0), identity=None, alpns=[])
 
 
 def control_trust(server: ServerInfo) -> Trust:
