@@ -219,6 +219,10 @@ class Cluster:
         self.daemons.close()
         self._tmp.cleanup()
 
+    def transport_in_use(self) -> str:
+        """What the daemons run (``auto`` resolved), from the source's start-up line."""
+        return self.source.wait_for(r"client, transport (\S+)").group(1)
+
     def path_processes(self) -> dict[str, subprocess.Popen]:
         procs = {"source": self.source.proc, "destination": self.destination.proc}
         if self.route == "relay":

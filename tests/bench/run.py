@@ -70,9 +70,10 @@ class Report:
         width = max(len(n) for n in self.rows) + 2
         print(f"\n{'measurement':<{width}} {'median':>10}  unit       runs")
         for row in self.rows.values():
-            runs = ", ".join(f"{v:.1f}" for v in row.values)
+            digits = 2 if row.unit == "x" else 1  # ratios: 1.15 is the line, not 1.1 or 1.2
+            runs = ", ".join(f"{v:.{digits}f}" for v in row.values)
             extra = "".join(f"  {k}={v}" for k, v in row.extra.items())
-            print(f"{row.name:<{width}} {row.median:>10.1f}  {row.unit:<10} [{runs}]{extra}")
+            print(f"{row.name:<{width}} {row.median:>10.{digits}f}  {row.unit:<10} [{runs}]{extra}")
 
     def json(self) -> dict[str, Any]:
         return {n: {"unit": r.unit, "median": r.median, "runs": r.values, **r.extra} for n, r in self.rows.items()}
@@ -171,30 +172,39 @@ async def bench_targets(report: Report, transport: str, size: int, rounds: int) 
                 await timed_upload(cluster, size // 4, 1)
             harness = os.getpid()
 
-            async def tunnel(cluster: Cluster) -> float:
+            async def tunnel(cluster: Cluster) -> tuple[float, dict[str, float]]:
                 procs = {**cluster.path_processes(), "load generator + sink": None}
                 before = {name: cpu_seconds(p.pid if p else harness) for name, p in procs.items()}
                 mbps = await timed_upload(cluster, size, 1)
+                cpu = {}
                 for name, p in procs.items():
-                    used = cpu_seconds(p.pid if p else harness) - before[name]
-                    report.add(f"cpu s/GiB: {label}: {cluster.route} {name}", "s/GiB", used / (size / 2**30))
-                return mbps
+                    cpu[name] = (cpu_seconds(p.pid if p else harness) - before[name]) / (size / 2**30)
+                    report.add(f"cpu s/GiB: {label}: {cluster.route} {name}", "s/GiB", cpu[name])
+                return mbps, cpu
 
-            async def raw() -> float:
+            async def raw() -> tuple[float, dict[str, float]]:
                 result = await asyncio.to_thread(raw_run, transport, size)
-                report.add(f"cpu s/GiB: {label}: raw sender", "s/GiB", result["sender_cpu_per_gib"])
-                report.add(f"cpu s/GiB: {label}: raw receiver", "s/GiB", result["receiver_cpu_per_gib"])
-                return result["mbps"]
+                cpu = {"sender": result["sender_cpu_per_gib"], "receiver": result["receiver_cpu_per_gib"]}
+                for name, value in cpu.items():
+                    report.add(f"cpu s/GiB: {label}: raw {name}", "s/GiB", value)
+                return result["mbps"], cpu
 
-            kinds: list[tuple[str, Callable[[], Awaitable[float]]]] = [
+            kinds: list[tuple[str, Callable[[], Awaitable[tuple[float, dict[str, float]]]]]] = [
                 ("raw", raw), ("direct", lambda: tunnel(direct)), ("relay", lambda: tunnel(relay))]
             for round_ in range(rounds):
-                got = {}
+                got, cpu = {}, {}
                 for name, measure in kinds[round_ % 3:] + kinds[:round_ % 3]:
-                    got[name] = await measure()
+                    got[name], cpu[name] = await measure()
                     report.add(f"{label}: {name}, 1 conn", "MB/s", got[name])
                 report.add(f"{label}: direct / raw (per round)", "%", 100 * got["direct"] / got["raw"])
                 report.add(f"{label}: relay / direct (per round)", "%", 100 * got["relay"] / got["direct"])
+                # the CPU targets: what a tunnel costs per byte against the bare transport, which
+                # the 2 shared cores cannot blur the way they blur throughput ratios
+                raw_pair = cpu["raw"]["sender"] + cpu["raw"]["receiver"]
+                report.add(f"{label}: cpu direct (source + destination) / raw (sender + receiver)", "x",
+                           (cpu["direct"]["source"] + cpu["direct"]["destination"]) / raw_pair)
+                report.add(f"{label}: cpu relay process / raw (sender + receiver)", "x",
+                           cpu["relay"]["relay"] / raw_pair)
 
 
 async def bench_latency_and_rates(report: Report, transport: str, requests: int, repeat: int, open_conns: int) -> None:
@@ -238,8 +248,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small transfers, 2 repeats (~2 minutes)")
     parser.add_argument("--transports", default="aioquic,qh3")
-    parser.add_argument("--only", default="ceilings,targets,raw,direct,relay,latency",
-                        help="comma list of: ceilings, targets, raw, direct, relay, latency")
+    parser.add_argument("--only", default="ceilings,iperf3,targets,raw,direct,relay,latency",
+                        help="comma list of: ceilings, iperf3, targets, raw, direct, relay, latency")
     parser.add_argument("--rounds", type=int, default=None,
                         help="rounds of the interleaved targets section (default 5, 2 with --quick)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON (default: a temp file)")
@@ -261,6 +271,10 @@ async def main() -> None:
     steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
     if "ceilings" in only:
         steps.append(("ceilings", lambda: bench_ceilings(report, size, repeat)))
+    if "iperf3" in only:  # a real program through connet's default, ssh -L and straight
+        from iperf3_tunnels import bench_iperf3
+
+        steps.append(("iperf3", lambda: bench_iperf3(report, 5.0 if args.quick else 10.0, repeat, ("direct", "relay"))))
     for t in transports:
         if "targets" in only:
             steps.append((f"targets {t}", lambda t=t: bench_targets(report, t, target_size, rounds)))
