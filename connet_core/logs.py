@@ -50,7 +50,7 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
 
 
 def log_listening(logger: logging.Logger, role: str, proto: str, addr: HostPort) -> None:
-    """The fixed line SPEC.md promises once a socket is bound: ``listening <role> <proto> <addr>``."""
+    """The fixed line every daemon logs once a socket is bound (docs/status.md): ``listening <role> <proto> <addr>``."""
     logger.info(
         "listening %s %s %s", role, proto, addr, extra={"event": "listening", "role": role, "proto": proto, "addr": str(addr)}
     )

@@ -43,7 +43,7 @@ class Trust:
 
 @dataclass(frozen=True, slots=True)
 class TransportOptions:
-    """Timeouts and limits; the defaults are what DESIGN.md asks for."""
+    """Timeouts and limits; the defaults keep failover within seconds (docs/protocol.md)."""
 
     keepalive_interval: float = 1.0  # ping every connection this often
     idle_timeout: float = 3.0  # a connection that heard nothing this long is down

@@ -1,6 +1,6 @@
 """Default plugin ``cidr``: address restrictions and per-token name/role rules.
 
-SPEC.md "CIDR rule": an address is rejected if it matches any ``deny-cidrs`` entry, or if
+The CIDR rule (docs/configuration.md): an address is rejected if it matches any ``deny-cidrs`` entry, or if
 ``allow-cidrs`` is non-empty and it matches none of them. An IPv4-mapped IPv6 address is
 judged as the IPv4 address; so is a configured network inside ``::ffff:0:0/96``.
 """
@@ -56,7 +56,7 @@ def cidr_refusal(address: IPAddress, rule: CidrRule) -> str | None:
 
 
 def address_allowed(address: IPAddress, rule: CidrRule) -> bool:
-    """The pure CIDR decision of SPEC.md: True if ``rule`` lets ``address`` in."""
+    """The pure CIDR decision: True if ``rule`` lets ``address`` in."""
     return cidr_refusal(address, rule) is None
 
 

@@ -1,6 +1,6 @@
 """How fast connet finds a path through each NAT pair of the lab (a benchmark, not a test).
 
-Runs every cell of the NATLAB grid (source preset x destination preset, plus same-lan) several
+Runs every cell of the NAT lab grid (source preset x destination preset, plus same-lan) several
 times in fresh namespaces (tests/natlab/lab.py) and prints a table of medians, in seconds from
 the moment both clients were launched (so Python start-up is included; the "after control"
 column subtracts the later client's "connected to control server"):

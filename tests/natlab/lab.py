@@ -1,6 +1,6 @@
 """The NAT lab: real network namespaces, nftables NAT routers and real ``connet`` processes.
 
-Topology (see /work/shared/NATLAB.md; every address is a documentation range and nothing is
+Topology (every address is a documentation range and nothing is
 routed outside the lab's namespaces — there is no default route anywhere but host -> router):
 
     [host S] --lan-- [router S] --wan--+                       +--wan-- [router D] --lan-- [host D]
@@ -59,7 +59,7 @@ TOKENS = ("token-dst", "token-src")
 CONNTRACK_UDP_TIMEOUT = 30
 NS_PATTERN = re.compile(r"^cnl(\d+)x\d+-")
 
-# What NATLAB.md requires per (source preset, destination preset); "stretch" cells must at
+# What the grid requires per (source preset, destination preset); "stretch" cells must at
 # least work through the relay and may go direct if the product does the birthday technique.
 EXPECTED: dict[tuple[str, str], str] = {
     **{("none", d): "direct" for d in PRESETS},
@@ -225,7 +225,7 @@ class Client:
 
 
 def _nat_ruleset(preset: str) -> str:
-    """The router's nftables, exactly the NATLAB.md presets (``wan`` is the outside interface)."""
+    """The router's nftables, exactly the documented presets (docs/natlab.md) (``wan`` is the outside interface)."""
     filt = (
         "table ip filter {\n"
         " chain input {\n  type filter hook input priority 0;\n  iifname \"wan\" ct state new drop\n }\n"

@@ -1,6 +1,6 @@
-"""The traversal grid of NATLAB.md: every source preset x destination preset, plus same-lan.
+"""The NAT traversal grid (docs/natlab.md): every source preset x destination preset, plus same-lan.
 
-Each cell asserts the path NATLAB.md requires and that 1 MiB is echoed intact, with the path
+Each cell asserts the path the grid requires and that 1 MiB is echoed intact, with the path
 proven from outside the clients (relay-port and client-to-client counters)."""
 
 from __future__ import annotations
