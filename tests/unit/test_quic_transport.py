@@ -121,18 +121,20 @@ async def write_all(stream: connet_quic.QuicEndpointStream, data: bytes, chunk: 
 
 
 def test_hooks_name_the_installed_libraries() -> None:
-    expected = ["aioquic", "qh3"] if importlib.util.find_spec("qh3") is not None else ["aioquic"]
-    assert list(connet_quic.connet_transport_names()) == expected
-    for name in expected:
+    installed = ["aioquic", "qh3"] if importlib.util.find_spec("qh3") is not None else ["aioquic"]
+    assert list(connet_quic.connet_transport_names()) == ["auto", *installed]
+    for name in installed:
         transport = connet_quic.connet_transport(name)
         assert isinstance(transport, QuicTransport) and transport.name == name
+    assert connet_quic.connet_transport("auto").name == installed[-1], "auto: qh3 where it imports"
     assert connet_quic.connet_transport("other") is None
 
 
 def test_hooks_without_qh3_offer_aioquic_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(connet_quic, "_qh3_installed", lambda: False)
-    assert list(connet_quic.connet_transport_names()) == ["aioquic"]
+    monkeypatch.setattr(connet_quic, "_qh3_importable", lambda: False)
+    assert list(connet_quic.connet_transport_names()) == ["auto", "aioquic"]
     assert connet_quic.connet_transport("qh3") is None
+    assert connet_quic.connet_transport("auto").name == "aioquic"
 
 
 async def test_pinned_dial_and_accept(transport: QuicTransport) -> None:
