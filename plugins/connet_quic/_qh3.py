@@ -64,6 +64,7 @@ import ssl
 from typing import Any, Callable
 
 from qh3._hazmat import Buffer, QuicConnectionCore
+from qh3._hazmat import pull_quic_header as _packet_header
 from qh3.quic import events
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
@@ -114,12 +115,40 @@ class _Qh3TlsBridge(QuicTlsBridge):
         return buf.data
 
 
+def _trailing_padding(data: bytes, cid_length: int) -> tuple[bytes, bytes] | None:
+    """(last packet, the bytes after it) when a datagram ends in bytes that are no packet,
+    such as the zeros aioquic pads a client's Initial datagram with; else None. Walks the
+    packets as qh3's ``QuicConnection.receive_datagram`` does."""
+    offset = last = 0
+    while offset < len(data):
+        try:
+            end = _packet_header(data, offset, cid_length)[9]
+        except ValueError:
+            break
+        if end <= offset:
+            return None
+        last, offset = offset, end
+    if offset == 0 or offset >= len(data):
+        return None
+    return data[last:offset], data[offset:]
+
+
 class _CoreProxy:
     """Forwards everything to qh3's native core, noting the kinds of close events."""
 
     def __init__(self, core: Any, owner: "Qh3Connection") -> None:
         self._core = core
         self._owner = owner
+
+    def receive_datagram(self, data: bytes, address: Any, now: float, datagram_size: int | None = None) -> Any:
+        # the last packet of a padded datagram goes in with the padding after it, so that the
+        # core credits the whole datagram to the anti-amplification budget (the padding itself
+        # is then dropped by the core, as when it came alone; see Qh3Connection._receive_padded)
+        padded = self._owner._padded
+        if padded is not None and data == padded[0]:
+            self._owner._padded = None
+            data += padded[1]
+        return self._core.receive_datagram(data, address, now, datagram_size)
 
     def next_event(self) -> tuple[Any, ...] | None:
         event = self._core.next_event()
@@ -136,6 +165,9 @@ class _CoreProxy:
 
 class Qh3Connection(QuicConnection):
     """qh3's connection with our stream limit, derived reset token and close bookkeeping."""
+
+    # (last packet, padding after it) of the datagram being received; see _receive_padded
+    _padded: tuple[bytes, bytes] | None = None
 
     def __init__(
         self,
@@ -187,7 +219,26 @@ class Qh3Connection(QuicConnection):
         if (self._held or self.unread_total > self.unread_pause) and len(data) > ACK_SIZED:
             self._hold(data, len(data), addr)
         else:  # not paused, or acknowledgements, which pass a hold
+            self._receive_padded(data, addr, now)
+
+    def _receive_padded(self, data: bytes, addr: Any, now: float) -> None:
+        """qh3's receive_datagram, but a server in its handshake credits padding after the last
+        packet to the anti-amplification budget (RFC 9000 section 8.1: all bytes received).
+
+        Why: aioquic pads its client Initial datagram to 1200 bytes with zeros *after* the
+        Initial packet. qh3's facade hands the core each packet as its own slice, and the core
+        counts the slice (src/quic/connection.rs, ``path.receive(bytes.len())``): about 520
+        bytes, not 1200, so a budget of about 1560. Its Initial (padded to 1280) leaves about
+        280, too little for the first Handshake packet, and ``poll_transmit`` then raises
+        "packet builder capacity exhausted" instead of waiting (docs/performance.md, Known problems;
+        tests/upstream/qh3_aioquic_client_capacity.py). The last packet's slice goes to the core
+        with the padding appended (``_CoreProxy.receive_datagram``)."""
+        if not self._is_client and not self._handshake_complete:
+            self._padded = _trailing_padding(data, self._configuration.connection_id_length)
+        try:
             super().receive_datagram(data, addr, now)
+        finally:
+            self._padded = None
 
     def receive_gro_buffer(self, buffer: bytes, segment_size: int, addr: Any, now: float) -> None:
         if (self._held or self.unread_total > self.unread_pause) and segment_size > ACK_SIZED:
