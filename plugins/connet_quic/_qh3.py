@@ -67,7 +67,7 @@ from qh3._hazmat import Buffer, QuicConnectionCore
 from qh3._hazmat import pull_quic_header as _packet_header
 from qh3.quic import events
 from qh3.quic.configuration import QuicConfiguration
-from qh3.quic.connection import QuicConnection
+from qh3.quic.connection import QuicConnection, QuicConnectionError
 from qh3.quic.packet import (
     QuicPacketType,
     encode_quic_version_negotiation,
@@ -96,6 +96,8 @@ DEFAULT_ADMIT_INTERVAL = 0.5  # seconds between held datagrams let in while paus
 # Datagrams this small are never held: acknowledgements (an ACK-only packet is 40-100
 # bytes), so that a paused connection's own sending goes on (see "Receive-side backpressure")
 ACK_SIZED = 256
+# qh3's BuildError::Capacity as poll_transmit raises it (see Qh3Connection._poll_transmit)
+CAPACITY_EXHAUSTED = "packet builder capacity exhausted"
 
 
 class _Qh3TlsBridge(QuicTlsBridge):
@@ -202,9 +204,34 @@ class Qh3Connection(QuicConnection):
             return super().datagrams_to_send(now)
         poll = self._core.poll_transmit
         datagrams = []
-        while (transmit := self._call_core(poll, now)) is not None:
+        while (transmit := self._poll_transmit(poll, now)) is not None:
             datagrams.append((transmit[0], transmit[1]))
         return datagrams
+
+    def _poll_transmit(self, poll: Callable[[float], Any], now: float) -> Any:
+        """The core's next datagram, or None; None too when a server in its handshake has too
+        little anti-amplification budget left for its next packet.
+
+        Why: qh3's ``poll_transmit`` only checks that the budget covers a minimal packet
+        (src/quic/connection.rs), then has the builder fit the next frame into what is left;
+        a CRYPTO frame (up to 900 bytes) that does not fit is BuildError::Capacity, raised
+        as "packet builder capacity exhausted". Nothing was sent or consumed (the build is
+        transactional), and the budget grows with the client's next datagram, which validates
+        the address once it carries a Handshake packet: the right answer is "nothing now". A
+        long certificate chain gets there even when the whole first datagram is credited
+        (``_receive_padded``). Any other error, and this one when the budget is not short,
+        is raised as before."""
+        try:
+            return self._call_core(poll, now)
+        except QuicConnectionError as error:
+            if self._is_client or self._handshake_complete or error.reason_phrase != CAPACITY_EXHAUSTED:
+                raise
+            _, _, _, sent, received, _ = self._core.active_path
+            if 3 * received - sent >= self._configuration.max_datagram_size:
+                raise
+            logger.debug("qh3 server waits for the client: %d bytes of anti-amplification budget left",
+                         3 * received - sent)
+            return None
 
     def stream_credit_due(self, stream_id: int) -> bool:
         """qh3 grants credit as packets arrive, not on reading; what a read can make due is
