@@ -16,6 +16,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import time
 import urllib.request
 from pathlib import Path
 
@@ -78,3 +79,129 @@ async def test_mixed_transports_carry_a_tunnel(daemons: Daemons, certs: Path, mi
         assert sum(p["bytes_received"] for p in used) >= PAYLOAD
         assert sum(p["bytes_sent"] for p in used) >= PAYLOAD
         assert not paths(reports[name], other)
+
+
+def write_long_chain(out: Path) -> Path:
+    """A server certificate as a public CA would issue it: RSA-4096 keys, leaf and
+    intermediate in server.pem (about 2.8 kB of DER), the root in ca.pem. The server's
+    Handshake flight is then larger than what 3 x an aioquic client's 1200-byte first datagram
+    leaves after the server's Initial."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def issue(subject: str, issuer: str, key, issuer_key, *, ca: bool, san: list | None = None) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    root_key, intermediate_key, leaf_key = (rsa.generate_private_key(65537, 4096) for _ in range(3))
+    root = issue("connet test root", "connet test root", root_key, root_key, ca=True)
+    intermediate = issue("connet test intermediate", "connet test root", intermediate_key, root_key, ca=True)
+    leaf = issue("localhost", "connet test intermediate", leaf_key, intermediate_key, ca=False,
+                 san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    pem = serialization.Encoding.PEM
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ca.pem").write_bytes(root.public_bytes(pem))
+    (out / "server.pem").write_bytes(leaf.public_bytes(pem) + intermediate.public_bytes(pem))
+    (out / "server-key.pem").write_bytes(leaf_key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def long_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_long_chain(tmp_path_factory.mktemp("long-chain"))
+
+
+async def test_aioquic_clients_on_a_qh3_server_with_a_long_certificate_chain(daemons: Daemons, long_chain: Path) -> None:
+    """The qh3 server's Handshake flight outgrows its anti-amplification budget: it must wait
+    for the client's next datagram (which validates the address), not fail the connection
+    ("packet builder capacity exhausted" from poll_transmit)."""
+    server = start_server(daemons, long_chain, status_addr=LOCAL, env={"CONNET_TRANSPORT": "qh3"})
+    payload = os.urandom(PAYLOAD)
+    async with echo_server() as echo_port:
+        dst = start_destination(daemons, server, echo_port, route="relay", status_addr=LOCAL,
+                                env={"CONNET_TRANSPORT": "aioquic"})
+        src, source_port = start_source(daemons, server, route="relay", status_addr=LOCAL,
+                                        env={"CONNET_TRANSPORT": "aioquic"})
+        await wait_tunnel(source_port)
+        received = await asyncio.wait_for(exchange(source_port, payload), 120)
+        reports = {d.name: status(d) for d in (server.daemon, dst, src)}
+    assert sha256(received) == sha256(payload)
+    assert [reports[n]["transport"] for n in ("server", "dst", "src")] == ["qh3", "aioquic", "aioquic"]
+    for name in ("src", "dst"):
+        assert reports[name]["control"]["connected"] is True
+        assert sum(p["bytes_received"] for p in paths(reports[name], "relay")) >= PAYLOAD
+
+
+def test_a_qh3_server_answers_an_aioquic_clients_first_datagram_with_its_whole_flight(certs: Path) -> None:
+    """Not only eventually: connet's qh3 adapter as a server and its aioquic adapter as a
+    client, over two loopback UDP sockets, with no timer run on either side: the server's
+    answer to the client's first datagram completes the client's handshake. Before the
+    workaround the server credited only the Initial packet of the client's padded datagram,
+    sent its Initial alone and failed the connection ("packet builder capacity exhausted")."""
+    import socket
+
+    from connet_core.transport import TransportOptions
+    from connet_quic._aioquic import AioquicLibrary
+    from connet_quic._qh3 import Qh3Library
+
+    options = TransportOptions()
+    common = {"alpns": ["interop"], "idle_timeout": options.idle_timeout,
+              "max_datagram_size": options.max_datagram_size, "initial_rtt": None}
+    server_lib, client_lib = Qh3Library(), AioquicLibrary()
+    server_config = server_lib.configuration(
+        is_client=False, cert_pem=(certs / "server.pem").read_bytes(), key_pem=(certs / "server-key.pem").read_bytes(),
+        **common)
+    client_config = client_lib.configuration(
+        is_client=True, server_name="localhost", cadata=(certs / "ca.pem").read_bytes(), **common)
+    client = client_lib.new_connection(client_config, max_streams=options.max_streams, reset_token=lambda cid: bytes(16))
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server_sock, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client_sock:
+        for sock in (server_sock, client_sock):
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(5)  # each recvfrom waits for a datagram this test itself sent
+        server_addr, client_addr = server_sock.getsockname(), client_sock.getsockname()
+
+        now = time.monotonic()
+        client.connect(server_addr, now=now)
+        first = client.datagrams_to_send(now=now)
+        assert len(first) == 1
+        client_sock.sendto(first[0][0], server_addr)
+
+        data, addr = server_sock.recvfrom(65536)
+        assert len(data) >= 1200  # the client pads its Initial datagram
+        header = server_lib.parse_header(data)
+        server = server_lib.new_connection(server_config, max_streams=options.max_streams,
+                                           reset_token=lambda cid: bytes(16),
+                                           original_destination_connection_id=header.destination_cid)
+        server.receive_datagram(data, addr, now)
+        answer = server.datagrams_to_send(now)  # raised QuicConnectionError before the workaround
+        for datagram, _ in answer:
+            server_sock.sendto(datagram, client_addr)
+
+        for _ in answer:
+            data, addr = client_sock.recvfrom(65536)
+            client.receive_datagram(data, addr, now=now)
+        kinds = []
+        while (event := client.next_event()) is not None:
+            kinds.append(type(event).__name__)
+    assert "HandshakeCompleted" in kinds, f"the server answered {[len(d) for d, _ in answer]} bytes: {kinds}"
