@@ -64,10 +64,9 @@ import ssl
 from typing import Any, Callable
 
 from qh3._hazmat import Buffer, QuicConnectionCore
-from qh3._hazmat import pull_quic_header as _packet_header
 from qh3.quic import events
 from qh3.quic.configuration import QuicConfiguration
-from qh3.quic.connection import QuicConnection, QuicConnectionError
+from qh3.quic.connection import QuicConnection
 from qh3.quic.packet import (
     QuicPacketType,
     encode_quic_version_negotiation,
@@ -81,6 +80,7 @@ from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 from connet_core.protocol.codes import CloseCode
 
 from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, SharedLibraryAdapter
+from connet_quic._qh3_amplification import AmplificationBudget, core_receive
 
 logger = logging.getLogger("connet.quic")
 
@@ -96,8 +96,6 @@ DEFAULT_ADMIT_INTERVAL = 0.5  # seconds between held datagrams let in while paus
 # Datagrams this small are never held: acknowledgements (an ACK-only packet is 40-100
 # bytes), so that a paused connection's own sending goes on (see "Receive-side backpressure")
 ACK_SIZED = 256
-# qh3's BuildError::Capacity as poll_transmit raises it (see Qh3Connection._poll_transmit)
-CAPACITY_EXHAUSTED = "packet builder capacity exhausted"
 
 
 class _Qh3TlsBridge(QuicTlsBridge):
@@ -117,24 +115,6 @@ class _Qh3TlsBridge(QuicTlsBridge):
         return buf.data
 
 
-def _trailing_padding(data: bytes, cid_length: int) -> tuple[bytes, bytes] | None:
-    """(last packet, the bytes after it) when a datagram ends in bytes that are no packet,
-    such as the zeros aioquic pads a client's Initial datagram with; else None. Walks the
-    packets as qh3's ``QuicConnection.receive_datagram`` does."""
-    offset = last = 0
-    while offset < len(data):
-        try:
-            end = _packet_header(data, offset, cid_length)[9]
-        except ValueError:
-            break
-        if end <= offset:
-            return None
-        last, offset = offset, end
-    if offset == 0 or offset >= len(data):
-        return None
-    return data[last:offset], data[offset:]
-
-
 class _CoreProxy:
     """Forwards everything to qh3's native core, noting the kinds of close events."""
 
@@ -143,14 +123,9 @@ class _CoreProxy:
         self._owner = owner
 
     def receive_datagram(self, data: bytes, address: Any, now: float, datagram_size: int | None = None) -> Any:
-        # the last packet of a padded datagram goes in with the padding after it, so that the
-        # core credits the whole datagram to the anti-amplification budget (the padding itself
-        # is then dropped by the core, as when it came alone; see Qh3Connection._receive_padded)
-        padded = self._owner._padded
-        if padded is not None and data == padded[0]:
-            self._owner._padded = None
-            data += padded[1]
-        return self._core.receive_datagram(data, address, now, datagram_size)
+        # a padded datagram's padding counts toward the anti-amplification budget (see
+        # _qh3_amplification)
+        return core_receive(self._core, self._owner, data, address, now, datagram_size)
 
     def next_event(self) -> tuple[Any, ...] | None:
         event = self._core.next_event()
@@ -165,11 +140,9 @@ class _CoreProxy:
         return value
 
 
-class Qh3Connection(QuicConnection):
-    """qh3's connection with our stream limit, derived reset token and close bookkeeping."""
-
-    # (last packet, padding after it) of the datagram being received; see _receive_padded
-    _padded: tuple[bytes, bytes] | None = None
+class Qh3Connection(AmplificationBudget):
+    """qh3's connection with our stream limit, derived reset token and close bookkeeping, and
+    a server's handshake under the anti-amplification limit fixed (_qh3_amplification)."""
 
     def __init__(
         self,
@@ -204,34 +177,9 @@ class Qh3Connection(QuicConnection):
             return super().datagrams_to_send(now)
         poll = self._core.poll_transmit
         datagrams = []
-        while (transmit := self._poll_transmit(poll, now)) is not None:
+        while (transmit := self.poll_transmit_or_wait(poll, now)) is not None:
             datagrams.append((transmit[0], transmit[1]))
         return datagrams
-
-    def _poll_transmit(self, poll: Callable[[float], Any], now: float) -> Any:
-        """The core's next datagram, or None; None too when a server in its handshake has too
-        little anti-amplification budget left for its next packet.
-
-        Why: qh3's ``poll_transmit`` only checks that the budget covers a minimal packet
-        (src/quic/connection.rs), then has the builder fit the next frame into what is left;
-        a CRYPTO frame (up to 900 bytes) that does not fit is BuildError::Capacity, raised
-        as "packet builder capacity exhausted". Nothing was sent or consumed (the build is
-        transactional), and the budget grows with the client's next datagram, which validates
-        the address once it carries a Handshake packet: the right answer is "nothing now". A
-        long certificate chain gets there even when the whole first datagram is credited
-        (``_receive_padded``). Any other error, and this one when the budget is not short,
-        is raised as before."""
-        try:
-            return self._call_core(poll, now)
-        except QuicConnectionError as error:
-            if self._is_client or self._handshake_complete or error.reason_phrase != CAPACITY_EXHAUSTED:
-                raise
-            _, _, _, sent, received, _ = self._core.active_path
-            if 3 * received - sent >= self._configuration.max_datagram_size:
-                raise
-            logger.debug("qh3 server waits for the client: %d bytes of anti-amplification budget left",
-                         3 * received - sent)
-            return None
 
     def stream_credit_due(self, stream_id: int) -> bool:
         """qh3 grants credit as packets arrive, not on reading; what a read can make due is
@@ -246,26 +194,7 @@ class Qh3Connection(QuicConnection):
         if (self._held or self.unread_total > self.unread_pause) and len(data) > ACK_SIZED:
             self._hold(data, len(data), addr)
         else:  # not paused, or acknowledgements, which pass a hold
-            self._receive_padded(data, addr, now)
-
-    def _receive_padded(self, data: bytes, addr: Any, now: float) -> None:
-        """qh3's receive_datagram, but a server in its handshake credits padding after the last
-        packet to the anti-amplification budget (RFC 9000 section 8.1: all bytes received).
-
-        Why: aioquic pads its client Initial datagram to 1200 bytes with zeros *after* the
-        Initial packet. qh3's facade hands the core each packet as its own slice, and the core
-        counts the slice (src/quic/connection.rs, ``path.receive(bytes.len())``): about 520
-        bytes, not 1200, so a budget of about 1560. Its Initial (padded to 1280) leaves about
-        280, too little for the first Handshake packet, and ``poll_transmit`` then raises
-        "packet builder capacity exhausted" instead of waiting (docs/performance.md, Known problems;
-        tests/upstream/qh3_aioquic_client_capacity.py). The last packet's slice goes to the core
-        with the padding appended (``_CoreProxy.receive_datagram``)."""
-        if not self._is_client and not self._handshake_complete:
-            self._padded = _trailing_padding(data, self._configuration.connection_id_length)
-        try:
-            super().receive_datagram(data, addr, now)
-        finally:
-            self._padded = None
+            self.receive_counting_padding(data, addr, now)
 
     def receive_gro_buffer(self, buffer: bytes, segment_size: int, addr: Any, now: float) -> None:
         if (self._held or self.unread_total > self.unread_pause) and segment_size > ACK_SIZED:

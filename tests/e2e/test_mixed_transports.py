@@ -7,8 +7,7 @@ relayed. Each daemon gets its library through ``CONNET_TRANSPORT`` in its own en
 its status JSON says which one it runs, so the test checks the mix is real.
 
 aioquic clients could not reach a qh3 server at all before the workarounds in
-``connet_quic/_qh3.py`` (``Qh3Connection._receive_padded`` and ``_poll_transmit``;
-docs/performance.md, Known problems).
+``connet_quic/_qh3_amplification.py`` (docs/performance.md, Known problems).
 """
 
 from __future__ import annotations
