@@ -81,7 +81,7 @@ class AmplificationBudget(QuicConnection):
         if not self._is_client and not self._handshake_complete:
             self.padded = trailing_padding(data, self._configuration.connection_id_length)
         try:
-            QuicConnection.receive_datagram(self, data, addr, now)
+            super().receive_datagram(data, addr, now)  # qh3's, past Qh3Connection's hold
         finally:
             self.padded = None
 
