@@ -80,6 +80,7 @@ from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 from connet_core.protocol.codes import CloseCode
 
 from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, SharedLibraryAdapter
+from connet_quic._qh3_amplification import AmplificationBudget, core_receive
 
 logger = logging.getLogger("connet.quic")
 
@@ -121,6 +122,11 @@ class _CoreProxy:
         self._core = core
         self._owner = owner
 
+    def receive_datagram(self, data: bytes, address: Any, now: float, datagram_size: int | None = None) -> Any:
+        # a padded datagram's padding counts toward the anti-amplification budget (see
+        # _qh3_amplification)
+        return core_receive(self._core, self._owner, data, address, now, datagram_size)
+
     def next_event(self) -> tuple[Any, ...] | None:
         event = self._core.next_event()
         if event is not None and event[0] == "peer_closed":
@@ -134,8 +140,9 @@ class _CoreProxy:
         return value
 
 
-class Qh3Connection(QuicConnection):
-    """qh3's connection with our stream limit, derived reset token and close bookkeeping."""
+class Qh3Connection(AmplificationBudget):
+    """qh3's connection with our stream limit, derived reset token and close bookkeeping, and
+    a server's handshake under the anti-amplification limit fixed (_qh3_amplification)."""
 
     def __init__(
         self,
@@ -170,7 +177,7 @@ class Qh3Connection(QuicConnection):
             return super().datagrams_to_send(now)
         poll = self._core.poll_transmit
         datagrams = []
-        while (transmit := self._call_core(poll, now)) is not None:
+        while (transmit := self.poll_transmit_or_wait(poll, now)) is not None:
             datagrams.append((transmit[0], transmit[1]))
         return datagrams
 
@@ -187,7 +194,7 @@ class Qh3Connection(QuicConnection):
         if (self._held or self.unread_total > self.unread_pause) and len(data) > ACK_SIZED:
             self._hold(data, len(data), addr)
         else:  # not paused, or acknowledgements, which pass a hold
-            super().receive_datagram(data, addr, now)
+            self.receive_counting_padding(data, addr, now)
 
     def receive_gro_buffer(self, buffer: bytes, segment_size: int, addr: Any, now: float) -> None:
         if (self._held or self.unread_total > self.unread_pause) and segment_size > ACK_SIZED:

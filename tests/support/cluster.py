@@ -46,30 +46,32 @@ def write_server_config(path: Path, certs: Path, *, addr: str = "127.0.0.1:0", s
 
 
 def start_server(daemons: Daemons, certs: Path, *, name: str = "server", addr: str = "127.0.0.1:0",
-                 store_dir: Path | None = None, status_addr: str | None = None) -> ServerInfo:
+                 store_dir: Path | None = None, status_addr: str | None = None,
+                 env: dict[str, str] | None = None) -> ServerInfo:
     config = write_server_config(daemons.workdir / f"{name}.toml", certs, addr=addr, store_dir=store_dir,
                                  status_addr=status_addr)
-    daemon = daemons.start(name, ["server", "--config", str(config), "--log-level", "debug"])
+    daemon = daemons.start(name, ["server", "--config", str(config), "--log-level", "debug"], env=env)
     _, port = daemon.listening("control", "udp")
     return ServerInfo(daemon, port, config, certs)
 
 
 def start_destination(daemons: Daemons, server: ServerInfo, target_port: int, *, name: str = "dst",
                       endpoint: str = "web", route: str = "any", token: str = TOKENS[0],
-                      status_addr: str | None = None) -> Daemon:
+                      status_addr: str | None = None, env: dict[str, str] | None = None) -> Daemon:
     args = [*server.client_args(token), "--dst-name", endpoint, "--dst-addr", f"127.0.0.1:{target_port}",
             "--dst-route", route]
     if status_addr is not None:
         args += ["--status-addr", status_addr]
-    return daemons.start(name, args)
+    return daemons.start(name, args, env=env)
 
 
 def start_source(daemons: Daemons, server: ServerInfo, *, name: str = "src", endpoint: str = "web",
-                 route: str = "any", token: str = TOKENS[1], status_addr: str | None = None) -> tuple[Daemon, int]:
+                 route: str = "any", token: str = TOKENS[1], status_addr: str | None = None,
+                 env: dict[str, str] | None = None) -> tuple[Daemon, int]:
     args = [*server.client_args(token), "--src-name", endpoint, "--src-addr", "127.0.0.1:0", "--src-route", route]
     if status_addr is not None:
         args += ["--status-addr", status_addr]
-    daemon = daemons.start(name, args)
+    daemon = daemons.start(name, args, env=env)
     _, port = daemon.listening("source", "tcp")
     return daemon, port
 
