@@ -13,6 +13,7 @@ from connet_core.config import Config
 from connet_core.errors import ConfigError, ConnetError, PluginError, StoreError, TransportError
 from connet_core.model import HostPort
 from connet_core.plugins import Hooks, load_hooks
+from connet_core.supervise import describe, retryable
 
 log = logging.getLogger("connet")
 
@@ -80,6 +81,12 @@ async def serve(component: Component, status: HostPort | None = None) -> None:
     except asyncio.CancelledError:
         if signals_seen == 0:
             raise
+    except BaseExceptionGroup as group:
+        # connections that failed while everything was being cancelled are part of the
+        # stop, not an error of it; anything else (a bug) keeps its traceback
+        if signals_seen == 0 or retryable(group) is None:
+            raise
+        log.debug("stopped; meanwhile: %s", describe(group))
 
 
 def run(config: Config) -> int:
