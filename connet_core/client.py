@@ -574,7 +574,10 @@ class Client:
             await messages.send(Connected())
             await pump(end, stream, self.counters[(name, Role.DESTINATION)], messages.take_remaining())
         except (ConnectionLost, StreamReset, ProtocolError):
-            end.transport.abort()
+            end.abort()
+        except BaseException:
+            end.abort()  # stopping before the tunnel started: the service sees a reset too
+            raise
         finally:
             if pc is not None:
                 pc.active_streams -= 1
@@ -780,10 +783,18 @@ class Client:
                     pass  # one last look above
 
     async def _serve_source_connection(self, source: EndpointSettings, sock: socket.socket) -> None:
-        end = await accept_tcp(sock)
-        opened = await self._open_some_path(source)
+        try:
+            end = await accept_tcp(sock)
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            opened = await self._open_some_path(source)
+        except BaseException:
+            end.abort()  # stopping: the program must not take an empty answer for a complete one
+            raise
         if opened is None:
-            end.transport.abort()
+            end.abort()  # refused: a reset, not an empty answer
             return
         stream, initial, via = opened
         try:
