@@ -14,7 +14,7 @@ from connet_core.addresses import DialLimiter, local_candidates
 from connet_core.certs import make_identity, sign_proof, verify_proof
 from connet_core.component import RECONNECT_CEILING, Backoff, dial_until_up, spawn
 from connet_core.config import ClientSettings, EndpointSettings
-from connet_core.errors import ConnectionLost, DialError, ProtocolError, StreamReset
+from connet_core.errors import ConfigError, ConnectionLost, DialError, ProtocolError, StreamReset
 from connet_core.forward import Counters, accept_tcp, dial_tcp, pump
 from connet_core.logs import log_listening
 from connet_core.model import HostPort, PathCandidate, PathKind, Role, RoutePolicy, certificate_hash
@@ -192,12 +192,21 @@ class Client:
 
     def _listen_tcp(self, source: EndpointSettings) -> socket.socket:
         host = source.addr.host or None
-        infos = socket.getaddrinfo(host, source.addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        try:
+            infos = socket.getaddrinfo(host, source.addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            raise ConfigError(f"source {source.name!r}: cannot resolve addr {source.addr}: {exc.strerror}") from None
         family, kind, proto, _, sockaddr = infos[0]
         sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(sockaddr)
-        sock.listen(1024)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(1024)
+        except OSError as exc:
+            sock.close()
+            # the one line the user sees (exit 2): which source, which address, what the OS said
+            raise ConfigError(f"source {source.name!r}: cannot listen on {source.addr}: "
+                              f"{exc.strerror or exc}") from None
         sock.setblocking(False)
         name = sock.getsockname()
         bound = HostPort(name[0], name[1])
