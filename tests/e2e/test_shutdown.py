@@ -265,6 +265,29 @@ def test_server_and_both_clients_stop_at_once(transport: str, certs: Path, tmp_p
           f"mean {sum(times) / len(times):.2f}s")
 
 
+async def test_clients_stop_promptly_with_the_server_gone(daemons: Daemons, certs: Path) -> None:
+    """The server killed (no goodbye: its connections idle out while the clients redial
+    control and the relay), a direct tunnel still carrying a download: SIGTERM to both
+    clients, they exit 0 within STOP_BOUND and both programs get a reset."""
+    server = start_server(daemons, certs)
+    async with program_service(send=True) as (service_port, programs):
+        dst = start_destination(daemons, server, service_port)
+        src, source_port = start_source(daemons, server)
+        for client in (src, dst):
+            client.wait_for("connected direct")
+        download = await flowing_connection(source_port, programs, send=False)
+        marks = [client.mark() for client in (src, dst)]
+        server.daemon.kill()
+        for client, mark in zip((src, dst), marks):
+            client.wait_for("lost the control server", start=mark)  # retrying a server that is gone
+        results = await asyncio.to_thread(stop_at_once, src, dst)
+        assert await download.ending() == "reset"
+        assert await programs[-1].ending() == "reset"
+    assert all(code == 0 and took < STOP_BOUND for code, took in results.values()), results
+    print("\nwith the server gone, the clients stopped in " +
+          ", ".join(f"{name} {took:.2f}s" for name, (_, took) in results.items()))
+
+
 # ---- (c) a stop mid-transfer resets both ends --------------------------------------------
 
 
