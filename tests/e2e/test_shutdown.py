@@ -296,13 +296,19 @@ def on(transport: str, daemons: Daemons, certs: Path) -> ServerInfo:
     return start_server(daemons, certs)
 
 
-async def test_sigterm_to_the_source_mid_download_resets_both_ends(on: ServerInfo, daemons: Daemons, transport: str) -> None:
+ROUTES = ["direct", "relay"]  # the far end learns through the peer or through the relay
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_sigterm_to_the_source_mid_download_resets_both_ends(
+    on: ServerInfo, daemons: Daemons, transport: str, route: str
+) -> None:
     """A program downloads through the source (the service sends without end); SIGTERM to
     the source: the program gets ECONNRESET, not a clean EOF that would look like the end of
     the download, and so does the service at the far end."""
     async with program_service(send=True) as (service_port, programs):
-        dst = start_destination(daemons, on, service_port)
-        src, source_port = start_source(daemons, on)
+        dst = start_destination(daemons, on, service_port, route=route)
+        src, source_port = start_source(daemons, on, route=route)
         download = await flowing_connection(source_port, programs, send=False)
         results = await asyncio.to_thread(stop_at_once, src)
         assert await download.ending() == "reset"
@@ -310,15 +316,18 @@ async def test_sigterm_to_the_source_mid_download_resets_both_ends(on: ServerInf
         assert dst.proc.poll() is None
     code, took = results[src.name]
     assert code == 0 and took < STOP_BOUND, results
-    print(f"\n{transport}: the source stopped mid-download in {took:.2f}s")
+    print(f"\n{transport} {route}: the source stopped mid-download in {took:.2f}s")
 
 
-async def test_sigterm_to_the_destination_mid_upload_resets_both_ends(on: ServerInfo, daemons: Daemons, transport: str) -> None:
+@pytest.mark.parametrize("route", ROUTES)
+async def test_sigterm_to_the_destination_mid_upload_resets_both_ends(
+    on: ServerInfo, daemons: Daemons, transport: str, route: str
+) -> None:
     """A program uploads through the source to the service; SIGTERM to the destination:
     the service gets ECONNRESET, not a clean EOF, and so does the uploading program."""
     async with program_service(send=False) as (service_port, programs):
-        dst = start_destination(daemons, on, service_port)
-        src, source_port = start_source(daemons, on)
+        dst = start_destination(daemons, on, service_port, route=route)
+        src, source_port = start_source(daemons, on, route=route)
         upload = await flowing_connection(source_port, programs, send=True)
         results = await asyncio.to_thread(stop_at_once, dst)
         assert await programs[-1].ending() == "reset"
@@ -326,7 +335,7 @@ async def test_sigterm_to_the_destination_mid_upload_resets_both_ends(on: Server
         assert src.proc.poll() is None
     code, took = results[dst.name]
     assert code == 0 and took < STOP_BOUND, results
-    print(f"\n{transport}: the destination stopped mid-upload in {took:.2f}s")
+    print(f"\n{transport} {route}: the destination stopped mid-upload in {took:.2f}s")
 
 
 # ---- (d) a finished transfer stays intact and clean --------------------------------------
