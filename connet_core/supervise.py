@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Iterator, TypeVar
 
 from connet_core.errors import AuthError, ProtocolError, TransportError
+from connet_core.protocol.codes import CloseCode
 
 # What a retry can fix: the network, a peer, the operating system. Everything else ends
 # the component (ConfigError, PluginError, StoreError, and bugs).
@@ -81,8 +82,6 @@ def retryable(exc: BaseException) -> BaseException | None:
 def close_code(exc: BaseException) -> int:
     """The close code that tells the peer why an attempt ended with ``exc``: the code a
     protocol or auth error carries, SHUTDOWN when the process is stopping."""
-    from connet_core.protocol.codes import CloseCode
-
     for leaf in leaves(exc):
         if isinstance(leaf, asyncio.CancelledError):
             return CloseCode.SHUTDOWN
