@@ -217,6 +217,7 @@ async def test_a_relay_that_never_answers_does_not_end_the_clients(daemons: Daem
         # the direct tunnel still carries an upload
         program = await flowing_connection(source_port, programs, send=True)
         program.task.cancel()
+        await asyncio.gather(program.task, return_exceptions=True)
     for client in (src, dst):
         assert "Traceback" not in client.log()
     results = await asyncio.to_thread(stop_at_once, src, dst)
@@ -250,6 +251,7 @@ def test_server_and_both_clients_stop_at_once(transport: str, certs: Path, tmp_p
                 program = await flowing_connection(source_port, programs, send=False)
                 results = await asyncio.to_thread(stop_at_once, server.daemon, src, dst)
                 program.task.cancel()
+                await asyncio.gather(program.task, return_exceptions=True)
         finally:
             if any(d.proc.poll() is None for d in round_daemons.started):
                 sys.stderr.write(round_daemons.dump())
