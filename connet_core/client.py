@@ -409,6 +409,9 @@ class Client:
                 log.warning("peer %s at %s refused our proof: %s", peer.label, address, exc)
                 conn.close(CloseCode.PROOF_FAILED)
                 return
+            except BaseException as exc:  # the dialer was cancelled (peer withdrawn, stopping)
+                conn.close(close_code(exc), "dial abandoned")
+                raise
             winner.append(conn)
             self._adopt(peer, conn, dialer_hash=self.hash)
 
