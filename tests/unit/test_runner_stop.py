@@ -33,10 +33,13 @@ asyncio.run(main())
 """
 
 
-def test_a_component_that_ignores_the_stop_is_ended_after_the_grace() -> None:
+def test_a_component_that_ignores_the_stop_is_ended_after_the_grace(tmp_path) -> None:
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", STUBBORN], capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        done = subprocess.run([sys.executable, "-c", STUBBORN], capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=tmp_path)
+    except subprocess.TimeoutExpired:  # (run() killed it)
+        raise AssertionError("a component that ignores SIGTERM kept the process alive for 30 s") from None
     took = time.monotonic() - started
     assert done.returncode == 1, done
     assert "ignoring the stop" in done.stdout
