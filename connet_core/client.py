@@ -14,7 +14,7 @@ from connet_core.addresses import DialLimiter, local_candidates
 from connet_core.certs import make_identity, sign_proof, verify_proof
 from connet_core.component import RECONNECT_CEILING, Backoff, dial_until_up, spawn
 from connet_core.config import ClientSettings, EndpointSettings
-from connet_core.errors import ConnectionLost, DialError, ProtocolError, StreamReset
+from connet_core.errors import ConfigError, ConnectionLost, DialError, ProtocolError, StreamReset
 from connet_core.forward import Counters, accept_tcp, dial_tcp, pump
 from connet_core.logs import log_listening
 from connet_core.model import HostPort, PathCandidate, PathKind, Role, RoutePolicy, certificate_hash
@@ -41,6 +41,7 @@ from connet_core.protocol.messages import (
     Welcome,
 )
 from connet_core.protocol.streams import MessageStream
+from connet_core.supervise import attempt, checkpoint, close_code, contained, describe, pause
 from connet_core.tls_stream import PinnedContexts, TLSStream
 from connet_core.transport import Connection, Endpoint, Stream, Trust
 
@@ -61,6 +62,14 @@ REPLY_TIMEOUT = 15.0
 DESTINATION_DIAL_TIMEOUT = 5.0
 
 Key = tuple[str, Role]  # (name, this client's role for it)
+
+
+def _role(text: str) -> Role:
+    """A role in a message from control: a bad one is control's protocol error, not our bug."""
+    try:
+        return Role(text)
+    except ValueError:
+        raise ProtocolError(f"control sent an unknown role {text[:20]!r}") from None
 
 
 @dataclass(eq=False)
@@ -183,12 +192,21 @@ class Client:
 
     def _listen_tcp(self, source: EndpointSettings) -> socket.socket:
         host = source.addr.host or None
-        infos = socket.getaddrinfo(host, source.addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        try:
+            infos = socket.getaddrinfo(host, source.addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            raise ConfigError(f"source {source.name!r}: cannot resolve addr {source.addr}: {exc.strerror}") from None
         family, kind, proto, _, sockaddr = infos[0]
         sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(sockaddr)
-        sock.listen(1024)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(1024)
+        except OSError as exc:
+            sock.close()
+            # the one line the user sees (exit 2): which source, which address, what the OS said
+            raise ConfigError(f"source {source.name!r}: cannot listen on {source.addr}: "
+                              f"{exc.strerror or exc}") from None
         sock.setblocking(False)
         name = sock.getsockname()
         bound = HostPort(name[0], name[1])
@@ -225,36 +243,49 @@ class Client:
         settings = self.settings
         trust = Trust(server_name=settings.server_name, cafile=settings.server_cas)
         while True:
-            backoff = unreachable
             conn = await dial_until_up(self.endpoint, settings.server_addr, alpn=ALPN_CONTROL, trust=trust,
-                                       timeout=CONTROL_DIAL_TIMEOUT, backoff=backoff, logger=log, what="control server")
+                                       timeout=CONTROL_DIAL_TIMEOUT, backoff=unreachable, logger=log,
+                                       what="control server")
             try:
-                await self._control_session(conn)
-            except ConnectionLost as exc:
-                if exc.code == CloseCode.AUTH_FAILED:
-                    log.error("control server %s refused the token (auth-failed); retrying", settings.server_addr)
-                    backoff = refused
-                elif exc.code == CloseCode.FORBIDDEN:
-                    log.error("control server %s refused this client (forbidden); retrying", settings.server_addr)
-                    backoff = refused
-                else:
-                    log.warning("lost the control server %s: %s", settings.server_addr, CloseCode.describe(exc.code))
-            except (ProtocolError, StreamReset) as exc:
-                log.warning("control session failed: %s", exc)
-                conn.close(CloseCode.PROTOCOL_ERROR, "protocol error")
+                with attempt() as tried:
+                    await self._control_session(conn)
+            except BaseException as exc:
+                conn.close(close_code(exc), "client stopping")
+                raise
             finally:
                 if self.control_connected:  # a session was up: start over with short waits
                     unreachable.reset()
                     refused.reset()
                 self.control_connected = False
-                conn.close(CloseCode.OK)
-            await asyncio.sleep(backoff.next_delay())
+            backoff = self._control_failed(conn, tried.error, unreachable, refused)
+            await pause(backoff.next_delay())
+
+    def _control_failed(self, conn: Connection, error: BaseException | None, unreachable: Backoff,
+                        refused: Backoff) -> Backoff:
+        """One line for how the session ended; the backoff before the next one."""
+        addr = self.settings.server_addr
+        if isinstance(error, ConnectionLost):
+            if error.code == CloseCode.AUTH_FAILED:
+                log.error("control server %s refused the token (auth-failed); retrying", addr)
+                return refused
+            if error.code == CloseCode.FORBIDDEN:
+                log.error("control server %s refused this client (forbidden); retrying", addr)
+                return refused
+            log.warning("lost the control server %s: %s", addr, CloseCode.describe(error.code))
+        elif error is not None:
+            log.warning("control session failed: %s; retrying", describe(error))
+            conn.close(close_code(error), "protocol error")
+        conn.close(CloseCode.OK)
+        return unreachable
 
     async def _control_session(self, conn: Connection) -> None:
         messages = MessageStream(await conn.open_stream())
         await messages.send(Authenticate(token=self.settings.token))
         welcome = await messages.recv(Authenticated, timeout=HANDSHAKE_STEP_TIMEOUT)
-        self.observed = HostPort.parse(welcome.observed_addr)
+        try:
+            self.observed = HostPort.parse(welcome.observed_addr)
+        except ValueError:
+            raise ProtocolError(f"control sent a bad observed address {welcome.observed_addr[:60]!r}") from None
         self.control_connected = True
         log.info("connected to control server %s; observed address %s", self.settings.server_addr, self.observed)
         for announce in self._announcements():
@@ -267,13 +298,13 @@ class Client:
                 self._update_relays(message)
             elif isinstance(message, AnnounceRefused):
                 reason = f"control refused {message.role} {message.name!r}: {CloseCode.describe(message.code)}"
-                self.refused[(message.name, Role(message.role))] = reason
+                self.refused[(message.name, _role(message.role))] = reason
                 log.error(reason, extra={"endpoint": message.name})
 
     # ---- peers ---------------------------------------------------------------------------
 
     async def _update_peers(self, update: PeersUpdate) -> None:
-        key = (update.name, Role(update.role))
+        key = (update.name, _role(update.role))
         fresh = {certificate_hash(p.certificate): p for p in update.peers if p.certificate != self.certificate}
         stale = set(self.matches.get(key, {})) - set(fresh)
         self.matches[key] = fresh
@@ -341,13 +372,17 @@ class Client:
         Both ends do this at once, which is what opens the NAT mappings."""
         backoff = Backoff(0.5, 5.0)
         while True:
+            checkpoint()  # wait_for below can return although this task was cancelled
             if peer.active() is not None or not self._wants_direct(peer) or not peer.addresses():
                 peer.changed.clear()
                 await peer.changed.wait()
                 continue
-            if await self._dial_peer(peer):
-                backoff.reset()
-                continue
+            with attempt() as tried:
+                if await self._dial_peer(peer):
+                    backoff.reset()
+                    continue
+            if tried.error is not None:
+                log.warning("peer %s: dialing failed: %s; retrying", peer.label, describe(tried.error))
             try:
                 # a change (new addresses, a connection accepted from the peer) retries at once
                 peer.changed.clear()
@@ -374,6 +409,9 @@ class Client:
                 log.warning("peer %s at %s refused our proof: %s", peer.label, address, exc)
                 conn.close(CloseCode.PROOF_FAILED)
                 return
+            except BaseException as exc:  # the dialer was cancelled (peer withdrawn, stopping)
+                conn.close(close_code(exc), "dial abandoned")
+                raise
             winner.append(conn)
             self._adopt(peer, conn, dialer_hash=self.hash)
 
@@ -399,8 +437,11 @@ class Client:
     async def _accept_peers(self) -> None:
         assert self.endpoint is not None and self._tg is not None
         while True:
-            conn = await self.endpoint.accept()
-            spawn(self._tg, self._verify_peer(conn))
+            try:
+                conn = await self.endpoint.accept()
+            except ConnectionLost:
+                return  # the endpoint closed: nothing more will arrive
+            spawn(self._tg, contained(self._verify_peer(conn), "incoming peer connection", log))
 
     async def _matched_source(self, name: str, peer_hash: bytes) -> PeerInfo | None:
         """The source ``peer_hash`` as control matched it to our destination ``name``, waiting
@@ -480,7 +521,7 @@ class Client:
         )
         peer.changed.set()
         assert self._tg is not None
-        spawn(self._tg, self._serve_peer(peer, pc))
+        spawn(self._tg, contained(self._serve_peer(peer, pc), f"peer {peer.label}", log))
         spawn(self._tg, self._notify_paths())
 
     async def _notify_paths(self) -> None:
@@ -493,7 +534,8 @@ class Client:
         try:
             while True:
                 stream = await pc.conn.accept_stream()
-                spawn(self._tg, self._serve_destination_stream(peer, pc, stream))
+                spawn(self._tg, contained(self._serve_destination_stream(peer, pc, stream),
+                                          f"stream from peer {peer.label}", log))
         except ConnectionLost as exc:
             if pc in peer.connections:
                 peer.connections.remove(pc)
@@ -544,7 +586,10 @@ class Client:
             await messages.send(Connected())
             await pump(end, stream, self.counters[(name, Role.DESTINATION)], messages.take_remaining())
         except (ConnectionLost, StreamReset, ProtocolError):
-            end.transport.abort()
+            end.abort()
+        except BaseException:
+            end.abort()  # stopping before the tunnel started: the service sees a reset too
+            raise
         finally:
             if pc is not None:
                 pc.active_streams -= 1
@@ -560,7 +605,7 @@ class Client:
     # ---- relays --------------------------------------------------------------------------
 
     def _update_relays(self, update: RelaysUpdate) -> None:
-        key = (update.name, Role(update.role))
+        key = (update.name, _role(update.role))
         fresh: dict[bytes, RelayInfo] = {}
         for info in update.relays:
             try:
@@ -595,41 +640,46 @@ class Client:
             link.conn.close(CloseCode.OK, "relay withdrawn")
 
     async def _keep_relay(self, link: RelayLink) -> None:
-        """Stay connected to a relay while it holds grants of ours; serve what it sends."""
-        assert self.endpoint is not None
+        """Stay connected to a relay while it holds grants of ours; serve what it sends.
+        Whatever the relay or the network does ends one connection, never the client."""
         backoff = Backoff(0.5, RECONNECT_CEILING)
         trust = Trust(pinned_der=link.certificate)
         while True:
-            try:
-                conn = await self.endpoint.dial(link.addr, alpn=ALPN_RELAY, trust=trust, timeout=PEER_DIAL_TIMEOUT)
-            except DialError as exc:
-                log.warning("cannot reach relay %s: %s", link.label, exc)
-                await asyncio.sleep(backoff.next_delay())
-                continue
+            with attempt() as tried:
+                await self._relay_session(link, trust, backoff)
+            error = tried.error
+            if isinstance(error, DialError):
+                log.warning("cannot reach relay %s: %s", link.label, describe(error))
+            elif isinstance(error, ConnectionLost):
+                log.warning("relay %s connection closed: %s", link.label, CloseCode.describe(error.code))
+            elif error is not None:
+                log.warning("relay %s: %s; retrying", link.label, describe(error))
+            await pause(backoff.next_delay())
+
+    async def _relay_session(self, link: RelayLink, trust: Trust, backoff: Backoff) -> None:
+        """One connection to the relay: prove our key with the grants, then serve its
+        streams and show it grants for names announced later, until something fails."""
+        assert self.endpoint is not None
+        conn = await self.endpoint.dial(link.addr, alpn=ALPN_RELAY, trust=trust, timeout=PEER_DIAL_TIMEOUT)
+        try:
             grants = tuple(link.grants.values())
-            try:
-                await self._prove(conn, ALPN_RELAY, grants)
-            except (ConnectionLost, StreamReset, ProtocolError) as exc:
-                log.warning("relay %s refused us: %s", link.label, exc)
-                conn.close(CloseCode.PROOF_FAILED)
-                await asyncio.sleep(backoff.next_delay())
-                continue
+            await self._prove(conn, ALPN_RELAY, grants)
             backoff.reset()
             link.conn, link.presented = conn, set(grants)
             log.info("relay %s connected", link.label, extra={"peer": str(link.addr), "path": "relay"})
             await self._notify_paths()
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._present_new_grants(link, conn))
-                    while True:
-                        stream = await conn.accept_stream()
-                        spawn(tg, self._serve_relayed_stream(link, stream))
-            except* ConnectionLost as group:
-                code = group.exceptions[0].code  # type: ignore[attr-defined]
-                log.warning("relay %s connection closed: %s", link.label, CloseCode.describe(code))
-            finally:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._present_new_grants(link, conn))
+                while True:
+                    stream = await conn.accept_stream()
+                    spawn(tg, contained(self._serve_relayed_stream(link, stream),
+                                        f"relayed stream from {link.label}", log))
+        except BaseException as exc:
+            conn.close(close_code(exc), "relay link failed")  # the relay learns why (no-op if it closed)
+            raise
+        finally:
+            if link.conn is conn:
                 link.conn = None
-            await asyncio.sleep(backoff.next_delay())
 
     async def _present_new_grants(self, link: RelayLink, conn: Connection) -> None:
         """Names announced after the relay connection was made need their grants shown."""
@@ -679,9 +729,17 @@ class Client:
     async def _accept_tcp(self, source: EndpointSettings, sock: socket.socket) -> None:
         assert self._tg is not None
         loop = asyncio.get_running_loop()
+        backoff = Backoff(0.1, 2.0)
         while True:
-            conn, _ = await loop.sock_accept(sock)
-            spawn(self._tg, self._serve_source_connection(source, conn))
+            with attempt() as tried:
+                conn, _ = await loop.sock_accept(sock)
+                backoff.reset()
+                spawn(self._tg, contained(self._serve_source_connection(source, conn),
+                                          f"source {source.name!r} connection", log))
+            if tried.error is not None:  # out of file descriptors, say: the listener stays
+                log.warning("source %r: accepting a connection failed: %s; retrying", source.name,
+                            describe(tried.error), extra={"endpoint": source.name})
+                await pause(backoff.next_delay())
 
     def _paths(self, source: EndpointSettings) -> tuple[list[PathCandidate], str | None]:
         """Usable paths for a new connection, best first, or why there are none."""
@@ -737,10 +795,18 @@ class Client:
                     pass  # one last look above
 
     async def _serve_source_connection(self, source: EndpointSettings, sock: socket.socket) -> None:
-        end = await accept_tcp(sock)
-        opened = await self._open_some_path(source)
+        try:
+            end = await accept_tcp(sock)
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            opened = await self._open_some_path(source)
+        except BaseException:
+            end.abort()  # stopping: the program must not take an empty answer for a complete one
+            raise
         if opened is None:
-            end.transport.abort()
+            end.abort()  # refused: a reset, not an empty answer
             return
         stream, initial, via = opened
         try:

@@ -36,6 +36,7 @@ from connet_core.protocol.messages import (
     Withdraw,
 )
 from connet_core.protocol.streams import MessageStream
+from connet_core.supervise import contained
 from connet_core.transport import Connection, Endpoint, TransportOptions
 
 log = logging.getLogger("connet.control")
@@ -114,7 +115,9 @@ class Control:
                 self.started.set()
                 while True:
                     conn = await self.endpoint.accept()
-                    tg.create_task(self._serve_connection(conn))
+                    # a failure that escapes one connection's task ends that task, not the server
+                    tg.create_task(contained(self._serve_connection(conn), f"connection from {conn.remote_address}",
+                                             log))
         finally:
             await self.endpoint.close(CloseCode.SHUTDOWN, "shutdown")
 

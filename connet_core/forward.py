@@ -214,6 +214,8 @@ class TcpEnd(asyncio.Protocol):
 
     def abort(self) -> None:
         """Close with RST, so the TCP peer sees an error rather than a clean end."""
+        if self._lost:
+            return  # closed already: nothing left to reset
         sock = self.transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -224,7 +226,8 @@ class TcpEnd(asyncio.Protocol):
 
     async def close(self) -> None:
         """Close after what is queued was sent, and wait until it is closed (with RST if
-        the program has not taken it within TCP_CLOSE_TIMEOUT)."""
+        the program has not taken it within TCP_CLOSE_TIMEOUT, or if the process stops
+        before the last bytes left this process: what the kernel holds still arrives)."""
         self.transport.close()
         try:
             async with asyncio.timeout(TCP_CLOSE_TIMEOUT):
@@ -232,6 +235,10 @@ class TcpEnd(asyncio.Protocol):
         except TimeoutError:
             log.debug("local program took no data for %.0f s after the tunnel ended: reset", TCP_CLOSE_TIMEOUT)
             self.abort()
+        except asyncio.CancelledError:
+            if self.transport.get_write_buffer_size():
+                self.abort()
+            raise
 
 
 async def accept_tcp(sock: socket.socket) -> TcpEnd:
@@ -249,10 +256,16 @@ async def dial_tcp(host: str, port: int) -> TcpEnd:
 async def pump(end: TcpEnd, stream: Stream, counters: Counters, initial: bytes = b"") -> None:
     """Move bytes both ways until both directions finished or one failed, then close TCP.
 
-    ``initial`` is stream data already read past the last protocol frame."""
+    ``initial`` is stream data already read past the last protocol frame.
+
+    Cancelled (the process is stopping) before both directions finished, the tunnel is cut
+    the loud way at both ends: TCP gets an RST and the stream a reset (SHUTDOWN), so
+    neither program can take the cut for the end of a transfer. A tunnel that had finished
+    (both FINs through) closes cleanly."""
     out = _Outcome()
     counters.active += 1
     counters.total += 1
+    finished = False
     try:
         end._attach(stream, counters)
         async with asyncio.TaskGroup() as tg:
@@ -263,11 +276,16 @@ async def pump(end: TcpEnd, stream: Stream, counters: Counters, initial: bytes =
             if out.reset_code is not None or out.tcp_error:
                 to_stream.cancel()
                 from_stream.cancel()
+        finished = True
     finally:
         counters.active -= 1
         if out.reset_code is not None:
             # the local program sees a reset: say why, once per connection
             log.info("tunneled connection cut (%s): resetting its TCP connection", CloseCode.describe(out.reset_code))
+            end.abort()
+        elif not finished and not out.tcp_error:
+            log.debug("tunneled connection cut (stopping): resetting both ends")
+            stream.reset(CloseCode.SHUTDOWN)
             end.abort()
         else:
             await end.close()

@@ -43,7 +43,8 @@ from connet_core.protocol.messages import (
 )
 from connet_core.protocol.streams import MessageStream
 from connet_core.store import Store
-from connet_core.transport import Connection, Endpoint, Stream, TLSIdentity, TransportOptions, Trust
+from connet_core.supervise import attempt, close_code, contained, describe, pause
+from connet_core.transport import CloseInfo, Connection, Endpoint, Stream, TLSIdentity, TransportOptions, Trust
 
 log = logging.getLogger("connet.relay")
 
@@ -119,7 +120,7 @@ class RelayService:
             self._tg = tg
             while True:
                 conn = await self.endpoint.accept()
-                tg.create_task(self._serve_client(conn))
+                tg.create_task(contained(self._serve_client(conn), f"relay client {conn.remote_address}", log))
 
     def _check_grants(self, client: RelayClient, grants: tuple[bytes, ...]) -> int:
         assert self.grant_key is not None
@@ -170,7 +171,8 @@ class RelayService:
         try:
             while True:
                 stream = await conn.accept_stream()
-                spawn(self._tg, self._serve_stream(client, stream))
+                spawn(self._tg, contained(self._serve_stream(client, stream),
+                                          f"relay client {address}: stream {stream.stream_id}", log))
         except ConnectionLost:
             pass  # the client is gone; nothing of it is kept
         finally:
@@ -288,30 +290,46 @@ class Relay:
             conn = await dial_until_up(service.endpoint, s.control_addr, alpn=ALPN_RELAYS, trust=trust,
                                        timeout=STEP_TIMEOUT, backoff=backoff, logger=log, what="control server")
             try:
-                messages = MessageStream(await conn.open_stream())
-                port = service.endpoint.local_address.port
-                await messages.send(RelayRegister(s.token, s.hostname, port, service.identity.der))
-                registered = await messages.recv(RelayRegistered, timeout=STEP_TIMEOUT)
-                if registered.grant_key != service.grant_key:
-                    await service.store.put("control", "grant-key", registered.grant_key)
-                service.set_grant_key(registered.grant_key)
-                self.control_connected = True
-                backoff.reset()
-                log.info("registered with control server %s as %s:%d", s.control_addr, s.hostname, port)
-                closed = await conn.wait_closed()
-                log.warning("lost the control server %s: %s", s.control_addr, CloseCode.describe(closed.code))
-                if closed.code in (CloseCode.AUTH_FAILED, CloseCode.FORBIDDEN):
-                    backoff = Backoff(5.0, 60.0)
-            except ConnectionLost as exc:
-                log.error("control server %s refused the relay: %s", s.control_addr, CloseCode.describe(exc.code))
-                if exc.code in (CloseCode.AUTH_FAILED, CloseCode.FORBIDDEN):
-                    backoff = Backoff(5.0, 60.0)
-            except (ProtocolError, StreamReset) as exc:
-                log.warning("relay registration failed: %s", exc)
+                with attempt() as tried:
+                    closed = await self._registered_session(conn)
+            except BaseException as exc:
+                conn.close(close_code(exc), "relay stopping")
+                raise
             finally:
+                if self.control_connected:  # it was registered: start over with short waits
+                    backoff = Backoff(0.5, RECONNECT_CEILING)
                 self.control_connected = False
-                conn.close(CloseCode.OK)
-            await asyncio.sleep(backoff.next_delay())
+            error = tried.error
+            if error is None:
+                log.warning("lost the control server %s: %s", s.control_addr, CloseCode.describe(closed.code))
+                refused = closed.code in (CloseCode.AUTH_FAILED, CloseCode.FORBIDDEN)
+            elif isinstance(error, ConnectionLost):
+                log.error("control server %s refused the relay: %s", s.control_addr, CloseCode.describe(error.code))
+                refused = error.code in (CloseCode.AUTH_FAILED, CloseCode.FORBIDDEN)
+            else:
+                log.warning("relay registration failed: %s; retrying", describe(error))
+                conn.close(close_code(error), "registration failed")
+                refused = False
+            if refused:
+                backoff = Backoff(5.0, 60.0)  # a refused token will not fix itself soon
+            conn.close(CloseCode.OK)
+            await pause(backoff.next_delay())
+
+    async def _registered_session(self, conn: Connection) -> CloseInfo:
+        """Register over ``conn`` and stay registered until it closes (how, returned)."""
+        assert self.service is not None
+        s = self.settings
+        service = self.service
+        messages = MessageStream(await conn.open_stream())
+        port = service.endpoint.local_address.port
+        await messages.send(RelayRegister(s.token, s.hostname, port, service.identity.der))
+        registered = await messages.recv(RelayRegistered, timeout=STEP_TIMEOUT)
+        if registered.grant_key != service.grant_key:
+            await service.store.put("control", "grant-key", registered.grant_key)
+        service.set_grant_key(registered.grant_key)
+        self.control_connected = True
+        log.info("registered with control server %s as %s:%d", s.control_addr, s.hostname, port)
+        return await conn.wait_closed()
 
     def status(self) -> dict:
         return {"role": "relay", "control_connected": self.control_connected,
