@@ -15,6 +15,11 @@ ALPN_RELAYS = "connet-relays/1"  # relay -> control
 ALPN_RELAY = "connet-relay/1"  # client -> relay
 ALPN_PEER = "connet-peer/1"  # client <-> client
 
+# The longest token (UTF-8 bytes) a client or relay may use: it travels in one Authenticate
+# or RelayRegister frame of at most 64 KiB, and this leaves 4 KiB for the other fields (a
+# relay's certificate in RelayRegister is about 500 bytes). Configuration refuses longer.
+MAX_TOKEN_BYTES = 60 * 1024
+
 
 # --- nested records (not messages on their own) ------------------------------------------
 
