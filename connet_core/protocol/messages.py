@@ -7,7 +7,7 @@ of nested message-like records, so the codec can check them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # ALPNs: the protocol version lives here.
 ALPN_CONTROL = "connet-control/1"  # client -> control
@@ -125,7 +125,9 @@ class Hello:
     """The dialer names its certificate (and, to a relay, its grants)."""
 
     certificate: bytes
-    grants: tuple[bytes, ...] = ()
+    # a grant per (name, role) the dialer uses this relay for; a 64 KiB frame holds fewer.
+    # Bounded so a Hello, read before the dialer has proven its key, decodes cheaply (codec.py)
+    grants: tuple[bytes, ...] = field(default=(), metadata={"max_items": 1024})
 
 
 @dataclass(frozen=True, slots=True)
