@@ -55,12 +55,15 @@ _CHUNK = 256 * KIB
 class FileRefused(ConfigError):
     """A file cannot be used: missing, unreadable, not a regular file, too large or not text.
 
-    ``path`` is the file, ``reason`` what is wrong with it; ``str()`` is ``PATH: reason``."""
+    ``path`` is the file, ``reason`` what is wrong with it; ``str()`` is ``PATH: reason``.
+    ``errno`` is set when the system refused an open or read (a condition that may pass, such
+    as EMFILE); None when the file itself is unusable (its type, size or encoding)."""
 
-    def __init__(self, path: Path | str, reason: str) -> None:
+    def __init__(self, path: Path | str, reason: str, errno: int | None = None) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = Path(path)
         self.reason = reason
+        self.errno = errno
 
 
 def _describe_mode(mode: int) -> str:
@@ -99,7 +102,7 @@ def read_file(path: Path | str, kind: str) -> bytes:
             except OSError:
                 what = "not a regular file"
             raise FileRefused(path, f"is {what}, not a regular file") from None
-        raise FileRefused(path, f"cannot read it ({exc.strerror or exc})") from None
+        raise FileRefused(path, f"cannot read it ({exc.strerror or exc})", exc.errno) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -118,7 +121,7 @@ def read_file(path: Path | str, kind: str) -> bytes:
             raise FileRefused(path, f"is larger than {_size_text(limit)}")
         return b"".join(chunks)
     except OSError as exc:
-        raise FileRefused(path, f"cannot read it ({exc.strerror or exc})") from None
+        raise FileRefused(path, f"cannot read it ({exc.strerror or exc})", exc.errno) from None
     finally:
         os.close(fd)
 

@@ -39,8 +39,9 @@ log = logging.getLogger("connet.tokens")
 
 __all__ = ["connet_authenticate", "find_token", "read_tokens_file", "current_tokens"]
 
-# (st_dev, st_ino, st_size, st_mtime_ns): a change in any of them means "read again"
-_FileSignature = tuple[int, int, int, int]
+# (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns): a change in any of them means "read
+# again" (ctime: a chmod that makes an unreadable file readable changes nothing else)
+_FileSignature = tuple[int, int, int, int, int]
 
 # How long the hook waits for a changed file's read before answering with the set in force.
 RELOAD_WAIT = 0.05
@@ -84,7 +85,7 @@ def read_tokens_file(path: Path) -> tuple[str, ...]:
 
 
 def _signature(st: os.stat_result) -> _FileSignature:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _file_tokens(path: Path, rule_count: int | None) -> tuple[bytes, ...]:
@@ -132,7 +133,11 @@ def _apply(
 ) -> None:
     """Put a finished read in force, or log why not (once per failure streak)."""
     if isinstance(outcome, FileRefused):
-        # not recording the signature: the next call tries again
+        if outcome.errno is None:
+            # the file itself is unusable (a FIFO, a device, too large): not read again until
+            # it changes, so looking at it costs a stat. A system error (EMFILE...) may pass:
+            # then the signature is not recorded and the next call tries again.
+            state.signature = signature
         _log_failure(state, "tokens file %s: keeping the last good set", outcome)
         return
     state.signature = signature

@@ -50,8 +50,12 @@ async def test_the_file_is_read_by_a_worker_thread_not_the_event_loop(hooks, tmp
 
 
 @pytest.mark.parametrize("replacement", ["fifo", "dev-zero", "directory"])
-def test_a_replacement_that_is_not_a_regular_file_keeps_the_old_set(hooks, tmp_path, caplog, replacement) -> None:
+def test_a_replacement_that_is_not_a_regular_file_keeps_the_old_set(hooks, tmp_path, caplog, monkeypatch,
+                                                                    replacement) -> None:
     caplog.set_level(logging.INFO, "connet.tokens")
+    reads = []
+    real = connet_tokens.read_text
+    monkeypatch.setattr(connet_tokens, "read_text", lambda p, kind: reads.append(p) or real(p, kind))
     path = tmp_path / "tokens"
     write_tokens(path, "kept\n", mtime=1_000)
     settings = AuthSettings(tokens=TokenSource(file=path))
@@ -68,6 +72,7 @@ def test_a_replacement_that_is_not_a_regular_file_keeps_the_old_set(hooks, tmp_p
         path.mkdir()
     for _ in range(4):  # looked at again and again: one error line, the old set in force
         assert hooks.authenticate(settings, CLIENT, "kept") == Principal(CLIENT, 0, "token#0")
+    assert len(reads) == 2, "a refused file is tried again only once it changes"
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1, [r.getMessage() for r in errors]
     assert "not a regular file: keeping the last good set" in errors[0].getMessage()
