@@ -17,7 +17,7 @@ Limits per kind (:data:`LIMITS`), far above any real file of that kind:
 kind      limit       what
 ========  ==========  =================================================================
 config    1 MiB       a TOML configuration file (``--config``)
-token     64 KiB      ``token-file``: one token (at most 60 KiB, see connet_core.limits)
+token     64 KiB      ``token-file``: one token (at most 60 KiB, see config_limits.py)
 tokens    4 MiB       ``tokens-file`` and friends: tens of thousands of tokens
 pem       1 MiB       ``cert-file``, ``key-file``, ``server-cas``, ``control-cas``: a whole
                       system CA bundle is about 200 KiB

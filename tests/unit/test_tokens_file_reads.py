@@ -4,7 +4,6 @@ a read that hangs never holds the caller for more than the plugin's wait budget.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
