@@ -32,8 +32,9 @@ from typing import Callable, Iterable, Mapping, Sequence, Union
 
 from connet_core.config_limits import TooDeep, check_depth, check_toml_text, token_problem
 from connet_core.errors import ConfigError
-from connet_core.files import FileRefused, read_file, read_text
+from connet_core.files import FileRefused, read_file
 from connet_core.model import HostPort, Role, RoutePolicy
+from connet_core.token_files import read_token_file, read_tokens_file
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -727,40 +728,22 @@ def _one_of(section: _Section, members: tuple[str, str], required: bool) -> str 
     return given[0]
 
 
-def read_token_file(path: Path) -> str:
-    """The token in a token file: its first line, stripped. Raises FileRefused (files.py:
-    not a regular file, larger than 64 KiB, not UTF-8) or ValueError when that line is empty."""
-    lines = read_text(path, "token").splitlines()
-    first = lines[0].strip() if lines else ""
-    if not first:
-        raise ValueError("its first line is empty")
-    return first
-
-
-def read_tokens_file(path: Path) -> tuple[str, ...]:
-    """The tokens of a tokens file: one per line, stripped; blank lines and lines starting
-    with ``#`` are ignored. Raises FileRefused (files.py)."""
-    lines = (line.strip() for line in read_text(path, "tokens").splitlines())
-    return tuple(line for line in lines if line and not line.startswith("#"))
-
-
 def _token(section: _Section) -> str:
     which = _one_of(section, ("token", "token-file"), required=True)
     if which == "token":
         token = str(section.get("token"))
-    else:
-        path = section.get("token-file")
-        assert isinstance(path, Path)
-        try:
-            token = read_token_file(path)
-        except FileRefused as exc:
-            raise section.error("token-file", str(exc)) from None
-        except ValueError as exc:
-            raise section.error("token-file", f"{path}: {exc}") from None
-    problem = token_problem(token)
-    if problem is not None:
-        raise section.error(which, problem)
-    return token
+        problem = token_problem(token)
+        if problem is not None:
+            raise section.error("token", problem)
+        return token
+    path = section.get("token-file")
+    assert isinstance(path, Path)
+    try:
+        return read_token_file(path)
+    except FileRefused as exc:
+        raise section.error("token-file", str(exc)) from None
+    except ValueError as exc:  # empty, or too long to send
+        raise section.error("token-file", f"{path}: {exc}") from None
 
 
 def _cidr_rule(values: object) -> CidrRule:
@@ -1056,10 +1039,8 @@ def _check_tokens_file(config: Config, key: str, auth: AuthSettings | None, rule
         tokens = read_tokens_file(path)
     except FileRefused as exc:
         raise _prefixed(config, key, str(exc)) from None
-    for index, token in enumerate(tokens, 1):
-        problem = token_problem(token)
-        if problem is not None:
-            raise _prefixed(config, key, f"{path}: token {index}: {problem}")
+    except ValueError as exc:  # a token too long to be presented
+        raise _prefixed(config, key, f"{path}: {exc}") from None
     if not tokens:
         raise _prefixed(config, key, f"{path} holds no tokens")
     if len(set(tokens)) != len(tokens):

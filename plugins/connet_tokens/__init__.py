@@ -31,8 +31,8 @@ from pathlib import Path
 
 from connet_core import hookimpl
 from connet_core.config import AuthSettings
-from connet_core.config_limits import token_problem
-from connet_core.files import FileRefused, read_text
+from connet_core.files import FileRefused
+from connet_core.token_files import read_tokens_file
 from connet_core.model import Principal, PrincipalKind
 
 log = logging.getLogger("connet.tokens")
@@ -66,22 +66,6 @@ class _FileState:
 _files: dict[tuple[str, int | None], _FileState] = {}
 # hooks are called from event loops, possibly several in one process (embedding)
 _files_lock = threading.Lock()
-
-
-def read_tokens_file(path: Path) -> tuple[str, ...]:
-    """The tokens of a tokens file: one per line, surrounding white space stripped, blank
-    lines and lines starting with ``#`` ignored. Raises FileRefused (connet_core.files:
-    unreadable, not a regular file, over 4 MiB, not UTF-8) or ValueError (a token too long
-    for the protocol, which could never be presented)."""
-    tokens = []
-    for line in read_text(path, "tokens").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            problem = token_problem(line)
-            if problem is not None:
-                raise ValueError(f"token {len(tokens) + 1}: {problem}")
-            tokens.append(line)
-    return tuple(tokens)
 
 
 def _signature(st: os.stat_result) -> _FileSignature:

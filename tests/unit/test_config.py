@@ -742,7 +742,8 @@ def test_a_token_longer_than_the_authenticate_frame_is_refused(tmp_path: Path) -
                        f"the protocol's Authenticate message is {MAX_TOKEN_BYTES}")
     assert too_long not in message
     token_file = write(tmp_path, "token.txt", "y" * (MAX_TOKEN_BYTES + 1) + "\n")
-    assert "client.token-file: the token is" in load_error("client", [], {"client.token-file": str(token_file)})
+    message = load_error("client", [], {"client.token-file": str(token_file)})
+    assert f"client.token-file: {token_file}: the token is {MAX_TOKEN_BYTES + 1} bytes long" in message
     relay = write(tmp_path, "r.toml", f'[relay]\ntoken = "{too_long}"\n')
     assert "relay.token: the token is" in load_error("relay", [relay])
     server = write(tmp_path, "s.toml", f'[server]\ncert-file = "c"\nkey-file = "k"\ntokens = ["a", "{too_long}"]\n')

@@ -31,13 +31,13 @@ def hooks() -> plugins.Hooks:
 
 async def test_the_file_is_read_by_a_worker_thread_not_the_event_loop(hooks, tmp_path, monkeypatch) -> None:
     readers: list[threading.Thread] = []
-    real = connet_tokens.read_text
+    real = connet_tokens.read_tokens_file
 
-    def recording(path, kind):
+    def recording(path):
         readers.append(threading.current_thread())
-        return real(path, kind)
+        return real(path)
 
-    monkeypatch.setattr(connet_tokens, "read_text", recording)
+    monkeypatch.setattr(connet_tokens, "read_tokens_file", recording)
     path = tmp_path / "tokens"
     write_tokens(path, "alpha\n", mtime=1_000)
     settings = AuthSettings(tokens=TokenSource(file=path))
@@ -53,8 +53,8 @@ def test_a_replacement_that_is_not_a_regular_file_keeps_the_old_set(hooks, tmp_p
                                                                     replacement) -> None:
     caplog.set_level(logging.INFO, "connet.tokens")
     reads = []
-    real = connet_tokens.read_text
-    monkeypatch.setattr(connet_tokens, "read_text", lambda p, kind: reads.append(p) or real(p, kind))
+    real = connet_tokens.read_tokens_file
+    monkeypatch.setattr(connet_tokens, "read_tokens_file", lambda p: reads.append(p) or real(p))
     path = tmp_path / "tokens"
     write_tokens(path, "kept\n", mtime=1_000)
     settings = AuthSettings(tokens=TokenSource(file=path))
@@ -91,14 +91,14 @@ def test_a_hanging_read_costs_the_caller_one_bounded_wait(hooks, tmp_path, monke
     assert hooks.authenticate(settings, CLIENT, "kept") is not None
     release = threading.Event()
     started = threading.Event()
-    real = connet_tokens.read_text
+    real = connet_tokens.read_tokens_file
 
-    def hanging(p, kind):
+    def hanging(p):
         started.set()
         release.wait(30)  # a dead network file system, until the test lets go
-        return real(p, kind)
+        return real(p)
 
-    monkeypatch.setattr(connet_tokens, "read_text", hanging)
+    monkeypatch.setattr(connet_tokens, "read_tokens_file", hanging)
     monkeypatch.setattr(connet_tokens, "RELOAD_WAIT", 0.01)
     write_tokens(path, "fresh\n", mtime=2_000)
     try:
