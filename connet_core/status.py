@@ -101,8 +101,7 @@ class StatusServer:
     started: float = field(default_factory=time.monotonic)
     local_address: HostPort | None = None
     bound: asyncio.Event = field(default_factory=asyncio.Event)
-    evicted: int = 0  # connections dropped to make room for newer ones
-    _admission: Admission | None = None
+    _admission: Admission = field(init=False)
     _tg: asyncio.TaskGroup | None = None
 
     def __post_init__(self) -> None:
@@ -111,7 +110,6 @@ class StatusServer:
     @property
     def _clients(self) -> int:
         """Connections in progress."""
-        assert self._admission is not None
         return len(self._admission)
 
     async def serve(self) -> None:
@@ -142,7 +140,6 @@ class StatusServer:
         # a plain callback, so asyncio does not make an orphan task: the exchange belongs to our group
         tg = self._tg
         admission = self._admission
-        assert admission is not None
         peer = writer.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         if tg is None:
@@ -150,7 +147,6 @@ class StatusServer:
             return
         admitted, evicted = admission.admit(writer, address)
         for old in evicted:  # still silent, and the oldest: the one an attacker is likeliest to hold
-            self.evicted += 1
             old.transport.abort()  # type: ignore[attr-defined]  # its task sees EOF and ends
         if not admitted:
             writer.transport.abort()
@@ -163,7 +159,6 @@ class StatusServer:
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One request, one answer, close. Every failure here stays here."""
-        assert self._admission is not None
         try:
             async with asyncio.timeout(self.request_timeout):
                 try:
