@@ -286,24 +286,27 @@ async def test_padded_first_messages_are_refused_and_the_server_keeps_serving(da
 # --- slowloris against the status endpoint --------------------------------------------------------
 
 
-async def test_slowloris_from_one_address_cannot_starve_status_readers(daemons, certs) -> None:
-    """70 sockets from 127.0.0.1 that reconnect as soon as they are dropped and trickle a
-    request head a byte at a time once cut normal GETs to 5 of 28. Now the GETs from
-    127.0.0.2 all succeed. The attack is bounded: 70 sockets, a byte per 0.2 s per socket,
-    a reconnect at most every 0.1 s per socket, for as long as the 28 GETs take."""
+@pytest.mark.parametrize("spread", ["one-address", "70-addresses"])
+async def test_slowloris_cannot_starve_status_readers(daemons, certs, spread: str) -> None:
+    """70 sockets that reconnect as soon as they are dropped and trickle a request head a byte
+    at a time once cut normal GETs to 5 of 28. Now the GETs from 127.0.0.2 all succeed, with
+    the 70 from 127.0.0.1 (the per-address bound) or each from its own address in
+    127.0.1.0/24 (the overall bound: the oldest silent one is evicted). The attack is
+    bounded: 70 sockets, a byte per 0.2 s per socket, a reconnect at most every 0.1 s per
+    socket, for as long as the 28 GETs take."""
     server, status_port = server_with_status(daemons, certs, f"tokens = {toml_list(TOKENS)}\n")
     stop = asyncio.Event()
     all_connected = asyncio.Event()
     connects = 0
 
-    async def slowloris() -> None:
+    async def slowloris(source: str) -> None:
         nonlocal connects
         while not stop.is_set():
             connects += 1
             if connects >= 70:
                 all_connected.set()
             try:
-                _, writer = await asyncio.open_connection("127.0.0.1", status_port)
+                _, writer = await asyncio.open_connection("127.0.0.1", status_port, local_addr=(source, 0))
             except OSError:
                 await asyncio.sleep(0.1)  # bounded reconnect rate, even when refused
                 continue
@@ -330,7 +333,8 @@ async def test_slowloris_from_one_address_cannot_starve_status_readers(daemons, 
         return outcomes
 
     async with asyncio.TaskGroup() as tg:
-        attackers = [tg.create_task(slowloris()) for _ in range(70)]
+        sources = ["127.0.0.1"] * 70 if spread == "one-address" else [f"127.0.1.{i + 1}" for i in range(70)]
+        attackers = [tg.create_task(slowloris(source)) for source in sources]
         try:
             await asyncio.wait_for(all_connected.wait(), 20)  # the attack is in place first
             outcomes = await readers()
