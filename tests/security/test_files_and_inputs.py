@@ -343,3 +343,42 @@ async def test_slowloris_cannot_starve_status_readers(daemons, certs, spread: st
     assert all(task.done() for task in attackers)
     assert outcomes.count(True) == 28, f"{outcomes.count(True)} of 28 GETs answered"
     assert "Traceback" not in server.daemon.log()
+
+
+# --- the CA file a running client or relay reads at each dial ----------------------------------
+
+
+async def test_a_ca_file_swapped_for_a_fifo_or_dev_zero_fails_the_dial_at_once(tmp_path) -> None:
+    """A client re-reads server-cas (a relay control-cas) whenever it dials control. Swapped
+    for a FIFO or /dev/zero while it runs, the dial fails at once with a DialError naming the
+    file, instead of blocking the event loop in open() or reading until MemoryError."""
+    import threading
+
+    from connet_core.errors import DialError
+
+    fifo = tmp_path / "ca.fifo"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def unblock_a_stuck_reader() -> None:
+        # if a dial ever blocks in open() on the FIFO, open it for writing and close it after
+        # 5 s, so the reader sees EOF and the test fails on its assertion instead of hanging
+        if not done.wait(5):
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass  # no reader: nothing is stuck
+
+    watchdog = threading.Thread(target=unblock_a_stuck_reader, daemon=True)
+    watchdog.start()
+    endpoint = await bind_endpoint()
+    try:
+        for path, what in ((fifo, "is a FIFO (named pipe)"), (Path("/dev/zero"), "is a character device")):
+            with pytest.raises(DialError) as failed:
+                await endpoint.dial(HostPort("127.0.0.1", 9), alpn=ALPN_CONTROL,
+                                    trust=Trust(server_name="127.0.0.1", cafile=path), timeout=5)
+            assert f"CA file {path}: {what}, not a regular file" in str(failed.value)
+    finally:
+        done.set()
+        watchdog.join(10)
+        await endpoint.close()
