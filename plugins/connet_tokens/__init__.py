@@ -1,9 +1,10 @@
 """Default plugin ``tokens``: token authentication for clients and relays.
 
 Tokens come inline (``tokens``) or from a file (``tokens-file``: one per line, blank lines
-and ``#`` comments ignored). The file is re-read whenever its identity (inode, size, mtime)
-changes; a file that vanishes, cannot be read or is refused (connet_core.files: not a regular
-file, larger than 4 MiB, not UTF-8) keeps the last good set in force and logs an error once.
+and ``#`` comments ignored). The file is re-read whenever its identity (inode, size, mtime,
+ctime) changes; a file that vanishes, cannot be read or is refused (connet_core.files: not a
+regular file, larger than 4 MiB, not UTF-8; or a token too long for the protocol) keeps the
+last good set in force and logs an error once.
 With per-token rules (matched by position), a reloaded file with a different number of
 tokens than rules is refused with an error, and the old set stays in force
 (SPEC.md "[control]").
@@ -32,8 +33,8 @@ from pathlib import Path
 from connet_core import hookimpl
 from connet_core.config import AuthSettings
 from connet_core.files import FileRefused
-from connet_core.token_files import read_tokens_file
 from connet_core.model import Principal, PrincipalKind
+from connet_core.token_files import read_tokens_file
 
 log = logging.getLogger("connet.tokens")
 
