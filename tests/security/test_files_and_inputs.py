@@ -248,8 +248,10 @@ async def test_padded_first_messages_are_refused_and_the_server_keeps_serving(da
     fields are ignored). It is refused with PROTOCOL_ERROR; honest sessions go on."""
     server, status_port = server_with_status(daemons, certs, f"tokens = {toml_list(TOKENS)}\n")
     endpoint = await bind_endpoint()
+    sessions: list[ControlSession] = []
     try:
         honest = await ControlSession.open(endpoint, server, TOKENS[2])
+        sessions.append(honest)
         await honest.announce("web", "source", Identity.new())
         await honest.wait(lambda: honest.grant_for("web", "source"))
         relay_addr, relay_cert, grant = honest.grant_for("web", "source")
@@ -273,12 +275,12 @@ async def test_padded_first_messages_are_refused_and_the_server_keeps_serving(da
         refusals = lines_matching(server.daemon, r"WARNING connet\.(control|relay): .*malformed msgpack: .* exceeds max_array_len", mark)
         assert len(refusals) == 10, refusals
         # everyone else is still served: a new session, the honest one, the status endpoint
-        second = await ControlSession.open(endpoint, server, TOKENS[1])
-        await second.close()
+        sessions.append(await ControlSession.open(endpoint, server, TOKENS[1]))
         assert not honest.task.done()
         assert (await status_get(status_port))["control"]["counters"]["handshake_failures"] >= 5
-        await honest.close()
     finally:
+        for session in sessions:
+            await session.close()
         await endpoint.close()
     assert "Traceback" not in server.daemon.log()
 
