@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from connet_core.errors import ConfigError
+from connet_core.files import FileRefused, read_file
 from connet_core.transport import TLSIdentity
 
 # aioquic checks validity dates with no slack: a peer whose clock is a little behind ours
@@ -169,17 +170,18 @@ def write_test_certificates(out_dir: Path, hosts: Sequence[str]) -> dict[str, Pa
 def load_identity(cert_file: Path, key_file: Path) -> TLSIdentity:
     """Read a PEM certificate chain (leaf first) and its private key.
 
-    Raises ConfigError with one line naming the file when it cannot be read, holds no
+    Raises ConfigError with one line naming the file when it cannot be read (or is not a
+    regular file of at most 1 MiB: files.py), holds no
     PEM certificate / key, or the key does not belong to the certificate.
     """
     try:
-        cert_data = Path(cert_file).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cert-file {cert_file}: cannot read it ({exc.strerror or exc})") from None
+        cert_data = read_file(cert_file, "pem")
+    except FileRefused as exc:
+        raise ConfigError(f"cert-file {exc}") from None
     try:
-        key_data = Path(key_file).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"key-file {key_file}: cannot read it ({exc.strerror or exc})") from None
+        key_data = read_file(key_file, "pem")
+    except FileRefused as exc:
+        raise ConfigError(f"key-file {exc}") from None
     try:
         chain = x509.load_pem_x509_certificates(cert_data)
     except ValueError:

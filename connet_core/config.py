@@ -30,8 +30,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Iterable, Mapping, Sequence, Union
 
+from connet_core.config_limits import TooDeep, check_depth, check_toml_text, token_problem
 from connet_core.errors import ConfigError
+from connet_core.files import FileRefused, read_file
 from connet_core.model import HostPort, Role, RoutePolicy
+from connet_core.token_files import read_token_file, read_tokens_file
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -387,33 +390,35 @@ def read_config_file(path: Path) -> dict[str, object]:
     from dynaconf.vendor import tomllib as dynaconf_tomllib
 
     origin = str(path)
+    # read here, safely (files.py: no FIFO, device or huge file), and hand dynaconf the text
     try:
-        with open(path, "rb"):
-            pass  # dynaconf turns an unreadable file into a warning: find out here
-    except IsADirectoryError:
-        raise ConfigError(f"{origin}: is a directory, not a config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{origin}: cannot read config file ({exc.strerror or exc})") from None
+        text = read_file(path, "config").decode("utf-8")
+        check_toml_text(text)  # before the parser recurses
+    except FileRefused as exc:
+        raise ConfigError(f"{origin}: config file {exc.reason}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{origin}: not valid TOML: the file is not UTF-8 text") from None
+    except TooDeep as exc:
+        raise ConfigError(f"{origin}: not accepted: {exc}") from None
     loader = BaseLoader(
         obj=_LoaderHost(),
         env="_envless",
         identifier="toml",
-        # the loader reads a path only if it ends with one of these: the file's own name
-        # lets any name through (a missing suffix would make it parse the path as TOML text)
-        extensions=(path.name,),
+        extensions=(),  # no source is a file name: the loader parses the text it is given
         file_reader=dynaconf_tomllib.load,
         string_reader=dynaconf_tomllib.loads,
-        opener_params={"mode": "rb"},
+        opener_params={"mode": "rb"},  # unused (no file source) but read from obj otherwise
     )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            data = loader.get_source_data([origin])
+            data = dict(loader.get_source_data([text]).get(text, {}))
+        check_depth(data)  # dotted keys nest too: before anything walks the tables
     except dynaconf_tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{origin}: not valid TOML: the file is not UTF-8 text") from None
-    return dict(data.get(origin, {}))
+    except TooDeep as exc:
+        raise ConfigError(f"{origin}: not accepted: {exc}") from None
+    return data
 
 
 def _spec_at(path: Sequence[str]) -> _Spec | None:
@@ -449,7 +454,11 @@ def _env_layer(environ: Mapping[str, str], cwd: Path) -> _Table:
         value: object = raw
         if spec.kind in _LIST_KINDS:
             try:
+                check_toml_text(raw)
                 value = tomllib.loads(f"value = {raw}")["value"]
+                check_depth(value, 1)  # an array of strings
+            except TooDeep:
+                raise ConfigError(f"{name}: {key}: expected a flat TOML array such as [\"a\", \"b\"]") from None
             except tomllib.TOMLDecodeError:
                 raise ConfigError(f'{name}: {key}: expected a TOML array such as ["a", "b"]') from None
         node = tree
@@ -719,36 +728,21 @@ def _one_of(section: _Section, members: tuple[str, str], required: bool) -> str 
     return given[0]
 
 
-def read_token_file(path: Path) -> str:
-    """The token in a token file: its first line, stripped. Raises OSError,
-    UnicodeDecodeError, or ValueError when that line is empty."""
-    with open(path, encoding="utf-8") as file:
-        first = file.readline().strip()
-    if not first:
-        raise ValueError("its first line is empty")
-    return first
-
-
-def read_tokens_file(path: Path) -> tuple[str, ...]:
-    """The tokens of a tokens file: one per line, stripped; blank lines and lines starting
-    with ``#`` are ignored. Raises OSError or UnicodeDecodeError."""
-    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-    return tuple(line for line in lines if line and not line.startswith("#"))
-
-
 def _token(section: _Section) -> str:
     which = _one_of(section, ("token", "token-file"), required=True)
     if which == "token":
-        return str(section.get("token"))
+        token = str(section.get("token"))
+        problem = token_problem(token)
+        if problem is not None:
+            raise section.error("token", problem)
+        return token
     path = section.get("token-file")
     assert isinstance(path, Path)
     try:
         return read_token_file(path)
-    except OSError as exc:
-        raise section.error("token-file", f"cannot read {path} ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise section.error("token-file", f"{path} is not UTF-8 text") from None
-    except ValueError as exc:
+    except FileRefused as exc:
+        raise section.error("token-file", str(exc)) from None
+    except ValueError as exc:  # empty, or too long to send
         raise section.error("token-file", f"{path}: {exc}") from None
 
 
@@ -787,6 +781,9 @@ def _auth(
         for index, token in enumerate(tokens, 1):
             if token in seen:  # positional rules would be ambiguous; never echo the token
                 raise section.error(which, f"item {index} repeats an earlier token")
+            problem = token_problem(token)
+            if problem is not None:
+                raise section.error(which, f"item {index}: {problem}")
             seen.add(token)
         source = TokenSource(tokens=tokens)
     else:
@@ -1010,9 +1007,9 @@ def _check_pem_cas(config: Config, key: str, path: Path | None) -> None:
     from cryptography import x509
 
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise _prefixed(config, key, f"cannot read {path} ({exc.strerror or exc})") from None
+        data = read_file(path, "pem")
+    except FileRefused as exc:
+        raise _prefixed(config, key, str(exc)) from None
     try:
         x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -1022,10 +1019,9 @@ def _check_pem_cas(config: Config, key: str, path: Path | None) -> None:
 def _check_identity(config: Config, section: str, cert_file: Path, key_file: Path) -> None:
     for key, path in (("cert-file", cert_file), ("key-file", key_file)):
         try:
-            with open(path, "rb"):
-                pass
-        except OSError as exc:
-            raise _prefixed(config, f"{section}.{key}", f"cannot read {path} ({exc.strerror or exc})") from None
+            read_file(path, "pem")  # the key that names a bad file is the one to blame
+        except FileRefused as exc:
+            raise _prefixed(config, f"{section}.{key}", str(exc)) from None
     from connet_core.certs import load_identity
 
     try:
@@ -1041,10 +1037,10 @@ def _check_tokens_file(config: Config, key: str, auth: AuthSettings | None, rule
     path = auth.tokens.file
     try:
         tokens = read_tokens_file(path)
-    except OSError as exc:
-        raise _prefixed(config, key, f"cannot read {path} ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise _prefixed(config, key, f"{path} is not UTF-8 text") from None
+    except FileRefused as exc:
+        raise _prefixed(config, key, str(exc)) from None
+    except ValueError as exc:  # a token too long to be presented
+        raise _prefixed(config, key, f"{path}: {exc}") from None
     if not tokens:
         raise _prefixed(config, key, f"{path} holds no tokens")
     if len(set(tokens)) != len(tokens):

@@ -7,10 +7,12 @@ the readers are dashboards and scrapers that poll every second or so, and it kee
 free of keep-alive state.
 
 It is meant for loopback: there is no authentication, so binding anything else logs a
-warning. Each client is bounded in time and size (request head limit, one deadline for the
-whole exchange, a cap on concurrent connections), and each runs in its own task that handles
-its own errors, so a slow or garbage client never delays or breaks another one — nor the
-component it reports on. Standard library only: the daemons must not pull in a web stack.
+warning. Each client is bounded in time and size (request head limit, a deadline for the head
+and one for the whole exchange), connections are capped per address and overall with the
+oldest still-silent ones evicted first (status_admission.py: slowloris from one address, or
+from many, cannot starve the others), and each runs in its own task that handles its own
+errors, so a slow or garbage client never delays or breaks another one — nor the component
+it reports on. Standard library only: the daemons must not pull in a web stack.
 
 Embedding::
 
@@ -33,12 +35,15 @@ from typing import Any, Awaitable, Protocol
 
 from connet_core.logs import log_listening
 from connet_core.model import HostPort
+from connet_core.status_admission import Admission
 
 log = logging.getLogger("connet.status")
 
 MAX_HEAD = 8 * 1024  # request line + headers; a status GET needs a few hundred bytes
 REQUEST_TIMEOUT = 5.0  # seconds for one whole exchange: read the head, write the answer
-MAX_CLIENTS = 64  # concurrent connections; more are closed at once (no fd exhaustion)
+HEAD_TIMEOUT = 2.0  # seconds for the request head: a real client sends it at once
+MAX_CLIENTS = 64  # concurrent connections (no fd exhaustion); see status_admission.py
+MAX_CLIENTS_PER_ADDRESS = 8  # concurrent connections from one IP address
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _REASONS = {
@@ -88,15 +93,25 @@ class StatusServer:
     component: StatusSource
     addr: HostPort
     request_timeout: float = REQUEST_TIMEOUT
+    head_timeout: float = HEAD_TIMEOUT
     max_head: int = MAX_HEAD
     max_clients: int = MAX_CLIENTS
+    max_clients_per_address: int = MAX_CLIENTS_PER_ADDRESS
     version: str = field(default_factory=connet_version)
     transport: str | None = None  # the QUIC transport the component runs on (``auto`` resolved)
     started: float = field(default_factory=time.monotonic)
     local_address: HostPort | None = None
     bound: asyncio.Event = field(default_factory=asyncio.Event)
-    _clients: int = 0
+    _admission: Admission = field(init=False)
     _tg: asyncio.TaskGroup | None = None
+
+    def __post_init__(self) -> None:
+        self._admission = Admission(self.max_clients, self.max_clients_per_address)
+
+    @property
+    def _clients(self) -> int:
+        """Connections in progress."""
+        return len(self._admission)
 
     async def serve(self) -> None:
         if not is_loopback(self.addr):
@@ -125,14 +140,22 @@ class StatusServer:
     def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # a plain callback, so asyncio does not make an orphan task: the exchange belongs to our group
         tg = self._tg
-        if tg is None or self._clients >= self.max_clients:
+        admission = self._admission
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if tg is None:
             writer.transport.abort()
             return
-        self._clients += 1
+        admitted, evicted = admission.admit(writer, address)
+        for old in evicted:  # still silent, and the oldest: the one an attacker is likeliest to hold
+            old.transport.abort()  # type: ignore[attr-defined]  # its task sees EOF and ends
+        if not admitted:
+            writer.transport.abort()
+            return
         try:
             tg.create_task(self._exchange(reader, writer))
         except RuntimeError:  # the group is shutting down: the server is stopping
-            self._clients -= 1
+            admission.release(writer)
             writer.transport.abort()
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -140,12 +163,14 @@ class StatusServer:
         try:
             async with asyncio.timeout(self.request_timeout):
                 try:
-                    head = await reader.readuntil(b"\r\n\r\n")
+                    async with asyncio.timeout(self.head_timeout):
+                        head = await reader.readuntil(b"\r\n\r\n")
                 except asyncio.LimitOverrunError:
                     status, ctype, body = _error(431)
                 except asyncio.IncompleteReadError:
-                    return  # the client went away before finishing its request
+                    return  # the client went away (or was evicted) before finishing its request
                 else:
+                    self._admission.head_received(writer)
                     status, ctype, body = self._answer(head)
                 writer.write(_response(status, ctype, body))
                 await writer.drain()
@@ -154,7 +179,7 @@ class StatusServer:
         except (ConnectionError, OSError):
             writer.transport.abort()  # the client reset or broke the connection: nothing to tell it
         finally:
-            self._clients -= 1
+            self._admission.release(writer)
             writer.close()  # after an answer: flushes what drain() left, then closes
 
     def _answer(self, head: bytes) -> tuple[int, str, bytes]:

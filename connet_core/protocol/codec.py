@@ -11,6 +11,17 @@ extras (unknown fields are ignored, so a newer peer may add fields). Whatever th
 :func:`decode` raises nothing but :class:`~connet_core.errors.ProtocolError` with
 ``CloseCode.PROTOCOL_ERROR``. :func:`encode` refuses what :func:`decode` would refuse, with
 ``CloseCode.INTERNAL_ERROR`` (the fault is local), so we never send what a peer must reject.
+
+**Decoding cost when the type is known.** A reader that expects particular message types
+(``decode(payload, expected)``: the first message of a session, before the peer is
+authenticated or has proven its key) gets limits sized for those types (:func:`limits_for`):
+a map may hold the type's fields plus :data:`EXTRA_FIELDS` unknown ones, an array the
+declared ``max_items`` of its field (``dataclasses.field(metadata={"max_items": N})``) or
+:data:`EXTRA_ITEMS`, and the whole payload at most the containers the type can need plus
+:data:`EXTRA_CONTAINERS`, counted while msgpack builds them. A 64 KiB frame of tens of
+thousands of empty arrays is then refused after a few dozen objects instead of costing tens
+of milliseconds of decoding before authentication. Types with an array of unbounded length
+(``PeersUpdate``, ``Announce``, ...) are decoded with the general limits.
 """
 
 from __future__ import annotations
@@ -40,6 +51,12 @@ MAX_NESTING = 16
 TAG_KEY = "t"
 
 Message = Any  # an instance of one of the MESSAGE_TYPES classes
+
+# What a message of an expected type may carry beyond its own schema: room for a newer
+# peer's additions, small enough that decoding stays a few microseconds.
+EXTRA_FIELDS = 8
+EXTRA_ITEMS = 8
+EXTRA_CONTAINERS = 8
 
 _TAG_OF_MESSAGE: dict[type, str] = {cls: tag for tag, cls in MESSAGE_TYPES.items()}
 _TAG_OF_NESTED: dict[type, str] = {cls: tag for tag, cls in NESTED_TYPES.items()}
@@ -225,19 +242,116 @@ def _check_nesting(root: Any) -> None:
         stack.extend((child, depth + 1) for child in children if type(child) in (dict, list))
 
 
-def _unpack(payload: bytes) -> Any:
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Bounds on one payload's msgpack: entries per map, items per array, and maps plus
+    arrays in all (None: bounded by the frame size only)."""
+
+    max_map_len: int = MAX_FRAME_SIZE
+    max_array_len: int = MAX_FRAME_SIZE
+    max_containers: int | None = None
+
+
+GENERAL_LIMITS = DecodeLimits()
+
+
+class _ContainerBudget:
+    """Counts the maps and arrays msgpack builds; raises once there are too many, so an
+    oversized tree is abandoned after ``left`` objects, not after all of them."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def _spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise _Invalid("more maps and arrays than the expected message can hold")
+
+    def list_hook(self, items: list) -> list:
+        self._spend()
+        return items
+
+    def pairs_hook(self, pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+        self._spend()
+        return _map_from_pairs(pairs)
+
+
+def _unpack(payload: bytes, limits: DecodeLimits = GENERAL_LIMITS) -> Any:
+    hooks: dict[str, Any] = {"object_pairs_hook": _map_from_pairs}
+    if limits.max_containers is not None:
+        budget = _ContainerBudget(limits.max_containers)
+        hooks = {"object_pairs_hook": budget.pairs_hook, "list_hook": budget.list_hook}
     return msgpack.unpackb(
         payload,
         raw=False,  # str is UTF-8 text; invalid UTF-8 raises UnicodeDecodeError
         strict_map_key=True,
         use_list=True,
-        object_pairs_hook=_map_from_pairs,
         ext_hook=_reject_ext,
         max_str_len=MAX_FRAME_SIZE,
         max_bin_len=MAX_FRAME_SIZE,
-        max_array_len=MAX_FRAME_SIZE,
-        max_map_len=MAX_FRAME_SIZE,
+        max_array_len=limits.max_array_len,
+        max_map_len=limits.max_map_len,
         max_ext_len=0,
+        **hooks,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What one record can need: its widest map, its longest array and its container count
+    (None when an array field declares no ``max_items``)."""
+
+    map_len: int
+    array_len: int
+    containers: int | None
+
+
+def _add(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a + b
+
+
+def _shape_of(cls: type) -> _Shape:
+    map_len, array_len, containers = len(dataclasses.fields(cls)) + 1, 0, 1  # + the tag
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        annotation = hints[f.name]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        if annotation in _TAG_OF_NESTED:
+            inner = _shape_of(annotation)
+            map_len, array_len = max(map_len, inner.map_len), max(array_len, inner.array_len)
+            containers = _add(containers, inner.containers)
+        elif typing.get_origin(annotation) is tuple:
+            item = typing.get_args(annotation)[0]
+            max_items = f.metadata.get("max_items")
+            if max_items is None:
+                containers = None
+                continue
+            array_len = max(array_len, max_items)
+            per_item: int | None = 0
+            if item in _TAG_OF_NESTED:
+                inner = _shape_of(item)
+                map_len, array_len = max(map_len, inner.map_len), max(array_len, inner.array_len)
+                per_item = inner.containers
+            containers = _add(containers, _add(1, None if per_item is None else per_item * max_items))
+    return _Shape(map_len, array_len, containers)
+
+
+@functools.cache
+def limits_for(expected: type | tuple[type, ...]) -> DecodeLimits:
+    """The decoding limits for a payload that must be one of ``expected``: the widest of
+    what each type can need, plus room for unknown fields; :data:`GENERAL_LIMITS` if one of
+    them has an array of unbounded length."""
+    classes = expected if isinstance(expected, tuple) else (expected,)
+    shapes = [_shape_of(cls) for cls in classes]
+    if not shapes or any(shape.containers is None for shape in shapes):
+        return GENERAL_LIMITS
+    return DecodeLimits(
+        max_map_len=max(shape.map_len for shape in shapes) + EXTRA_FIELDS,
+        max_array_len=max(max(shape.array_len for shape in shapes), EXTRA_ITEMS),
+        max_containers=max(shape.containers or 0 for shape in shapes) + EXTRA_CONTAINERS,
     )
 
 
@@ -270,13 +384,16 @@ def encode(msg: Message) -> bytes:
         raise ProtocolError(f"cannot encode {cls.__name__}: text is not valid Unicode", CloseCode.INTERNAL_ERROR) from None
 
 
-def decode(payload: bytes) -> Message:
+def decode(payload: bytes, expected: type | tuple[type, ...] | None = None) -> Message:
     """The message in one payload. Raises ProtocolError (CloseCode.PROTOCOL_ERROR) and
-    nothing else for any input that is not exactly one well-typed, known message."""
+    nothing else for any input that is not exactly one well-typed, known message.
+
+    ``expected``: the message types the caller will accept. It only sizes the decoding
+    limits (:func:`limits_for`); checking the type of the result stays the caller's job."""
     if len(payload) > MAX_FRAME_SIZE:
         raise ProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_FRAME_SIZE}")
     try:
-        wire = _unpack(payload)
+        wire = _unpack(payload, GENERAL_LIMITS if expected is None else limits_for(expected))
         if type(wire) is not dict:
             raise _Invalid(f"a message is a map, got {type(wire).__name__}")
         _check_nesting(wire)

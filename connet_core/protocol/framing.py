@@ -66,9 +66,13 @@ class FrameDecoder:
         self._buffer += data
         self._check_front_header()
 
-    def next_message(self) -> Message | None:
+    def next_message(self, expected: type | tuple[type, ...] | None = None) -> Message | None:
         """The next complete message, or None if more bytes are needed.
-        Raises ProtocolError for an oversized or malformed frame."""
+        Raises ProtocolError for an oversized or malformed frame.
+
+        ``expected``: the message types the reader will accept, if it knows; the payload is
+        then decoded with limits sized for them (codec.limits_for), which is what keeps a
+        hostile frame read before authentication cheap to refuse."""
         self._raise_if_broken()
         length = self._check_front_header()
         if length is None or len(self._buffer) < HEADER_SIZE + length:
@@ -76,7 +80,7 @@ class FrameDecoder:
         payload = bytes(self._buffer[HEADER_SIZE : HEADER_SIZE + length])
         del self._buffer[: HEADER_SIZE + length]
         try:
-            return decode(payload)
+            return decode(payload, expected)
         except ProtocolError as err:
             self._error = err
             raise

@@ -7,13 +7,18 @@ of nested message-like records, so the codec can check them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # ALPNs: the protocol version lives here.
 ALPN_CONTROL = "connet-control/1"  # client -> control
 ALPN_RELAYS = "connet-relays/1"  # relay -> control
 ALPN_RELAY = "connet-relay/1"  # client -> relay
 ALPN_PEER = "connet-peer/1"  # client <-> client
+
+# The longest token (UTF-8 bytes) a client or relay may use: it travels in one Authenticate
+# or RelayRegister frame of at most 64 KiB, and this leaves 4 KiB for the other fields (a
+# relay's certificate in RelayRegister is about 500 bytes). Configuration refuses longer.
+MAX_TOKEN_BYTES = 60 * 1024
 
 
 # --- nested records (not messages on their own) ------------------------------------------
@@ -120,7 +125,9 @@ class Hello:
     """The dialer names its certificate (and, to a relay, its grants)."""
 
     certificate: bytes
-    grants: tuple[bytes, ...] = ()
+    # a grant per (name, role) the dialer uses this relay for; a 64 KiB frame holds fewer.
+    # Bounded so a Hello, read before the dialer has proven its key, decodes cheaply (codec.py)
+    grants: tuple[bytes, ...] = field(default=(), metadata={"max_items": 1024})
 
 
 @dataclass(frozen=True, slots=True)

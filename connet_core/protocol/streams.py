@@ -70,7 +70,7 @@ class MessageStream:
         frame boundary): the normal end of a session stream."""
         try:
             async with asyncio.timeout(timeout):
-                msg = await self._next_message()
+                msg = await self._next_message(expected)
         except TimeoutError:
             what = _names(expected) if expected is not None else "a message"
             raise ProtocolError(f"timed out after {timeout}s waiting for {what}", CloseCode.TIMEOUT) from None
@@ -82,9 +82,9 @@ class MessageStream:
         """The bytes read past the last received message; the caller forwards them first."""
         return self._decoder.take_remaining()
 
-    async def _next_message(self) -> Message | None:
+    async def _next_message(self, expected: Expected) -> Message | None:
         while True:
-            msg = self._decoder.next_message()
+            msg = self._decoder.next_message(expected)  # decoding limits sized for what is expected
             if msg is not None:
                 return msg
             if self._finished:

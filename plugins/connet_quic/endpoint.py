@@ -32,6 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from connet_core.errors import ConnectionLost, DialError, StreamReset, TransportError
+from connet_core.files import FileRefused, read_file
 from connet_core.model import HostPort, certificate_hash
 from connet_core.protocol.codes import CloseCode
 from connet_core.transport import CloseInfo, ConnectionStats, TLSIdentity, Trust, TransportOptions
@@ -863,10 +864,10 @@ class QuicEndpoint:
             cadata = None
             if trust.cafile is not None:
                 try:
-                    cadata = trust.cafile.read_bytes()
+                    cadata = read_file(trust.cafile, "pem")  # never a FIFO or /dev/zero: files.py
                     x509.load_pem_x509_certificates(cadata)
-                except OSError as exc:
-                    raise DialError(f"dial {address}: cannot read CA file {trust.cafile}: {exc.strerror}") from None
+                except FileRefused as exc:
+                    raise DialError(f"dial {address}: CA file {exc}") from None
                 except ValueError:
                     raise DialError(f"dial {address}: CA file {trust.cafile} holds no PEM certificate") from None
             server_name = trust.server_name or address.host

@@ -1,34 +1,55 @@
 """Default plugin ``tokens``: token authentication for clients and relays.
 
 Tokens come inline (``tokens``) or from a file (``tokens-file``: one per line, blank lines
-and ``#`` comments ignored). The file is re-read whenever its identity (inode, size, mtime)
-changes; a file that vanishes or cannot be read keeps the last good set in force and logs an
-error once. With per-token rules (matched by position), a reloaded file with a different
-number of tokens than rules is refused with an error, and the old set stays in force
+and ``#`` comments ignored). The file is re-read whenever its identity (inode, size, mtime,
+ctime) changes; a file that vanishes, cannot be read or is refused (connet_core.files: not a
+regular file, larger than 4 MiB, not UTF-8; or a token too long for the protocol) keeps the
+last good set in force and logs an error once.
+With per-token rules (matched by position), a reloaded file with a different number of
+tokens than rules is refused with an error, and the old set stays in force
 (SPEC.md "[control]").
+
+The hook is called on the event loop, so the file is never read there: only its ``stat``
+is taken (which returns at once whatever the file is), and a changed file is read by a
+worker thread. The hook waits for that read at most :data:`RELOAD_WAIT` seconds (the first
+read of a file :data:`FIRST_READ_WAIT`), so a normal edit takes effect on the very call that
+notices it, while a read that hangs (a dead network file system) delays the event loop by
+at most that much: the calls after it keep the last good set until the read finishes.
 
 Tokens are compared in constant time and never logged.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hmac
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from connet_core import hookimpl
 from connet_core.config import AuthSettings
+from connet_core.files import FileRefused
 from connet_core.model import Principal, PrincipalKind
+from connet_core.token_files import read_tokens_file
 
 log = logging.getLogger("connet.tokens")
 
 __all__ = ["connet_authenticate", "find_token", "read_tokens_file", "current_tokens"]
 
-# (st_dev, st_ino, st_size, st_mtime_ns): a change in any of them means "read again"
-_FileSignature = tuple[int, int, int, int]
+# (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns): a change in any of them means "read
+# again" (ctime: a chmod that makes an unreadable file readable changes nothing else)
+_FileSignature = tuple[int, int, int, int, int]
+
+# How long the hook waits for a changed file's read before answering with the set in force.
+RELOAD_WAIT = 0.05
+FIRST_READ_WAIT = 2.0
+
+# One worker: reads are rare, and one hung read must not take more threads with it.
+_reader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="connet-tokens")
 
 
 @dataclass
@@ -36,6 +57,9 @@ class _FileState:
     signature: _FileSignature | None = None  # of the last read attempt, good or refused
     tokens: tuple[bytes, ...] | None = None  # the set in force; None until a first good read
     failing: bool = False  # an error was logged for the current failure streak
+    reading: concurrent.futures.Future | None = None  # the read in flight, if any
+    reading_signature: _FileSignature | None = None  # what the stat said when it started
+    reading_deadline: float = 0.0  # until when callers may wait for it (monotonic)
 
 
 # keyed by (resolved path, number of per-token rules or None): the positional check depends
@@ -45,20 +69,8 @@ _files: dict[tuple[str, int | None], _FileState] = {}
 _files_lock = threading.Lock()
 
 
-def read_tokens_file(path: Path) -> tuple[str, ...]:
-    """The tokens of a tokens file: one per line, surrounding white space stripped, blank
-    lines and lines starting with ``#`` ignored. Raises OSError or UnicodeDecodeError."""
-    text = path.read_text(encoding="utf-8")
-    tokens = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            tokens.append(line)
-    return tuple(tokens)
-
-
 def _signature(st: os.stat_result) -> _FileSignature:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _file_tokens(path: Path, rule_count: int | None) -> tuple[bytes, ...]:
@@ -66,37 +78,74 @@ def _file_tokens(path: Path, rule_count: int | None) -> tuple[bytes, ...]:
     with _files_lock:
         state = _files.setdefault(key, _FileState())
         try:
+            # stat never blocks on what the path is (a FIFO, a device): only reads can
             signature = _signature(path.stat())
         except OSError as exc:
             _log_failure(state, "tokens file %s cannot be read (%s): keeping the last good set", path, exc.strerror)
             return state.tokens or ()
         if signature == state.signature:
             return state.tokens or ()
-        try:
-            tokens = read_tokens_file(path)
-        except (OSError, UnicodeDecodeError) as exc:
-            # not recording the signature: the next call tries again
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            _log_failure(state, "tokens file %s cannot be read (%s): keeping the last good set", path, reason)
-            return state.tokens or ()
-        state.signature = signature
-        if rule_count is not None and len(tokens) != rule_count:
-            # rules are matched to tokens by position: a shifted list would give tokens
-            # the wrong rules, so the whole new file is refused
-            log.error(
-                "tokens file %s has %d tokens but %d per-token restrictions are configured: "
-                "refusing the new file, the previous tokens stay in force",
-                path,
-                len(tokens),
-                rule_count,
-            )
-            state.failing = True
-            return state.tokens or ()
-        if state.tokens is not None:
-            log.info("tokens file %s reloaded: %d tokens", path, len(tokens))
-        state.tokens = tuple(t.encode("utf-8") for t in tokens)
-        state.failing = False
-        return state.tokens
+        if state.reading is None or state.reading_signature != signature:
+            # a newer change than the read in flight: read again (the worker queues it)
+            first = state.tokens is None and not state.failing
+            state.reading = _reader.submit(read_tokens_file, path)
+            state.reading_signature = signature
+            state.reading_deadline = time.monotonic() + (FIRST_READ_WAIT if first else RELOAD_WAIT)
+        reading = state.reading
+        wait = max(0.0, state.reading_deadline - time.monotonic())  # one budget per read, not per call
+    # the lock is not held while waiting: other event loops keep answering from the set in force
+    try:
+        outcome: tuple[str, ...] | Exception = reading.result(timeout=wait)
+    except concurrent.futures.TimeoutError:
+        return _in_force(key)
+    except (FileRefused, ValueError) as exc:
+        outcome = exc
+    with _files_lock:
+        if state.reading is reading:  # the first caller to see the result applies it
+            state.reading = None
+            _apply(state, path, signature, rule_count, outcome)
+        return state.tokens or ()
+
+
+def _in_force(key: tuple[str, int | None]) -> tuple[bytes, ...]:
+    with _files_lock:
+        return _files[key].tokens or ()
+
+
+def _apply(
+    state: _FileState, path: Path, signature: _FileSignature, rule_count: int | None,
+    outcome: tuple[str, ...] | Exception,
+) -> None:
+    """Put a finished read in force, or log why not (once per failure streak)."""
+    if isinstance(outcome, FileRefused):
+        if outcome.errno is None:
+            # the file itself is unusable (a FIFO, a device, too large): not read again until
+            # it changes, so looking at it costs a stat. A system error (EMFILE...) may pass:
+            # then the signature is not recorded and the next call tries again.
+            state.signature = signature
+        _log_failure(state, "tokens file %s: keeping the last good set", outcome)
+        return
+    state.signature = signature
+    if isinstance(outcome, Exception):
+        _log_failure(state, "tokens file %s: %s: keeping the last good set", path, outcome)
+        return
+    tokens = outcome
+    if rule_count is not None and len(tokens) != rule_count:
+        # rules are matched to tokens by position: a shifted list would give tokens
+        # the wrong rules, so the whole new file is refused
+        log.error(
+            "tokens file %s has %d tokens but %d per-token restrictions are configured: "
+            "refusing the new file, the previous tokens stay in force",
+            path,
+            len(tokens),
+            rule_count,
+        )
+        state.failing = True
+        return
+    if state.tokens is not None:
+        log.info("tokens file %s reloaded: %d tokens", path, len(tokens))
+    state.tokens = tuple(t.encode("utf-8") for t in tokens)
+    state.failing = False
 
 
 def _log_failure(state: _FileState, msg: str, *args: object) -> None:

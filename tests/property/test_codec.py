@@ -446,3 +446,59 @@ def test_int_and_str_enums_encode_as_their_plain_values() -> None:
     wire = msgpack.unpackb(encode(announce), raw=False)
     assert (type(wire["role"]), wire["role"], wire["route"]) == (str, "source", "relay")
     assert decode(encode(announce)) == announce
+
+
+# --- decoding limits sized for the expected type (the first message before authentication) --
+
+from connet_core.protocol.codec import EXTRA_FIELDS, GENERAL_LIMITS, limits_for  # noqa: E402
+
+BOUNDED = sorted(tag for tag, cls in MESSAGE_TYPES.items() if limits_for(cls) != GENERAL_LIMITS)
+small_extras = st.dictionaries(
+    st.text(max_size=10).filter(lambda k: k != "t"),
+    st.none() | st.integers(-5, 5) | st.text(max_size=8) | st.lists(st.integers(0, 9), max_size=4),
+    max_size=EXTRA_FIELDS // 2,
+)
+
+
+def test_the_messages_read_before_authentication_are_bounded() -> None:
+    for cls in (messages.Authenticate, messages.RelayRegister, messages.Hello, messages.Proof, messages.Challenge,
+                messages.Connect, (messages.Connect, messages.Hello)):
+        assert limits_for(cls).max_containers is not None, cls
+
+
+@pytest.mark.parametrize("tag", BOUNDED)
+@PROFILE
+@given(data=st.data(), extras=small_extras)
+def test_expected_type_limits_accept_every_valid_message(tag: str, data: st.DataObject, extras: dict[str, Any]) -> None:
+    """Limits sized for a type never refuse a message of that type, with a few unknown fields."""
+    msg = data.draw(record_strategy(MESSAGE_TYPES[tag]))
+    plain = to_plain(msg)
+    extras = {k: v for k, v in extras.items() if k not in plain}
+    assert decode(pack({**plain, **extras}), type(msg)) == msg
+    largest = dataclasses.replace(msg, grants=(b"g" * 40,) * 1024) if isinstance(msg, messages.Hello) else msg
+    decoder = FrameDecoder()
+    decoder.feed(frame(largest))
+    assert decoder.next_message(type(msg)) == largest
+
+
+@pytest.mark.parametrize("tag", BOUNDED)
+@pytest.mark.parametrize("padding", ["array", "map", "tree"])
+def test_expected_type_limits_refuse_a_padded_frame(tag: str, padding: str) -> None:
+    """The same bytes decode under the general limits (unknown fields are ignored) but are
+    refused, as PROTOCOL_ERROR, when the type is expected: padding cannot buy decoding time."""
+    msg = sample_record(MESSAGE_TYPES[tag])
+    plain = to_plain(msg)
+    pad: dict[str, Any] = {
+        "array": {"pad": [[]] * 20_000},
+        "map": {f"k{i}": [] for i in range(EXTRA_FIELDS * 4)},
+        "tree": {"pad": [[[[]] * 4] * 4] * 4},
+    }[padding]
+    payload = pack({**plain, **pad})
+    assert decode(payload) == msg
+    with pytest.raises(ProtocolError) as refused:
+        decode(payload, type(msg))
+    assert refused.value.code == CloseCode.PROTOCOL_ERROR
+    decoder = FrameDecoder()
+    decoder.feed(framed(payload))
+    with pytest.raises(ProtocolError):
+        decoder.next_message(type(msg))

@@ -98,3 +98,40 @@ def test_environment_address_parses_like_hostport(host: str, port: int) -> None:
     assert config.client is not None
     assert config.client.server_addr == HostPort(host, port)
     assert config.client.server_name == host
+
+
+# --- the nesting scan never refuses a shallow document ------------------------------------
+
+import tomllib  # noqa: E402
+
+from dynaconf.vendor.tomllib import dumps as toml_dumps  # noqa: E402
+
+from connet_core.config_limits import check_toml_text  # noqa: E402
+
+# text full of what the scan looks at: quotes, brackets, braces, '#', '.', '=', ',', newlines
+tricky_text = st.lists(st.sampled_from([*"ab .#[]{}=,\"'\\\n\t\u00e9", "'''", '"""']), max_size=20).map("".join)
+keys = st.one_of(labels, tricky_text.filter(bool))
+scalars = st.one_of(tricky_text, st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
+                    st.booleans())
+shallow_values = st.recursive(scalars, lambda children: st.lists(children, max_size=3)
+                              | st.dictionaries(keys, children, max_size=3), max_leaves=12)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(keys, shallow_values, max_size=4), st.booleans())
+def test_the_nesting_scan_accepts_every_shallow_document(document: dict, multiline: bool) -> None:
+    """Whatever strings and keys hold, a document nested no deeper than 5 passes the scan:
+    the scan skips strings and comments exactly as the parser reads them."""
+    if _depth(document) > 5:
+        return
+    text = toml_dumps(document, multiline_strings=multiline)
+    assert tomllib.loads(text) == document  # the writer's output is the document
+    check_toml_text(text)

@@ -639,3 +639,112 @@ def test_examples_exist() -> None:
     assert {"client-destination.toml", "client-source.toml", "server.toml", "control.toml", "relay.toml"} <= names
     for name in names:
         assert (EXAMPLES / name).read_text().startswith("#"), f"{name} lacks its how-to-run header"
+
+
+# --- files that are not small regular files; nesting and token-length limits ---------------
+
+from connet_core import config_limits, files  # noqa: E402 - grouped with the tests below
+from connet_core.protocol.framing import MAX_FRAME_SIZE, frame  # noqa: E402
+from connet_core.protocol.messages import MAX_TOKEN_BYTES, Authenticate, RelayRegister  # noqa: E402
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+def test_read_file_refuses_what_is_not_a_regular_file(tmp_path: Path, fifo: Path) -> None:
+    import socket
+
+    sock_path = tmp_path / "sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        cases = {fifo: "a FIFO (named pipe)", Path("/dev/zero"): "a character device", tmp_path: "a directory",
+                 sock_path: "a socket"}
+        for path, what in cases.items():
+            with pytest.raises(files.FileRefused) as info:
+                files.read_file(path, "token")  # a FIFO without a writer: refused, not waited on
+            assert str(info.value) == f"{path}: is {what}, not a regular file"
+    with pytest.raises(files.FileRefused, match="cannot read it"):
+        files.read_file(tmp_path / "missing", "pem")
+
+
+def test_read_file_limits_per_kind(tmp_path: Path) -> None:
+    exact = write(tmp_path, "exact", "x" * files.LIMITS["token"])
+    assert files.read_file(exact, "token") == b"x" * files.LIMITS["token"]
+    over = write(tmp_path, "over", "x" * (files.LIMITS["token"] + 1))
+    with pytest.raises(files.FileRefused, match=r"is larger than 64 KiB \(65537 bytes\)"):
+        files.read_file(over, "token")
+    assert files.read_file(over, "tokens") == b"x" * (files.LIMITS["token"] + 1)
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(files.FileRefused, match="is not UTF-8 text"):
+        files.read_text(binary, "token")
+
+
+@pytest.mark.parametrize("key", ["client.token-file", "client.server-cas"])
+def test_client_file_keys_refuse_a_fifo_and_dev_zero(key: str, tmp_path: Path, fifo: Path) -> None:
+    for bad, what in ((fifo, "a FIFO"), (Path("/dev/zero"), "a character device")):
+        flags: dict[str, object] = {key: str(bad)}
+        if key != "client.token-file":
+            flags["client.token"] = "t"
+        try:
+            check_files(load("client", [], flags))
+        except ConfigError as exc:
+            message = str(exc)
+        else:
+            raise AssertionError(f"{key} = {bad} accepted")
+        assert "\n" not in message and key in message and str(bad) in message and what in message, message
+
+
+def test_nesting_is_refused_before_anything_recurses(tmp_path: Path) -> None:
+    deep = write(tmp_path, "deep.toml", '[client]\ntoken = "t"\nx = ' + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert load_error("client", [deep]) == f"{deep}: not accepted: line 3: nested deeper than 10 levels"
+    tables = write(tmp_path, "tables.toml", '[client]\ntoken = "t"\nx = ' + "{a = " * 50_000 + "1" + "}" * 50_000)
+    assert "nested deeper than 10 levels" in load_error("client", [tables])
+    dotted = write(tmp_path, "dotted.toml", '[client]\ntoken = "t"\n' + "a." * 5_000 + "a = 1\n")
+    assert "a dotted key of more than 10 parts" in load_error("client", [dotted])
+    header = write(tmp_path, "header.toml", '[client]\ntoken = "t"\n[' + "a." * 5_000 + "a]\n")
+    assert "a dotted key of more than 10 parts" in load_error("client", [header])
+    message = load_error("server", [], env={"CONNET_SERVER__TOKENS": "[" * 50_000 + "]" * 50_000})
+    assert message.startswith("CONNET_SERVER__TOKENS: server.tokens: expected a flat TOML array")
+
+
+def test_the_nesting_scan_skips_strings_and_comments(tmp_path: Path) -> None:
+    brackets = "[[[[[[[[[[[[{{{{{{{{{{{{ a.b.c.d.e.f.g.h.i.j.k.l"
+    text = (
+        f'[client] # {brackets}\ntoken = "{brackets}"\nserver-name = \'{brackets}\'\n'
+        f'[client.destinations."{brackets}"]\naddr = """\n{brackets} \\""" """\n'
+        f"[client.sources.'{brackets}']\naddr = '''{brackets}'''\nroute = \"\"\n"
+    )
+    config_limits.check_toml_text(text)  # nothing is nested: no error
+    config_limits.check_toml_text("a.b.c = [1.5, 2.5, {x = 1979-05-27T07:32:00.999}]\n")
+    for depth in (10, 11):
+        text = "x = " + "[" * depth + "]" * depth + "\n"
+        if depth <= config_limits.MAX_CONFIG_DEPTH:
+            config_limits.check_toml_text(text)
+        else:
+            with pytest.raises(config_limits.TooDeep):
+                config_limits.check_toml_text(text)
+
+
+def test_a_token_longer_than_the_authenticate_frame_is_refused(tmp_path: Path) -> None:
+    longest = "x" * MAX_TOKEN_BYTES
+    # the longest accepted token does fit both messages that carry one
+    assert len(frame(Authenticate(token=longest, reconnect_id=b"r" * 32, client_version="1.0.0"))) <= MAX_FRAME_SIZE + 4
+    assert len(frame(RelayRegister(token=longest, hostname="h" * 253, port=65535, certificate=b"c" * 2048))) <= MAX_FRAME_SIZE + 4
+    assert load("client", [], {"client.token": longest}).client.token == longest  # type: ignore[union-attr]
+    too_long = "x" * (70 * 1024)
+    message = load_error("client", [], {"client.token": too_long})
+    assert message == (f"flag --token: client.token: the token is {70 * 1024} bytes long; the longest that fits "
+                       f"the protocol's Authenticate message is {MAX_TOKEN_BYTES}")
+    assert too_long not in message
+    token_file = write(tmp_path, "token.txt", "y" * (MAX_TOKEN_BYTES + 1) + "\n")
+    message = load_error("client", [], {"client.token-file": str(token_file)})
+    assert f"client.token-file: {token_file}: the token is {MAX_TOKEN_BYTES + 1} bytes long" in message
+    relay = write(tmp_path, "r.toml", f'[relay]\ntoken = "{too_long}"\n')
+    assert "relay.token: the token is" in load_error("relay", [relay])
+    server = write(tmp_path, "s.toml", f'[server]\ncert-file = "c"\nkey-file = "k"\ntokens = ["a", "{too_long}"]\n')
+    assert "server.tokens: item 2: the token is" in load_error("server", [server])
