@@ -12,7 +12,7 @@ from connet_core.config import load_config
 from connet_core.model import HostPort
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-TRANSPORTS = ("aioquic",)
+TRANSPORTS = ("auto", "aioquic")
 
 ports = st.integers(min_value=0, max_value=65535)
 ipv4_hosts = st.ip_addresses(v=4).map(str)
