@@ -101,7 +101,8 @@ async def test_a_slow_authorization_times_out():
     async def slow(request: Authorize) -> object:
         await asyncio.Event().wait()  # never answers: the step deadline must end it
 
-    async with connection() as (dialed, accepted):
+    # the outer bound only turns a missing step deadline into a failure instead of a hang
+    async with asyncio.timeout(STEP * 20), connection() as (dialed, accepted):
         proved, verified, _ = await run_both(dialed, accepted, authorize=slow)
     assert verified == Refused(CloseCode.TIMEOUT, "timed out waiting for the authorization")
     assert isinstance(proved, Refused) and proved.code == CloseCode.TIMEOUT
