@@ -101,11 +101,13 @@ class Accepted:
 @dataclass(frozen=True, slots=True)
 class Refused:
     """The proof failed: close with ``code``. ``by_peer`` is True when the other side ended
-    it (its close or reset code is ``code``); ``reason`` is one line for the log."""
+    it (its close or reset code is ``code``); ``reason`` is one line for the log; ``hash``
+    names the other side for the log once known (the listener learns it from Hello)."""
 
     code: int
     reason: str
     by_peer: bool = False
+    hash: bytes = b""
 
 
 Next = Wait | Authorize | Accepted | Refused
@@ -149,6 +151,7 @@ class _Machine:
         self._state = _State.IDLE
         self._next: Next | None = None
         self._outcome: Accepted | Refused | None = None
+        self._other_hash = b""  # the other side's certificate hash, once known
 
     @property
     def state(self) -> str:
@@ -218,7 +221,7 @@ class _Machine:
         return self._step(send, Wait(expected, now + self._step_timeout))
 
     def _refuse(self, code: int, reason: str, by_peer: bool = False) -> Step:
-        return self._step((), Refused(int(code), reason, by_peer))
+        return self._step((), Refused(int(code), reason, by_peer, self._other_hash))
 
     def _require(self, *states: _State, call: str) -> None:
         if self._state in states:
@@ -257,7 +260,7 @@ class Dialer(_Machine):
         super().__init__(step_timeout)
         self._hello = Hello(certificate=certificate, grants=tuple(grants))
         self._key = key
-        self._listener_hash = listener_hash
+        self._listener_hash = self._other_hash = listener_hash
         self._alpn = alpn
 
     def start(self, now: float) -> Step:
@@ -323,7 +326,7 @@ class Listener(_Machine):
     def _on_message(self, message: Message, now: float) -> Step:
         if isinstance(message, Hello):
             self._hello = message
-            self._hash = certificate_hash(message.certificate)
+            self._hash = self._other_hash = certificate_hash(message.certificate)
             if self._authorize_at is AuthorizeAt.HELLO:
                 return self._authorize(now)
             return self._wait(Proof, now, send=(Challenge(self._nonce),))

@@ -64,7 +64,7 @@ async def _run(machine: Dialer | Listener, step: Step, messages: MessageStream, 
             if machine.outcome is not None:
                 # The listener's Welcome is the step that accepts: if it cannot be sent, the
                 # dialer never learns it was accepted, so the verdict is this failure.
-                return Refused(code, str(exc), by_peer)
+                return Refused(code, str(exc), by_peer, machine.outcome.hash)
             step = machine.abort(code, str(exc), by_peer)
 
 

@@ -83,7 +83,8 @@ async def test_the_right_key_is_accepted_on_both_ends():
 async def test_a_wrong_key_is_refused_and_the_dialer_learns_the_code():
     async with connection() as (dialed, accepted):
         proved, verified, _ = await run_both(dialed, accepted, key=OTHER[2])
-    assert verified == Refused(CloseCode.PROOF_FAILED, "the proof does not match the certificate")
+    assert verified == Refused(CloseCode.PROOF_FAILED, "the proof does not match the certificate",
+                               hash=certificate_hash(DIALER[1]))
     assert isinstance(proved, Refused) and proved.code == CloseCode.PROOF_FAILED and proved.by_peer
 
 
@@ -93,7 +94,7 @@ async def test_the_glue_refusal_closes_with_its_code():
 
     async with connection() as (dialed, accepted):
         proved, verified, _ = await run_both(dialed, accepted, authorize=unknown)
-    assert verified == Refused(CloseCode.UNKNOWN_PEER, "unknown peer")
+    assert verified == Refused(CloseCode.UNKNOWN_PEER, "unknown peer", hash=certificate_hash(DIALER[1]))
     assert isinstance(proved, Refused) and proved.code == CloseCode.UNKNOWN_PEER and proved.by_peer
 
 
@@ -104,7 +105,7 @@ async def test_a_slow_authorization_times_out():
     # the outer bound only turns a missing step deadline into a failure instead of a hang
     async with asyncio.timeout(STEP * 20), connection() as (dialed, accepted):
         proved, verified, _ = await run_both(dialed, accepted, authorize=slow)
-    assert verified == Refused(CloseCode.TIMEOUT, "timed out waiting for the authorization")
+    assert verified == Refused(CloseCode.TIMEOUT, "timed out waiting for the authorization", hash=certificate_hash(DIALER[1]))
     assert isinstance(proved, Refused) and proved.code == CloseCode.TIMEOUT
 
 
@@ -114,7 +115,7 @@ async def test_a_silent_dialer_times_out_and_a_malformed_one_is_a_protocol_error
         await stream.write(frame(Hello(DIALER[1])))  # then never sends the Proof
         outcome = await verify(MessageStream(await accepted.accept_stream()), listener_hash=certificate_hash(LISTENER[1]),
                                alpn=ALPN_PEER, authorize=_yes, step_timeout=STEP)
-        assert outcome == Refused(CloseCode.TIMEOUT, "timed out waiting for Proof")
+        assert outcome == Refused(CloseCode.TIMEOUT, "timed out waiting for Proof", hash=certificate_hash(DIALER[1]))
         challenge = await MessageStream(stream).recv(Challenge, timeout=STEP)
         assert len(challenge.nonce) == 32
 
@@ -138,7 +139,8 @@ async def test_a_listener_that_closes_mid_proof_refuses_the_dialer_with_its_code
             proving = tg.create_task(prove(MessageStream(await dialed.open_stream()), certificate=DIALER[1],
                                            key=DIALER[2], listener_hash=certificate_hash(LISTENER[1]), alpn=ALPN_PEER,
                                            step_timeout=STEP))
-    assert proving.result() == Refused(CloseCode.SHUTDOWN, str(ConnectionLost(CloseCode.SHUTDOWN, "stopping")), True)
+    assert proving.result() == Refused(CloseCode.SHUTDOWN, str(ConnectionLost(CloseCode.SHUTDOWN, "stopping")), True,
+                                       certificate_hash(LISTENER[1]))
 
 
 async def test_cancellation_wins():
