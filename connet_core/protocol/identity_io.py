@@ -45,7 +45,9 @@ def _now() -> float:
     return asyncio.get_running_loop().time()
 
 
-async def _run(machine: Dialer | Listener, step: Step, messages: MessageStream, authorize: Authorizer | None) -> Accepted | Refused:
+async def _run(
+    machine: Dialer | Listener, step: Step, messages: MessageStream, authorize: Authorizer | None
+) -> Accepted | Refused:
     while True:
         try:
             for message in step.send:
@@ -122,5 +124,6 @@ async def verify(
     answer as ``context``) once Welcome is sent, else Refused. ``authorize`` is awaited
     at most until its step's deadline; it returns a Refused to refuse. ``nonce`` defaults
     to NONCE_SIZE fresh random bytes (only tests pass one)."""
-    machine = Listener(listener_hash, alpn, os.urandom(NONCE_SIZE) if nonce is None else nonce, authorize_at, step_timeout)
+    nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
+    machine = Listener(listener_hash, alpn, nonce, authorize_at, step_timeout)
     return await _run(machine, machine.start(_now()), messages, authorize)
