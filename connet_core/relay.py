@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from connet_core.certs import make_identity, verify_proof
+from connet_core.certs import make_identity
 from connet_core.component import RECONNECT_CEILING, Backoff, default_store_dir, dial_until_up, persistent_secret, spawn
 from connet_core.config import RelaySettings
 from connet_core.errors import ConnectionLost, ProtocolError, StoreError, StreamReset
@@ -27,16 +26,16 @@ from connet_core.logs import log_listening
 from connet_core.model import HostPort, Role, certificate_hash
 from connet_core.plugins import Hooks, load_hooks
 from connet_core.protocol.codes import CloseCode
+from connet_core.protocol.identity import Authorize, AuthorizeAt, Refused
+from connet_core.protocol.identity_io import verify
 from connet_core.protocol.grants import Grant, check_grant
 from connet_core.protocol.messages import (
     ALPN_RELAY,
     ALPN_RELAYS,
-    Challenge,
     Connect,
     Connected,
     ConnectRefused,
     Hello,
-    Proof,
     RelayRegister,
     RelayRegistered,
     Welcome,
@@ -140,28 +139,27 @@ class RelayService:
             return
         try:
             await asyncio.wait_for(self.grant_key_ready.wait(), STEP_TIMEOUT)
-            messages = MessageStream(await asyncio.wait_for(conn.accept_stream(), STEP_TIMEOUT))
-            hello = await messages.recv(Hello, timeout=STEP_TIMEOUT)
-            client = RelayClient(conn, hello.certificate, certificate_hash(hello.certificate))
-            nonce = os.urandom(32)
-            await messages.send(Challenge(nonce))
-            proof = await messages.recv(Proof, timeout=STEP_TIMEOUT)
-            if not verify_proof(hello.certificate, proof.signature, nonce, self.identity.hash, ALPN_RELAY):
-                log.warning("relay client %s failed the identity proof", address, extra={"peer": str(address)})
-                conn.close(CloseCode.PROOF_FAILED, "proof failed")
-                return
-            if self._check_grants(client, hello.grants) == 0:
-                log.warning("relay client %s presented no valid grant", address, extra={"peer": str(address)})
-                conn.close(CloseCode.GRANT_INVALID, "no valid grant")
-                return
-            await messages.send(Welcome())
+            stream = await asyncio.wait_for(conn.accept_stream(), STEP_TIMEOUT)
         except (TimeoutError, ConnectionLost, StreamReset):
             conn.close(CloseCode.TIMEOUT, "no proof")
             return
-        except ProtocolError as exc:
-            log.warning("relay client %s: %s", address, exc, extra={"peer": str(address)})
-            conn.close(exc.code, "protocol error")
+
+        async def granted(request: Authorize) -> RelayClient | Refused:
+            # asked only once the key is proven: grants are checked for a proven holder
+            client = RelayClient(conn, request.certificate, request.hash)
+            if self._check_grants(client, request.grants) == 0:
+                return Refused(CloseCode.GRANT_INVALID, "no valid grant")
+            return client
+
+        outcome = await verify(MessageStream(stream), listener_hash=self.identity.hash, alpn=ALPN_RELAY,
+                               authorize=granted, authorize_at=AuthorizeAt.PROOF, step_timeout=STEP_TIMEOUT)
+        if isinstance(outcome, Refused):
+            what = {CloseCode.PROOF_FAILED: " failed the identity proof", CloseCode.GRANT_INVALID: " presented no valid grant"}
+            log.warning("relay client %s%s", address, what.get(outcome.code, f": {outcome.reason}"),
+                        extra={"peer": str(address)})
+            conn.close(outcome.code, outcome.reason)
             return
+        client = outcome.context
         self.clients.add(client)
         log.info(
             "relay client %s connected (%s)", address,
