@@ -41,7 +41,7 @@ START = 180.0  # a container's first log line: vfs copies the image for each con
 
 @pytest.fixture(scope="module")
 def image() -> Iterator[str]:
-    base = os.environ.get("CONNET_DEPLOY_BASE", DEFAULT_BASE)
+    base = os.environ.get("DEPLOY_BASE_IMAGE", DEFAULT_BASE)
     require(missing_prerequisite(base))
     require(None if os.geteuid() == 0 else "the container tests run podman as root")
     tag = unique("localhost/connet-test")
