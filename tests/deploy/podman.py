@@ -12,6 +12,7 @@ import configparser
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Sequence
@@ -40,8 +41,10 @@ def missing_prerequisite(base: str) -> str | None:
 
 
 def _pip_config_files() -> list[Path]:
-    """The configuration files pip reads here (``pip config debug`` lists them)."""
-    out = subprocess.run(["python3", "-m", "pip", "config", "debug"], capture_output=True, text=True).stdout
+    """The configuration files pip reads here (``pip config debug`` lists them): this
+    interpreter's pip, since a system python3 may have none."""
+    out = subprocess.run([sys.executable, "-m", "pip", "config", "debug"], capture_output=True, text=True,
+                         timeout=60).stdout
     files = []
     for line in out.splitlines():
         line = line.strip()
