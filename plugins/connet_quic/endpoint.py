@@ -17,6 +17,12 @@ Stateless reset (RFC 9000 10.3, :mod:`connet_quic._reset`): a short-header datag
 routes to no connection is first checked for being a reset of one of ours (its last 16
 bytes against the reset tokens the peers at that address gave us); if it is none, it is
 answered with a reset of its own, rate-limited and always shorter than the trigger.
+
+Admission (:mod:`connet_quic.admission`): a client Initial that routes to no connection is
+accepted, answered with a Retry (address validation, when under load) or dropped before the
+library sees it, so that a flood of them cannot take the CPU and memory that established
+connections and real clients need. What is dropped is counted (``counters``, exported by the
+engines' status) and logged at most once per cause per ``CauseLog`` interval.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import asyncio
 import collections
 import hmac
 import logging
+import os
+import re
 import socket
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
@@ -40,6 +48,7 @@ from connet_quic._aioquic import AioquicLibrary
 from connet_quic._adapter import CONNECTION_ID_LENGTH
 from connet_quic._udp import BatchedUdpSocket, segments
 from connet_quic._reset import ResetKey, TokenBucket, reset_token_of, stateless_reset
+from connet_quic.admission import Admission, CauseLog, Ticket, Verdict, retry_packet
 
 logger = logging.getLogger("connet.quic")
 
@@ -47,22 +56,72 @@ Address = tuple[str, int]  # canonical: IPv4-mapped folded to IPv4, no flow info
 DatagramFilter = Callable[[HostPort, bool], bool]
 T = TypeVar("T")
 
-# half-open accepted handshakes we keep at once (each costs ~90 KiB of aioquic state); more
-# Initials are dropped until some finish or time out. The smaller caps keep one sender from
-# taking every slot: a client socket dials a server once at a time (8 is slack), and one
-# host may hold more, for many clients behind one NAT address.
-MAX_PENDING_HANDSHAKES = 256
-MAX_PENDING_PER_HOST = 64
-MAX_PENDING_PER_SOCKET = 8
+# Half-open accepted handshakes (each costs ~90 KiB of aioquic state) are capped and
+# budgeted per source by connet_quic.admission, which asks for a Retry under load.
 # Stateless resets we send, per endpoint: they are never larger than their trigger, so this
 # bounds only the work an unknown-CID flood costs us. Generous enough that a restarted
 # server resets a thousand clients within seconds (each keepalive is a new chance).
 RESET_RATE = 200.0  # per second
 RESET_BURST = 50
+# Version Negotiation packets we send (answers to >= 1200-byte datagrams of other versions)
+VERSION_NEGOTIATION_RATE = 100.0  # per second
+VERSION_NEGOTIATION_BURST = 50
+# one log line per cause per this many seconds at most (floods would write one per datagram)
+LOG_INTERVAL = 10.0
+# The events QuicEndpoint.counters counts (exported as connet_<role>_<name>_total)
+COUNTERS = (
+    "quic_retries_sent",  # Retry packets: address validation asked of a new client under load
+    "quic_handshakes_failed",  # accepted handshakes that failed or timed out
+    "quic_dropped_bad_token",  # Initials with a Retry token we did not issue, or expired
+    "quic_dropped_pending_full",  # validated Initials over the pending-handshake caps
+    "quic_dropped_host_rate",  # validated Initials over their host's budget
+    "quic_dropped_retry_rate",  # Initials that would have had a Retry over its budget
+    "quic_dropped_small_initial",  # Initials in datagrams smaller than 1200 bytes
+    "quic_dropped_not_quic",  # datagrams without a QUIC header
+    "quic_dropped_unroutable",  # datagrams for no connection, not answered with a reset
+    "quic_resets_sent",  # stateless resets sent
+    "quic_version_negotiations_sent",
+)
 # asked for on every endpoint socket, per direction (see QuicEndpoint._size_buffers)
 UDP_SOCKET_BUFFER = 4 * 1024 * 1024
 # how early the event loop may run a timer (uvloop/libuv count in milliseconds)
 TIMER_SLACK = 0.001
+
+
+_LIBRARY_CONNECTION_PREFIX = re.compile(r"^\[[0-9a-fA-F]*\] ")
+
+
+class _LibraryLogLimit(logging.Filter):
+    """On the QUIC libraries' own logger ("quic"): each message at most once per
+    LOG_INVERVAL, whatever connection it is about. aioquic warns once per failed handshake
+    ("No common ALPN protocols"), which a flood of Initials turns into a line per datagram."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._log = CauseLog(LOG_INTERVAL)
+        self._clock = asyncio.get_running_loop().time
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.INFO:
+            return True  # debug lines are asked for; a flood of them is what the operator chose
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 — a malformed record is the logging module's to report
+            return True
+        cause = _LIBRARY_CONNECTION_PREFIX.sub("", text)[:200]
+        suppressed = self._log.note(cause, self._clock())
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.msg = f"{text} ({suppressed} more like it suppressed in the last {LOG_INTERVAL:.0f} s)"
+            record.args = None
+        return True
+
+
+def _limit_library_log() -> None:
+    logger_ = logging.getLogger("quic")
+    if not any(isinstance(f, _LibraryLogLimit) for f in logger_.filters):
+        logger_.addFilter(_LibraryLogLimit())
 
 
 def _canonical(raw: Any) -> Address:
@@ -736,8 +795,13 @@ class QuicEndpoint:
         self._supported_versions = library.supported_versions(default_config)
         self._by_cid: dict[bytes, QuicEndpointConnection] = {}
         self._connections: set[QuicEndpointConnection] = set()
-        self._pending_accepts: set[QuicEndpointConnection] = set()
-        self._pending_by_source: dict[str | Address, int] = {}  # by host and by host:port
+        # accepted connections whose handshake is under way, with their share of the caps
+        self._pending_accepts: dict[QuicEndpointConnection, Ticket] = {}
+        self._admission = Admission()
+        self._vn_limiter = TokenBucket(VERSION_NEGOTIATION_RATE, VERSION_NEGOTIATION_BURST)
+        self._cause_log = CauseLog(LOG_INTERVAL)
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        _limit_library_log()
         self._accepted: _Inbox[QuicEndpointConnection] = _Inbox()
         self._udp: BatchedUdpSocket | None = None
         # connections that received datagrams in the current read batch: they answer once
@@ -1036,21 +1100,26 @@ class QuicEndpoint:
         lib = self._lib
         header = lib.parse_header(data)
         if header is None:
+            self._dropped("not_quic", addr)
             return
         if lib.needs_version_negotiation(header, self._supported_versions):
             if self._server_config is not None:
-                self._sendto(lib.version_negotiation(header, self._supported_versions), addr)
+                if self._vn_limiter.take(self._loop.time()):
+                    self.counters["quic_version_negotiations_sent"] += 1
+                    self._sendto(lib.version_negotiation(header, self._supported_versions), addr)
+                else:
+                    self._dropped("unroutable", addr, "version negotiation over its rate")
             return
         connection = self._by_cid.get(header.destination_cid)
         if connection is None:
-            if (
-                self._server_config is not None
-                and not self._closed
-                and lib.is_initial(header)
-                and len(data) >= lib.smallest_max_datagram_size
-            ):
+            if self._server_config is not None and not self._closed and lib.is_initial(header):
+                if len(data) < lib.smallest_max_datagram_size:
+                    self._dropped("small_initial", addr)
+                    return
                 connection = self._accept_initial(header, addr)
-            if connection is None:
+                if connection is None:
+                    return
+            else:
                 self._unroutable(data, header, addr)
                 return
         if self._contained(connection, "on a datagram", connection._datagram_received, data, addr):
@@ -1060,9 +1129,11 @@ class QuicEndpoint:
         """A datagram for no connection of ours: a peer's stateless reset of one of our
         connections, or a packet of a connection we forgot (answered with a reset)."""
         if not self._lib.is_short_header(header):
+            self._dropped("unroutable", addr, "long header for no connection")
             return  # a long header is never a reset, and we never answer one
         token = reset_token_of(data)
         if token is None:
+            self._dropped("unroutable", addr, "short header too small to answer")
             return
         for connection in list(self._by_remote.get(addr, ())):
             for candidate in self._lib.peer_reset_tokens(connection._quic):
@@ -1070,22 +1141,56 @@ class QuicEndpoint:
                     connection._on_stateless_reset()
                     return
         if self._closed or not self._reset_limiter.take(self._loop.time()):
+            self._dropped("unroutable", addr, "stateless reset over its rate")
             return
         reset = stateless_reset(self._reset_key.token(header.destination_cid), len(data))
         if reset is not None:
+            self.counters["quic_resets_sent"] += 1
             self._sendto(reset, addr)
 
+    def _dropped(self, cause: str, addr: Address, detail: str = "") -> None:
+        """Count a datagram dropped for ``cause`` (a COUNTERS name after quic_dropped_) and
+        log it, at most once per cause per LOG_INTERVAL."""
+        self.counters["quic_dropped_" + cause] += 1
+        suppressed = self._cause_log.note(("dropped", cause, detail), self._loop.time())
+        if suppressed is not None:
+            logger.warning("QUIC %s: dropped a datagram from %s: %s%s", self._local, HostPort(*addr),
+                           detail or cause.replace("_", " "), _suppressed(suppressed))
+
     def _accept_initial(self, header: Any, addr: Address) -> QuicEndpointConnection | None:
-        if len(self._pending_accepts) >= MAX_PENDING_HANDSHAKES:
+        """A client Initial for no connection: accept, ask for a Retry or drop (see
+        connet_quic.admission)."""
+        now = self._loop.time()
+        decision = self._admission.initial(addr, header.destination_cid, header.token or b"", now)
+        if decision.verdict is Verdict.ACCEPT:
+            return self._new_accepted(addr, decision.original_dcid, decision.retry_scid, decision.ticket)
+        if decision.verdict is Verdict.RETRY:
+            retry_scid = os.urandom(self._lib.connection_id_length)
+            token = self._admission.tokens.issue(addr, header.destination_cid, retry_scid, now)
+            packet = retry_packet(header.version, header.source_cid, retry_scid, header.destination_cid, token)
+            if packet is None:
+                self._dropped("unroutable", addr, f"Initial of version 0x{header.version:x}: no Retry for it")
+                return None
+            self.counters["quic_retries_sent"] += 1
+            suppressed = self._cause_log.note(("retry", decision.cause), now)
+            if suppressed is not None:
+                logger.warning("QUIC %s under load (%s): new clients are asked to prove their address "
+                               "(Retry), first %s%s", self._local, decision.cause.replace("_", " "),
+                               HostPort(*addr), _suppressed(suppressed))
+            self._sendto(packet, addr)
             return None
-        if (self._pending_by_source.get(addr[0], 0) >= MAX_PENDING_PER_HOST
-                or self._pending_by_source.get(addr, 0) >= MAX_PENDING_PER_SOCKET):
-            return None
+        self._dropped(decision.cause, addr, _DROP_DETAIL.get(decision.cause, ""))
+        return None
+
+    def _new_accepted(
+        self, addr: Address, original_dcid: bytes, retry_scid: bytes | None, ticket: Ticket | None
+    ) -> QuicEndpointConnection:
         quic = self._lib.new_connection(
             self._server_config,
             max_streams=self._options.max_streams,
             reset_token=self._reset_key.token,
-            original_destination_connection_id=header.destination_cid,
+            original_destination_connection_id=original_dcid,
+            retry_source_connection_id=retry_scid,
         )
         connection = QuicEndpointConnection(
             self,
@@ -1095,11 +1200,11 @@ class QuicEndpoint:
             handshake_deadline=self._loop.time() + self._options.handshake_timeout,
         )
         self._add_connection(connection)
-        self._pending_accepts.add(connection)
-        for source in (addr[0], addr):
-            self._pending_by_source[source] = self._pending_by_source.get(source, 0) + 1
-        # as aioquic's server: route both the client's chosen CID and our own
-        self._register_cid(connection, header.destination_cid)
+        assert ticket is not None
+        self._pending_accepts[connection] = ticket
+        # as aioquic's server: route both the CID the client sends to (its own choice, or
+        # the one our Retry gave it) and our own
+        self._register_cid(connection, retry_scid if retry_scid is not None else original_dcid)
         self._register_cid(connection, self._lib.host_cid(quic))
         return connection
 
@@ -1117,14 +1222,9 @@ class QuicEndpoint:
         connection._cids.discard(cid)
 
     def _no_longer_pending(self, connection: QuicEndpointConnection) -> None:
-        if connection in self._pending_accepts:
-            self._pending_accepts.discard(connection)
-            for source in (connection._remote[0], connection._remote):
-                left = self._pending_by_source.get(source, 1) - 1
-                if left > 0:
-                    self._pending_by_source[source] = left
-                else:
-                    self._pending_by_source.pop(source, None)
+        ticket = self._pending_accepts.pop(connection, None)
+        if ticket is not None:
+            self._admission.finished(ticket)
 
     def _handshake_finished(self, connection: QuicEndpointConnection) -> None:
         self._no_longer_pending(connection)
@@ -1134,6 +1234,8 @@ class QuicEndpoint:
         self._accepted.put(connection)
 
     def _connection_closed(self, connection: QuicEndpointConnection) -> None:
+        if connection in self._pending_accepts:
+            self.counters["quic_handshakes_failed"] += 1
         self._no_longer_pending(connection)
 
     def _connection_terminated(self, connection: QuicEndpointConnection) -> None:
@@ -1148,3 +1250,15 @@ class QuicEndpoint:
             peers.discard(connection)
             if not peers:
                 del self._by_remote[connection._remote]
+
+
+_DROP_DETAIL = {
+    "bad_token": "an Initial with a Retry token we did not issue or that expired",
+    "pending_full": "a validated Initial while the pending handshakes are at their cap",
+    "host_rate": "a validated Initial over its host's budget of new handshakes",
+    "retry_rate": "an Initial that would have been asked for a Retry over the Retry budget",
+}
+
+
+def _suppressed(count: int) -> str:
+    return f" ({count} more suppressed in the last {LOG_INTERVAL:.0f} s)" if count else ""
