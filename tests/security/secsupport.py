@@ -86,9 +86,9 @@ def lines_matching(daemon: Daemon, pattern: str, start: int = 0) -> list[str]:
     return [line for line in lines if regex.search(line)]
 
 
-async def bind_endpoint() -> Endpoint:
+async def bind_endpoint(transport: str = "aioquic") -> Endpoint:
     """A dial-only endpoint of the real transport on loopback."""
-    return await load_hooks().transport("aioquic").bind(HostPort("127.0.0.1", 0), identity=None, alpns=[])
+    return await load_hooks().transport(transport).bind(HostPort("127.0.0.1", 0), identity=None, alpns=[])
 
 
 def control_trust(server: ServerInfo) -> Trust:
@@ -270,10 +270,11 @@ def flood_hosts(count: int) -> list[str]:
 
 
 async def flood(datagrams: list[bytes], port: int, *, rate: float, seconds: float, hosts: list[str],
-                stop: asyncio.Event | None = None) -> int:
+                stop: asyncio.Event | None = None, under_way: asyncio.Event | None = None) -> int:
     """Send ``datagrams`` (cycled) to 127.0.0.1:``port`` at about ``rate`` per second for at most
     ``seconds`` (or until ``stop`` is set), round-robin from one socket per source host. Bounded in
-    rate and time; what comes back is read and thrown away. Returns the number of datagrams sent."""
+    rate and time; what comes back is read and thrown away. ``under_way`` is set once a second's
+    worth was sent. Returns the number of datagrams sent."""
     socks = []
     try:
         for host in hosts:
@@ -294,6 +295,8 @@ async def flood(datagrams: list[bytes], port: int, *, rate: float, seconds: floa
                 except BlockingIOError:
                     pass  # the local buffer is full: that datagram is simply not sent
                 sent += 1
+            if under_way is not None and sent >= rate:
+                under_way.set()
             for sock in socks:
                 while True:
                     try:
