@@ -31,8 +31,7 @@ and a token bucket:
 Validated handshakes have their own pending caps, so unvalidated ones (which are all a
 spoofed flood can create) never take the slots of clients that answered a Retry.
 
-:class:`CauseLog` rate-limits the log lines of such events: at most one line per cause
-per interval, saying how many were suppressed.
+What is refused is counted and logged by :mod:`connet_quic.refusals`.
 """
 
 from __future__ import annotations
@@ -44,8 +43,6 @@ import hmac
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any
-
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from connet_quic._reset import TokenBucket
@@ -249,28 +246,3 @@ class Admission:
             else:
                 self._pending_by_source.pop(source, None)
 
-
-class CauseLog:
-    """At most one log line per cause per ``interval`` seconds; the next line says how many
-    were suppressed in between. Remembers at most ``max_causes`` causes."""
-
-    def __init__(self, interval: float = 10.0, max_causes: int = 256) -> None:
-        self.interval = interval
-        self._max_causes = max_causes
-        self._causes: collections.OrderedDict[Any, list[float | int]] = collections.OrderedDict()  # cause -> [last, suppressed]
-
-    def note(self, cause: Any, now: float) -> int | None:
-        """None: suppress this one. Else log it, with the returned count of suppressed ones."""
-        entry = self._causes.get(cause)
-        if entry is None:
-            self._causes[cause] = [now, 0]
-            if len(self._causes) > self._max_causes:
-                self._causes.popitem(last=False)
-            return 0
-        self._causes.move_to_end(cause)
-        if now - entry[0] >= self.interval:
-            suppressed = int(entry[1])
-            entry[0], entry[1] = now, 0
-            return suppressed
-        entry[1] += 1
-        return None

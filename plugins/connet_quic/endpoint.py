@@ -32,7 +32,6 @@ import collections
 import hmac
 import logging
 import os
-import re
 import socket
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
@@ -48,7 +47,9 @@ from connet_quic._aioquic import AioquicLibrary
 from connet_quic._adapter import CONNECTION_ID_LENGTH
 from connet_quic._udp import BatchedUdpSocket, segments
 from connet_quic._reset import ResetKey, TokenBucket, reset_token_of, stateless_reset
-from connet_quic.admission import Admission, CauseLog, Ticket, Verdict, retry_packet
+from connet_quic import _memory
+from connet_quic.admission import Admission, Ticket, Verdict, retry_packet
+from connet_quic.refusals import Refusals, limit_library_log
 
 logger = logging.getLogger("connet.quic")
 
@@ -66,62 +67,10 @@ RESET_BURST = 50
 # Version Negotiation packets we send (answers to >= 1200-byte datagrams of other versions)
 VERSION_NEGOTIATION_RATE = 100.0  # per second
 VERSION_NEGOTIATION_BURST = 50
-# one log line per cause per this many seconds at most (floods would write one per datagram)
-LOG_INTERVAL = 10.0
-# The events QuicEndpoint.counters counts (exported as connet_<role>_<name>_total)
-COUNTERS = (
-    "quic_retries_sent",  # Retry packets: address validation asked of a new client under load
-    "quic_handshakes_failed",  # accepted handshakes that failed or timed out
-    "quic_dropped_bad_token",  # Initials with a Retry token we did not issue, or expired
-    "quic_dropped_pending_full",  # validated Initials over the pending-handshake caps
-    "quic_dropped_host_rate",  # validated Initials over their host's budget
-    "quic_dropped_retry_rate",  # Initials that would have had a Retry over its budget
-    "quic_dropped_small_initial",  # Initials in datagrams smaller than 1200 bytes
-    "quic_dropped_not_quic",  # datagrams without a QUIC header
-    "quic_dropped_unroutable",  # datagrams for no connection, not answered with a reset
-    "quic_resets_sent",  # stateless resets sent
-    "quic_version_negotiations_sent",
-)
 # asked for on every endpoint socket, per direction (see QuicEndpoint._size_buffers)
 UDP_SOCKET_BUFFER = 4 * 1024 * 1024
 # how early the event loop may run a timer (uvloop/libuv count in milliseconds)
 TIMER_SLACK = 0.001
-
-
-_LIBRARY_CONNECTION_PREFIX = re.compile(r"^\[[0-9a-fA-F]*\] ")
-
-
-class _LibraryLogLimit(logging.Filter):
-    """On the QUIC libraries' own logger ("quic"): each message at most once per
-    LOG_INVERVAL, whatever connection it is about. aioquic warns once per failed handshake
-    ("No common ALPN protocols"), which a flood of Initials turns into a line per datagram."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._log = CauseLog(LOG_INTERVAL)
-        self._clock = asyncio.get_running_loop().time
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.INFO:
-            return True  # debug lines are asked for; a flood of them is what the operator chose
-        try:
-            text = record.getMessage()
-        except Exception:  # noqa: BLE001 — a malformed record is the logging module's to report
-            return True
-        cause = _LIBRARY_CONNECTION_PREFIX.sub("", text)[:200]
-        suppressed = self._log.note(cause, self._clock())
-        if suppressed is None:
-            return False
-        if suppressed:
-            record.msg = f"{text} ({suppressed} more like it suppressed in the last {LOG_INTERVAL:.0f} s)"
-            record.args = None
-        return True
-
-
-def _limit_library_log() -> None:
-    logger_ = logging.getLogger("quic")
-    if not any(isinstance(f, _LibraryLogLimit) for f in logger_.filters):
-        logger_.addFilter(_LibraryLogLimit())
 
 
 def _canonical(raw: Any) -> Address:
@@ -380,6 +329,10 @@ class QuicEndpointConnection:
         self._close_info: CloseInfo | None = None
         self._closed_event = asyncio.Event()
         self._terminated = False
+        self._completed = False  # the handshake completed (not: failed)
+        # an accepted connection closed before its handshake completed is forgotten as soon as
+        # its CONNECTION_CLOSE left, not after the closing period (3 PTO): see _transmit
+        self._forget_once_sent = False
 
     def __repr__(self) -> str:
         role = "dialed" if self._is_dialer else "accepted"
@@ -541,6 +494,13 @@ class QuicEndpointConnection:
         datagrams = self._quic.datagrams_to_send(now)
         if datagrams:
             self._endpoint._send_datagrams(self, datagrams)
+        if self._forget_once_sent:
+            # A failed handshake of a client nobody knows (wrong ALPN, a flood): its
+            # CONNECTION_CLOSE just left; lingering in the closing period to repeat it would
+            # hold ~90 KiB per handshake for seconds. If the close is lost, the client's
+            # handshake times out.
+            self._terminate()
+            return
         if self._blocked_writers:
             bound = self._options.stream_send_buffer
             for stream in list(self._blocked_writers):
@@ -667,6 +627,7 @@ class QuicEndpointConnection:
         stream._feed(data, end_stream)
 
     def _on_handshake_completed(self, alpn: str) -> None:
+        self._completed = True
         self._alpn = alpn
         self._handshake_deadline = None
         if self._is_dialer:
@@ -725,6 +686,7 @@ class QuicEndpointConnection:
         if self._close_info is not None:
             return
         self._close_info = info
+        self._forget_once_sent = not self._is_dialer and not self._completed
         self._fail_handshake(DialError(f"QUIC connection to {HostPort(*self._remote)} closed: {info.reason}"))
         self._next_ping_at = None
         self._handshake_deadline = None
@@ -799,9 +761,10 @@ class QuicEndpoint:
         self._pending_accepts: dict[QuicEndpointConnection, Ticket] = {}
         self._admission = Admission()
         self._vn_limiter = TokenBucket(VERSION_NEGOTIATION_RATE, VERSION_NEGOTIATION_BURST)
-        self._cause_log = CauseLog(LOG_INTERVAL)
-        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
-        _limit_library_log()
+        self._refusals = Refusals(lambda: self._local)
+        self.counters = self._refusals.counters  # what the engines' status exports
+        self._failed_since_release = 0  # handshakes (see _memory)
+        limit_library_log()
         self._accepted: _Inbox[QuicEndpointConnection] = _Inbox()
         self._udp: BatchedUdpSocket | None = None
         # connections that received datagrams in the current read batch: they answer once
@@ -1052,8 +1015,14 @@ class QuicEndpoint:
         if not batch:
             return
         self._received_in_batch = {}
+        pending = self._pending_accepts
         for connection in batch:
             self._contained(connection, "sending", connection._transmit)
+            if connection._bytes_sent == 0 and connection in pending and not connection._terminated:
+                # A client's first Initial is always answered (an ACK at least). Nothing to
+                # send means the library could not decrypt it: garbage shaped like an Initial.
+                # Forget it now instead of holding its state until the handshake timeout.
+                connection._abort(CloseCode.PROTOCOL_ERROR, "undecryptable Initial")
 
     @staticmethod
     def _contained(connection: QuicEndpointConnection, doing: str, action: Callable[..., None], *args: Any) -> bool:
@@ -1149,13 +1118,7 @@ class QuicEndpoint:
             self._sendto(reset, addr)
 
     def _dropped(self, cause: str, addr: Address, detail: str = "") -> None:
-        """Count a datagram dropped for ``cause`` (a COUNTERS name after quic_dropped_) and
-        log it, at most once per cause per LOG_INTERVAL."""
-        self.counters["quic_dropped_" + cause] += 1
-        suppressed = self._cause_log.note(("dropped", cause, detail), self._loop.time())
-        if suppressed is not None:
-            logger.warning("QUIC %s: dropped a datagram from %s: %s%s", self._local, HostPort(*addr),
-                           detail or cause.replace("_", " "), _suppressed(suppressed))
+        self._refusals.dropped(cause, addr, self._loop.time(), detail)
 
     def _accept_initial(self, header: Any, addr: Address) -> QuicEndpointConnection | None:
         """A client Initial for no connection: accept, ask for a Retry or drop (see
@@ -1171,15 +1134,10 @@ class QuicEndpoint:
             if packet is None:
                 self._dropped("unroutable", addr, f"Initial of version 0x{header.version:x}: no Retry for it")
                 return None
-            self.counters["quic_retries_sent"] += 1
-            suppressed = self._cause_log.note(("retry", decision.cause), now)
-            if suppressed is not None:
-                logger.warning("QUIC %s under load (%s): new clients are asked to prove their address "
-                               "(Retry), first %s%s", self._local, decision.cause.replace("_", " "),
-                               HostPort(*addr), _suppressed(suppressed))
+            self._refusals.retried(decision.cause, addr, now)
             self._sendto(packet, addr)
             return None
-        self._dropped(decision.cause, addr, _DROP_DETAIL.get(decision.cause, ""))
+        self._dropped(decision.cause, addr)
         return None
 
     def _new_accepted(
@@ -1236,7 +1194,13 @@ class QuicEndpoint:
     def _connection_closed(self, connection: QuicEndpointConnection) -> None:
         if connection in self._pending_accepts:
             self.counters["quic_handshakes_failed"] += 1
+            self._failed_since_release += 1
         self._no_longer_pending(connection)
+        if not self._pending_accepts and self._failed_since_release >= _memory.AFTER_FAILED_HANDSHAKES:
+            # a flood of failed handshakes is over (for now): give their memory back, outside
+            # of this connection's close
+            self._failed_since_release = 0
+            self._loop.call_soon(_memory.release_freed_memory)
 
     def _connection_terminated(self, connection: QuicEndpointConnection) -> None:
         for cid in connection._cids:
@@ -1251,14 +1215,3 @@ class QuicEndpoint:
             if not peers:
                 del self._by_remote[connection._remote]
 
-
-_DROP_DETAIL = {
-    "bad_token": "an Initial with a Retry token we did not issue or that expired",
-    "pending_full": "a validated Initial while the pending handshakes are at their cap",
-    "host_rate": "a validated Initial over its host's budget of new handshakes",
-    "retry_rate": "an Initial that would have been asked for a Retry over the Retry budget",
-}
-
-
-def _suppressed(count: int) -> str:
-    return f" ({count} more suppressed in the last {LOG_INTERVAL:.0f} s)" if count else ""

@@ -542,3 +542,32 @@ async def test_handshake_shaped_garbage_from_32_addresses_leaves_room_for_real_c
     for cause in (r"under load \(host rate\)", r"under load \(pending\)", r"under load \(global rate\)"):
         assert log_lines_per_window(server.daemon, cause) <= 4, cause  # two endpoints, two lines each
     assert "Traceback" not in server.daemon.log()
+
+
+async def test_a_20_s_flood_costs_bounded_memory_that_is_released(relayed) -> None:
+    """20 s of wrong-ALPN Initials at the relay port and handshake-shaped garbage at the control
+    port, 2500 a second each from 32 loopback addresses: server RSS grows < 20 MiB, and within
+    20 s after the flood (the handshakes it let in time out in 5 s) it is back within 10 MiB of
+    where it started. Before admission: 53 -> 137-144 MiB, never released."""
+    server, source_port, _, _ = relayed
+    pid = server.daemon.proc.pid
+    _, relay_port = server.daemon.listening("relay", "udp")
+    initials = quic_initials(6000, alpn="connet-wrong-alpn")
+    garbage = handshake_shaped_garbage(2000)
+    await transfer_ok(source_port)  # warm-up: the baseline includes what a transfer allocates once
+    before = rss_kib(pid)
+    hosts = flood_hosts(32)
+    sent = sum(await asyncio.gather(flood(initials, relay_port, rate=2500, seconds=20, hosts=hosts),
+                                    flood(garbage, server.control_port, rate=2500, seconds=20, hosts=hosts)))
+    after = rss_kib(pid)
+    released = after
+    deadline = time.monotonic() + 20
+    while released - before >= 10 * MIB and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)  # polling the RSS (a status field of the kernel's), not a fixed wait
+        released = rss_kib(pid)
+    print(f"flood: {sent} datagrams; RSS {before} -> {after} KiB after the flood, {released} KiB after release")
+    assert sent >= 60000, f"only {sent} datagrams sent: the flood proves nothing"
+    assert after - before < 20 * MIB, f"server RSS grew {after - before} KiB during a 20 s flood"
+    assert released - before < 10 * MIB, f"server RSS still {released - before} KiB above its start 20 s after the flood"
+    await transfer_ok(source_port)
+    assert "Traceback" not in server.daemon.log()

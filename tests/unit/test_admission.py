@@ -10,7 +10,8 @@ from aioquic.quic.packet import encode_quic_retry
 
 import connet_quic
 from connet_quic import admission
-from connet_quic.admission import Admission, CauseLog, RetryTokens, Verdict, retry_packet
+from connet_quic.admission import Admission, RetryTokens, Verdict, retry_packet
+from connet_quic.refusals import CauseLog
 
 from test_quic_transport import ALPN, peers, transport  # noqa: F401 - the fixture, parametrized per library
 
