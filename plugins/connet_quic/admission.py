@@ -6,7 +6,7 @@ the certificate signature), all for a sender whose address nobody has checked. U
 flood of them the event loop falls behind its socket: an established connection's
 datagrams wait in the receive buffer behind seconds of handshake work, its idle timer
 fires first, the endpoint forgets it, and the peer's next datagram is answered with a
-stateless reset (docs/security.md, "Why an established connection was reset").
+stateless reset (docs/security.md, "Why an established relayed client was reset").
 
 So every such Initial goes through :class:`Admission` first, which costs a dict lookup
 and a token bucket:

@@ -11,10 +11,10 @@ next line saying how many were suppressed in between. The QUIC libraries' own lo
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import re
+import time
 from typing import Any
 
 from connet_core.model import HostPort
@@ -114,13 +114,13 @@ class _LibraryLogLimit(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self._log = CauseLog()
-        self._clock = asyncio.get_running_loop().time
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.INFO:
             return True
         text = record.getMessage()
-        suppressed = self._log.note(_LIBRARY_CONNECTION_PREFIX.sub("", text)[:200], self._clock())
+        # the process's clock, not a loop's: the filter outlives the loop it was made in
+        suppressed = self._log.note(_LIBRARY_CONNECTION_PREFIX.sub("", text)[:200], time.monotonic())
         if suppressed is None:
             return False
         if suppressed:

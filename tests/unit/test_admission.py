@@ -4,6 +4,7 @@ per-cause log limit; and a real handshake through a Retry on each QUIC library."
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from aioquic.quic.packet import encode_quic_retry
@@ -11,7 +12,7 @@ from aioquic.quic.packet import encode_quic_retry
 import connet_quic
 from connet_quic import admission
 from connet_quic.admission import Admission, RetryTokens, Verdict, retry_packet
-from connet_quic.refusals import CauseLog
+from connet_quic.refusals import CauseLog, limit_library_log
 
 from test_quic_transport import ALPN, peers, transport  # noqa: F401 - the fixture, parametrized per library
 
@@ -104,3 +105,16 @@ async def test_a_handshake_through_a_retry(transport: connet_quic.QuicTransport)
         # one per datagram of the client's first flight (qh3's ClientHello takes two)
         assert b.endpoint.counters["quic_retries_sent"] >= 1
         assert accepted.remote_address == a.endpoint.local_address
+
+
+def test_the_library_warning_is_limited_per_message_not_per_connection(caplog: pytest.LogCaptureFixture) -> None:
+    """aioquic prefixes each line with its connection's ID: 50 failed handshakes are one line."""
+    limit_library_log()
+    library = logging.getLogger("quic")
+    with caplog.at_level(logging.WARNING, logger="quic"):
+        for i in range(50):
+            library.warning("[%016x] Error: 376, reason: a test's own reason %d", i, 7)
+        library.warning("[%016x] Error: 376, reason: another reason", 1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "quic"]
+    assert len(lines) == 2, lines
+    assert "a test's own reason" in lines[0] and "another reason" in lines[1]
