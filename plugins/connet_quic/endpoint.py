@@ -1200,7 +1200,7 @@ class QuicEndpoint:
             # a flood of failed handshakes is over (for now): give their memory back, outside
             # of this connection's close
             self._failed_since_release = 0
-            self._loop.call_soon(_memory.release_freed_memory)
+            _memory.release_freed_memory_soon(self._loop)
 
     def _connection_terminated(self, connection: QuicEndpointConnection) -> None:
         for cid in connection._cids:

@@ -549,8 +549,9 @@ async def test_handshake_shaped_garbage_from_32_addresses_leaves_room_for_real_c
 async def test_a_20_s_flood_costs_bounded_memory_that_is_released(relayed) -> None:
     """20 s of wrong-ALPN Initials at the relay port and handshake-shaped garbage at the control
     port, 2500 a second each from 32 loopback addresses: server RSS grows < 20 MiB, and within
-    20 s after the flood (the handshakes it let in time out in 5 s) it is back within 10 MiB of
-    where it started. Before admission: 53 -> 137-144 MiB, never released."""
+    20 s after the flood (the handshakes it let in end within 5 s, then their memory is
+    returned) it is back within 8 MiB of where it started. Before admission: aioquic +119 MiB,
+    qh3 +239 MiB, never released."""
     server, source_port, _, _ = relayed
     pid = server.daemon.proc.pid
     _, relay_port = server.daemon.listening("relay", "udp")
@@ -564,12 +565,12 @@ async def test_a_20_s_flood_costs_bounded_memory_that_is_released(relayed) -> No
     after = rss_kib(pid)
     released = after
     deadline = time.monotonic() + 20
-    while released - before >= 10 * MIB and time.monotonic() < deadline:
+    while released - before >= 8 * MIB and time.monotonic() < deadline:
         await asyncio.sleep(0.5)  # polling the RSS (a status field of the kernel's), not a fixed wait
         released = rss_kib(pid)
     print(f"flood: {sent} datagrams; RSS {before} -> {after} KiB after the flood, {released} KiB after release")
     assert sent >= 60000, f"only {sent} datagrams sent: the flood proves nothing"
     assert after - before < 20 * MIB, f"server RSS grew {after - before} KiB during a 20 s flood"
-    assert released - before < 10 * MIB, f"server RSS still {released - before} KiB above its start 20 s after the flood"
+    assert released - before < 8 * MIB, f"server RSS still {released - before} KiB above its start 20 s after the flood"
     await transfer_ok(source_port)
     assert "Traceback" not in server.daemon.log()
