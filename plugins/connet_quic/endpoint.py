@@ -1214,4 +1214,3 @@ class QuicEndpoint:
             peers.discard(connection)
             if not peers:
                 del self._by_remote[connection._remote]
-

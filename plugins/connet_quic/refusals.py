@@ -36,6 +36,10 @@ COUNTERS = (
     "quic_resets_sent",  # stateless resets sent
     "quic_version_negotiations_sent",
 )
+# causes that say the endpoint is attacked or overloaded (a warning); the others also
+# happen without anybody meaning harm (a late packet of a forgotten connection, a port
+# scanner) and are debug lines: the counters show them either way
+_OVERLOAD = frozenset({"bad_token", "pending_full", "host_rate", "retry_rate"})
 _DETAIL = {
     "bad_token": "an Initial with a Retry token we did not issue or that expired",
     "pending_full": "a validated Initial while the pending handshakes are at their cap",
@@ -92,8 +96,9 @@ class Refusals:
         self.counters["quic_dropped_" + cause] += 1
         suppressed = self._log.note(("dropped", cause, detail), now)
         if suppressed is not None:
-            logger.warning("QUIC %s: dropped a datagram from %s: %s%s", self._where(), HostPort(*addr),
-                           detail or _DETAIL.get(cause, cause), _suppressed(suppressed))
+            logger.log(logging.WARNING if cause in _OVERLOAD else logging.DEBUG,
+                       "QUIC %s: dropped a datagram from %s: %s%s", self._where(), HostPort(*addr),
+                       detail or _DETAIL.get(cause, cause), _suppressed(suppressed))
 
     def retried(self, cause: str, addr: tuple[str, int], now: float) -> None:
         """A Retry sent to a new client because of ``cause`` (connet_quic.admission)."""
