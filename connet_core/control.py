@@ -351,6 +351,7 @@ class Control:
                 for s in self.sessions.values()
             ],
             "relays": [{"addr": e.addr, "builtin": e.conn is None} for e in self.relays.values()],
-            "counters": dict(self.counters),
+            # with the endpoint's own (an optional transport attribute: Retry, datagrams dropped)
+            "counters": {**self.counters, **getattr(self.endpoint, "counters", {})},
             "names": self.matcher.names(),
         }

@@ -239,6 +239,8 @@ class RelayService:
             "streams_active": self.counters.streams_active,
             "streams_total": self.counters.streams_total,
             "streams_refused": self.counters.refused,
+            # the endpoint's own (an optional transport attribute: Retry, datagrams dropped)
+            "counters": dict(getattr(self.endpoint, "counters", {})),
         }
 
 

@@ -294,10 +294,12 @@ class AioquicLibrary(SharedLibraryAdapter):
         max_streams: int,
         reset_token: Callable[[bytes], bytes],
         original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
     ) -> FlowControlledConnection:
         quic = FlowControlledConnection(
             configuration=config,
             original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,  # set after our Retry
             stream_window=self.stream_window,
             connection_window=self.connection_window,
             reset_token=reset_token,

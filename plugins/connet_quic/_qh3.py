@@ -404,10 +404,12 @@ class Qh3Library(SharedLibraryAdapter):
         max_streams: int,
         reset_token: Callable[[bytes], bytes],
         original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
     ) -> Qh3Connection:
         return Qh3Connection(
             configuration=config,
             original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,  # set after our Retry
             max_streams=max_streams,
             reset_token=reset_token,
             unread_pause=self.unread_pause,

@@ -17,6 +17,12 @@ Stateless reset (RFC 9000 10.3, :mod:`connet_quic._reset`): a short-header datag
 routes to no connection is first checked for being a reset of one of ours (its last 16
 bytes against the reset tokens the peers at that address gave us); if it is none, it is
 answered with a reset of its own, rate-limited and always shorter than the trigger.
+
+Admission (:mod:`connet_quic.admission`): a client Initial that routes to no connection is
+accepted, answered with a Retry (address validation, when under load) or dropped before the
+library sees it, so that a flood of them cannot take the CPU and memory that established
+connections and real clients need. What is dropped is counted (``counters``, exported by the
+engines' status) and logged at most once per cause per ``CauseLog`` interval.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import asyncio
 import collections
 import hmac
 import logging
+import os
 import socket
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
@@ -41,6 +48,9 @@ from connet_quic._aioquic import AioquicLibrary
 from connet_quic._adapter import CONNECTION_ID_LENGTH
 from connet_quic._udp import BatchedUdpSocket, segments, size_buffers
 from connet_quic._reset import ResetKey, TokenBucket, reset_token_of, stateless_reset
+from connet_quic import _memory
+from connet_quic.admission import Admission, Ticket, Verdict, retry_packet
+from connet_quic.refusals import Refusals, limit_library_log
 
 logger = logging.getLogger("connet.quic")
 
@@ -48,18 +58,16 @@ Address = tuple[str, int]  # canonical: IPv4-mapped folded to IPv4, no flow info
 DatagramFilter = Callable[[HostPort, bool], bool]
 T = TypeVar("T")
 
-# half-open accepted handshakes we keep at once (each costs ~90 KiB of aioquic state); more
-# Initials are dropped until some finish or time out. The smaller caps keep one sender from
-# taking every slot: a client socket dials a server once at a time (8 is slack), and one
-# host may hold more, for many clients behind one NAT address.
-MAX_PENDING_HANDSHAKES = 256
-MAX_PENDING_PER_HOST = 64
-MAX_PENDING_PER_SOCKET = 8
+# Half-open accepted handshakes (each costs ~90 KiB of aioquic state) are capped and
+# budgeted per source by connet_quic.admission, which asks for a Retry under load.
 # Stateless resets we send, per endpoint: they are never larger than their trigger, so this
 # bounds only the work an unknown-CID flood costs us. Generous enough that a restarted
 # server resets a thousand clients within seconds (each keepalive is a new chance).
 RESET_RATE = 200.0  # per second
 RESET_BURST = 50
+# Version Negotiation packets we send (answers to >= 1200-byte datagrams of other versions)
+VERSION_NEGOTIATION_RATE = 100.0  # per second
+VERSION_NEGOTIATION_BURST = 50
 # how early the event loop may run a timer (uvloop/libuv count in milliseconds)
 TIMER_SLACK = 0.001
 
@@ -320,6 +328,10 @@ class QuicEndpointConnection:
         self._close_info: CloseInfo | None = None
         self._closed_event = asyncio.Event()
         self._terminated = False
+        self._completed = False  # the handshake completed (not: failed)
+        # an accepted connection closed before its handshake completed is forgotten as soon as
+        # its CONNECTION_CLOSE left, not after the closing period (3 PTO): see _transmit
+        self._forget_once_sent = False
 
     def __repr__(self) -> str:
         role = "dialed" if self._is_dialer else "accepted"
@@ -481,6 +493,13 @@ class QuicEndpointConnection:
         datagrams = self._quic.datagrams_to_send(now)
         if datagrams:
             self._endpoint._send_datagrams(self, datagrams)
+        if self._forget_once_sent:
+            # A failed handshake of a client nobody knows (wrong ALPN, a flood): its
+            # CONNECTION_CLOSE just left; lingering in the closing period to repeat it would
+            # hold ~90 KiB per handshake for seconds. If the close is lost, the client's
+            # handshake times out.
+            self._terminate()
+            return
         if self._blocked_writers:
             bound = self._options.stream_send_buffer
             for stream in list(self._blocked_writers):
@@ -607,6 +626,7 @@ class QuicEndpointConnection:
         stream._feed(data, end_stream)
 
     def _on_handshake_completed(self, alpn: str) -> None:
+        self._completed = True
         self._alpn = alpn
         self._handshake_deadline = None
         if self._is_dialer:
@@ -665,6 +685,7 @@ class QuicEndpointConnection:
         if self._close_info is not None:
             return
         self._close_info = info
+        self._forget_once_sent = not self._is_dialer and not self._completed
         self._fail_handshake(DialError(f"QUIC connection to {HostPort(*self._remote)} closed: {info.reason}"))
         self._next_ping_at = None
         self._handshake_deadline = None
@@ -735,8 +756,14 @@ class QuicEndpoint:
         self._supported_versions = library.supported_versions(default_config)
         self._by_cid: dict[bytes, QuicEndpointConnection] = {}
         self._connections: set[QuicEndpointConnection] = set()
-        self._pending_accepts: set[QuicEndpointConnection] = set()
-        self._pending_by_source: dict[str | Address, int] = {}  # by host and by host:port
+        # accepted connections whose handshake is under way, with their share of the caps
+        self._pending_accepts: dict[QuicEndpointConnection, Ticket] = {}
+        self._admission = Admission()
+        self._vn_limiter = TokenBucket(VERSION_NEGOTIATION_RATE, VERSION_NEGOTIATION_BURST)
+        self._refusals = Refusals(lambda: self._local)
+        self.counters = self._refusals.counters  # what the engines' status exports
+        self._failed_since_release = 0  # handshakes (see _memory)
+        limit_library_log()
         self._accepted: _Inbox[QuicEndpointConnection] = _Inbox()
         self._udp: BatchedUdpSocket | None = None
         # connections that received datagrams in the current read batch: they answer once
@@ -975,8 +1002,14 @@ class QuicEndpoint:
         if not batch:
             return
         self._received_in_batch = {}
+        pending = self._pending_accepts
         for connection in batch:
             self._contained(connection, "sending", connection._transmit)
+            if connection._bytes_sent == 0 and connection in pending and not connection._terminated:
+                # A client's first Initial is always answered (an ACK at least). Nothing to
+                # send means the library could not decrypt it: garbage shaped like an Initial.
+                # Forget it now instead of holding its state until the handshake timeout.
+                connection._abort(CloseCode.PROTOCOL_ERROR, "undecryptable Initial")
 
     @staticmethod
     def _contained(connection: QuicEndpointConnection, doing: str, action: Callable[..., None], *args: Any) -> bool:
@@ -1023,21 +1056,26 @@ class QuicEndpoint:
         lib = self._lib
         header = lib.parse_header(data)
         if header is None:
+            self._dropped("not_quic", addr)
             return
         if lib.needs_version_negotiation(header, self._supported_versions):
             if self._server_config is not None:
-                self._sendto(lib.version_negotiation(header, self._supported_versions), addr)
+                if self._vn_limiter.take(self._loop.time()):
+                    self.counters["quic_version_negotiations_sent"] += 1
+                    self._sendto(lib.version_negotiation(header, self._supported_versions), addr)
+                else:
+                    self._dropped("unroutable", addr, "version negotiation over its rate")
             return
         connection = self._by_cid.get(header.destination_cid)
         if connection is None:
-            if (
-                self._server_config is not None
-                and not self._closed
-                and lib.is_initial(header)
-                and len(data) >= lib.smallest_max_datagram_size
-            ):
+            if self._server_config is not None and not self._closed and lib.is_initial(header):
+                if len(data) < lib.smallest_max_datagram_size:
+                    self._dropped("small_initial", addr)
+                    return
                 connection = self._accept_initial(header, addr)
-            if connection is None:
+                if connection is None:
+                    return
+            else:
                 self._unroutable(data, header, addr)
                 return
         if self._contained(connection, "on a datagram", connection._datagram_received, data, addr):
@@ -1047,9 +1085,11 @@ class QuicEndpoint:
         """A datagram for no connection of ours: a peer's stateless reset of one of our
         connections, or a packet of a connection we forgot (answered with a reset)."""
         if not self._lib.is_short_header(header):
+            self._dropped("unroutable", addr, "long header for no connection")
             return  # a long header is never a reset, and we never answer one
         token = reset_token_of(data)
         if token is None:
+            self._dropped("unroutable", addr, "short header too small to answer")
             return
         for connection in list(self._by_remote.get(addr, ())):
             for candidate in self._lib.peer_reset_tokens(connection._quic):
@@ -1057,22 +1097,45 @@ class QuicEndpoint:
                     connection._on_stateless_reset()
                     return
         if self._closed or not self._reset_limiter.take(self._loop.time()):
+            self._dropped("unroutable", addr, "stateless reset over its rate")
             return
         reset = stateless_reset(self._reset_key.token(header.destination_cid), len(data))
         if reset is not None:
+            self.counters["quic_resets_sent"] += 1
             self._sendto(reset, addr)
 
+    def _dropped(self, cause: str, addr: Address, detail: str = "") -> None:
+        self._refusals.dropped(cause, addr, self._loop.time(), detail)
+
     def _accept_initial(self, header: Any, addr: Address) -> QuicEndpointConnection | None:
-        if len(self._pending_accepts) >= MAX_PENDING_HANDSHAKES:
+        """A client Initial for no connection: accept, ask for a Retry or drop (see
+        connet_quic.admission)."""
+        now = self._loop.time()
+        decision = self._admission.initial(addr, header.destination_cid, header.token or b"", now)
+        if decision.verdict is Verdict.ACCEPT:
+            return self._new_accepted(addr, decision.original_dcid, decision.retry_scid, decision.ticket)
+        if decision.verdict is Verdict.RETRY:
+            retry_scid = os.urandom(self._lib.connection_id_length)
+            token = self._admission.tokens.issue(addr, header.destination_cid, retry_scid, now)
+            packet = retry_packet(header.version, header.source_cid, retry_scid, header.destination_cid, token)
+            if packet is None:
+                self._dropped("unroutable", addr, f"Initial of version 0x{header.version:x}: no Retry for it")
+                return None
+            self._refusals.retried(decision.cause, addr, now)
+            self._sendto(packet, addr)
             return None
-        if (self._pending_by_source.get(addr[0], 0) >= MAX_PENDING_PER_HOST
-                or self._pending_by_source.get(addr, 0) >= MAX_PENDING_PER_SOCKET):
-            return None
+        self._dropped(decision.cause, addr)
+        return None
+
+    def _new_accepted(
+        self, addr: Address, original_dcid: bytes, retry_scid: bytes | None, ticket: Ticket | None
+    ) -> QuicEndpointConnection:
         quic = self._lib.new_connection(
             self._server_config,
             max_streams=self._options.max_streams,
             reset_token=self._reset_key.token,
-            original_destination_connection_id=header.destination_cid,
+            original_destination_connection_id=original_dcid,
+            retry_source_connection_id=retry_scid,
         )
         connection = QuicEndpointConnection(
             self,
@@ -1082,11 +1145,11 @@ class QuicEndpoint:
             handshake_deadline=self._loop.time() + self._options.handshake_timeout,
         )
         self._add_connection(connection)
-        self._pending_accepts.add(connection)
-        for source in (addr[0], addr):
-            self._pending_by_source[source] = self._pending_by_source.get(source, 0) + 1
-        # as aioquic's server: route both the client's chosen CID and our own
-        self._register_cid(connection, header.destination_cid)
+        assert ticket is not None
+        self._pending_accepts[connection] = ticket
+        # as aioquic's server: route both the CID the client sends to (its own choice, or
+        # the one our Retry gave it) and our own
+        self._register_cid(connection, retry_scid if retry_scid is not None else original_dcid)
         self._register_cid(connection, self._lib.host_cid(quic))
         return connection
 
@@ -1104,14 +1167,9 @@ class QuicEndpoint:
         connection._cids.discard(cid)
 
     def _no_longer_pending(self, connection: QuicEndpointConnection) -> None:
-        if connection in self._pending_accepts:
-            self._pending_accepts.discard(connection)
-            for source in (connection._remote[0], connection._remote):
-                left = self._pending_by_source.get(source, 1) - 1
-                if left > 0:
-                    self._pending_by_source[source] = left
-                else:
-                    self._pending_by_source.pop(source, None)
+        ticket = self._pending_accepts.pop(connection, None)
+        if ticket is not None:
+            self._admission.finished(ticket)
 
     def _handshake_finished(self, connection: QuicEndpointConnection) -> None:
         self._no_longer_pending(connection)
@@ -1121,7 +1179,15 @@ class QuicEndpoint:
         self._accepted.put(connection)
 
     def _connection_closed(self, connection: QuicEndpointConnection) -> None:
+        if connection in self._pending_accepts:
+            self.counters["quic_handshakes_failed"] += 1
+            self._failed_since_release += 1
         self._no_longer_pending(connection)
+        if not self._pending_accepts and self._failed_since_release >= _memory.AFTER_FAILED_HANDSHAKES:
+            # a flood of failed handshakes is over (for now): give their memory back, outside
+            # of this connection's close
+            self._failed_since_release = 0
+            _memory.release_freed_memory_soon(self._loop)
 
     def _connection_terminated(self, connection: QuicEndpointConnection) -> None:
         for cid in connection._cids:

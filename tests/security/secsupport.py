@@ -86,9 +86,9 @@ def lines_matching(daemon: Daemon, pattern: str, start: int = 0) -> list[str]:
     return [line for line in lines if regex.search(line)]
 
 
-async def bind_endpoint() -> Endpoint:
+async def bind_endpoint(transport: str = "auto") -> Endpoint:
     """A dial-only endpoint of the real transport on loopback."""
-    return await load_hooks().transport("auto").bind(HostPort("127.0.0.1", 0), identity=None, alpns=[])
+    return await load_hooks().transport(transport).bind(HostPort("127.0.0.1", 0), identity=None, alpns=[])
 
 
 def control_trust(server: ServerInfo) -> Trust:
@@ -262,3 +262,62 @@ def quic_initials(count: int, alpn: str = ALPN_CONTROL, server_name: str = "127.
 
 def random_payload(size: int) -> bytes:
     return os.urandom(size)
+
+
+def flood_hosts(count: int) -> list[str]:
+    """``count`` distinct loopback source addresses (127.0.0.2 ...): all of 127.0.0.0/8 is loopback."""
+    return [f"127.0.0.{2 + i}" for i in range(count)]
+
+
+async def flood(datagrams: list[bytes], port: int, *, rate: float, seconds: float, hosts: list[str],
+                stop: asyncio.Event | None = None, under_way: asyncio.Event | None = None) -> int:
+    """Send ``datagrams`` (cycled) to 127.0.0.1:``port`` at about ``rate`` per second for at most
+    ``seconds`` (or until ``stop`` is set), round-robin from one socket per source host. Bounded in
+    rate and time; what comes back is read and thrown away. ``under_way`` is set once a second's
+    worth was sent. Returns the number of datagrams sent."""
+    socks = []
+    try:
+        for host in hosts:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            socks.append(sock)
+            sock.bind((host, 0))
+            sock.setblocking(False)
+        tick = 0.01
+        per_tick = max(1, int(rate * tick))
+        sent = 0
+        start = time.monotonic()
+        while time.monotonic() - start < seconds and not (stop is not None and stop.is_set()):
+            due = int((time.monotonic() - start) / tick + 1) * per_tick
+            while sent < due:
+                sock = socks[sent % len(socks)]
+                try:
+                    sock.sendto(datagrams[sent % len(datagrams)], ("127.0.0.1", port))
+                except BlockingIOError:
+                    pass  # the local buffer is full: that datagram is simply not sent
+                sent += 1
+            if under_way is not None and sent >= rate:
+                under_way.set()
+            for sock in socks:
+                while True:
+                    try:
+                        sock.recv(65536)
+                    except (BlockingIOError, ConnectionRefusedError):
+                        break
+            await asyncio.sleep(tick)  # the pacing of the flood, not a wait for an event
+        return sent
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def handshake_shaped_garbage(count: int, size: int = 1200) -> list[bytes]:
+    """Datagrams that pass as QUIC v1 Initials up to the header (version 1, 8-byte connection
+    IDs, no token, a plausible length) and are random after it: they cannot be decrypted."""
+    out = []
+    for _ in range(count):
+        header = bytes([0xC3]) + (1).to_bytes(4, "big") + bytes([8]) + os.urandom(8) + bytes([8]) + os.urandom(8)
+        header += b"\x00"  # token length 0
+        remaining = size - len(header) - 2
+        header += (0x4000 | remaining).to_bytes(2, "big")
+        out.append(header + os.urandom(remaining))
+    return out
