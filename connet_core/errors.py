@@ -18,6 +18,8 @@ Code that handles errors matches on these classes and their attributes, never on
 
 from __future__ import annotations
 
+from connet_core.codes import CloseCode
+
 
 class ConnetError(Exception):
     """Base class of every error connet raises on purpose."""
@@ -38,16 +40,12 @@ class StoreError(ConnetError):
 class ProtocolError(ConnetError):
     """The peer sent something malformed, oversized or out of order.
 
-    ``code`` is the close code (an int from :class:`connet_core.protocol.codes.CloseCode`)
+    ``code`` is the close code (an int from :class:`connet_core.codes.CloseCode`)
     to close the offending stream or connection with.
     """
 
-    def __init__(self, message: str, code: int | None = None) -> None:
+    def __init__(self, message: str, code: int = CloseCode.PROTOCOL_ERROR) -> None:
         super().__init__(message)
-        if code is None:
-            from connet_core.protocol.codes import CloseCode
-
-            code = CloseCode.PROTOCOL_ERROR
         self.code = int(code)
 
 
