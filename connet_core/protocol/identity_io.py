@@ -84,8 +84,10 @@ async def _authorize(machine: Dialer | Listener, request: Authorize, authorize: 
 
 async def _receive(machine: Dialer | Listener, wait: Wait, messages: MessageStream) -> Step:
     try:
-        # recv checks nothing but framing here: the machine judges the message's type.
-        message = await messages.recv(None, timeout=max(0.0, wait.deadline - _now()))
+        # recv checks nothing but framing here: the machine judges the message's type. But
+        # the decoding limits are those of what the machine waits for: this runs before the
+        # peer proved anything, so a padded frame must be refused cheaply.
+        message = await messages.recv(None, timeout=max(0.0, wait.deadline - _now()), limits=wait.expected)
     except ProtocolError as exc:
         if exc.code == CloseCode.TIMEOUT:
             # asyncio may fire a timer up to its clock resolution early: the deadline has passed.

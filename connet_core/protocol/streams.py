@@ -54,23 +54,27 @@ class MessageStream:
         """Frame and write ``msg`` (waits on the stream's backpressure)."""
         await self._stream.write(frame(msg))
 
-    async def recv(self, expected: Expected = None, timeout: float | None = None) -> Message:
+    async def recv(self, expected: Expected = None, timeout: float | None = None, *, limits: Expected = None) -> Message:
         """The next message, which must be an instance of ``expected`` (any if None).
 
-        Raises ProtocolError: PROTOCOL_ERROR if the stream ends before a full message, the
-        frame is malformed or the message is not ``expected``; TIMEOUT if none arrives
-        within ``timeout`` seconds."""
-        msg = await self.recv_or_finished(expected, timeout)
+        ``limits``: decode as cheaply as for these types without checking the message's type
+        (for a caller that judges the type itself, like the identity proof's machines); the
+        default is ``expected``. Raises ProtocolError: PROTOCOL_ERROR if the stream ends
+        before a full message, the frame is malformed or the message is not ``expected``;
+        TIMEOUT if none arrives within ``timeout`` seconds."""
+        msg = await self.recv_or_finished(expected, timeout, limits=limits)
         if msg is None:
             raise ProtocolError("stream ended before a message")
         return msg
 
-    async def recv_or_finished(self, expected: Expected = None, timeout: float | None = None) -> Message | None:
+    async def recv_or_finished(
+        self, expected: Expected = None, timeout: float | None = None, *, limits: Expected = None
+    ) -> Message | None:
         """Like :meth:`recv`, but None when the peer finished the stream cleanly (FIN at a
         frame boundary): the normal end of a session stream."""
         try:
             async with asyncio.timeout(timeout):
-                msg = await self._next_message(expected)
+                msg = await self._next_message(limits if limits is not None else expected)
         except TimeoutError:
             what = _names(expected) if expected is not None else "a message"
             raise ProtocolError(f"timed out after {timeout}s waiting for {what}", CloseCode.TIMEOUT) from None
