@@ -36,7 +36,7 @@ from connet_core.protocol.messages import (
     Withdraw,
 )
 from connet_core.protocol.streams import MessageStream
-from connet_core.supervise import contained
+from connet_core.supervise import TaskGroup, contained
 from connet_core.transport import Connection, Endpoint, TransportOptions
 
 log = logging.getLogger("connet.control")
@@ -108,7 +108,7 @@ class Control:
     async def serve(self) -> None:
         assert self.endpoint is not None
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 self._tg = tg
                 tg.create_task(self._recheck_tokens())
                 tg.create_task(self._refresh_grants())

@@ -17,6 +17,7 @@ from typing import Iterator
 
 from connet_core.errors import ConnectionLost, ProtocolError, StreamReset
 from connet_core.protocol.codes import CloseCode
+from connet_core.supervise import TaskGroup
 from connet_core.transport import Stream
 
 log = logging.getLogger("connet.forward")
@@ -268,7 +269,7 @@ async def pump(end: TcpEnd, stream: Stream, counters: Counters, initial: bytes =
     finished = False
     try:
         end._attach(stream, counters)
-        async with asyncio.TaskGroup() as tg:
+        async with TaskGroup() as tg:
             to_stream = tg.create_task(end._tcp_to_stream(out))
             from_stream = tg.create_task(end._stream_to_tcp(out, initial))
             # a reset on either direction ends both: the other could wait forever
@@ -310,7 +311,7 @@ async def splice(a: Stream, b: Stream, initial_to_b: bytes = b"") -> int:
         if initial_to_b:
             moved[0] += len(initial_to_b)
             await b.write(initial_to_b)
-        async with asyncio.TaskGroup() as tg:
+        async with TaskGroup() as tg:
             tg.create_task(_copy(a, b, moved))
             tg.create_task(_copy(b, a, moved))
     except* (StreamReset, ConnectionLost) as group:

@@ -42,7 +42,7 @@ from connet_core.protocol.messages import (
 )
 from connet_core.protocol.streams import MessageStream
 from connet_core.store import Store
-from connet_core.supervise import attempt, close_code, contained, describe, pause
+from connet_core.supervise import TaskGroup, attempt, close_code, contained, describe, pause
 from connet_core.transport import CloseInfo, Connection, Endpoint, Stream, TLSIdentity, TransportOptions, Trust
 
 log = logging.getLogger("connet.relay")
@@ -115,7 +115,7 @@ class RelayService:
         self.grant_key_ready.set()
 
     async def serve(self) -> None:
-        async with asyncio.TaskGroup() as tg:
+        async with TaskGroup() as tg:
             self._tg = tg
             while True:
                 conn = await self.endpoint.accept()
@@ -273,7 +273,7 @@ class Relay:
         if remembered is not None:
             self.service.set_grant_key(remembered)
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 tg.create_task(self.service.serve())
                 tg.create_task(self._register_loop())
                 self.started.set()

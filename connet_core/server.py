@@ -10,6 +10,7 @@ from connet_core.model import HostPort
 from connet_core.protocol.codes import CloseCode
 from connet_core.plugins import Hooks, load_hooks
 from connet_core.relay import RelayService, start_relay_service
+from connet_core.supervise import TaskGroup
 
 
 class Server:
@@ -33,7 +34,7 @@ class Server:
         self.relay.set_grant_key(entry.grant_key)
         self.control.add_relay(entry)
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 tg.create_task(self.control.serve())
                 tg.create_task(self.relay.serve())
         finally:

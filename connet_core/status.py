@@ -16,7 +16,7 @@ it reports on. Standard library only: the daemons must not pull in a web stack.
 
 Embedding::
 
-    async with asyncio.TaskGroup() as tg:
+    async with TaskGroup() as tg:
         tg.create_task(client.run())
         tg.create_task(serve_status(client, HostPort("127.0.0.1", 19180)))
 """
@@ -36,6 +36,7 @@ from typing import Any, Awaitable, Protocol
 from connet_core.logs import log_listening
 from connet_core.model import HostPort
 from connet_core.status_admission import Admission
+from connet_core.supervise import TaskGroup
 
 log = logging.getLogger("connet.status")
 
@@ -119,7 +120,7 @@ class StatusServer:
                 "status endpoint %s is not on loopback: it has no authentication, anyone who reaches it "
                 "sees this component's peers and addresses", self.addr,
             )
-        async with asyncio.TaskGroup() as tg:
+        async with TaskGroup() as tg:
             self._tg = tg
             server = await asyncio.start_server(
                 self._accepted,
@@ -259,7 +260,7 @@ async def run_with_status(component: Runnable, addr: HostPort | None, transport:
     if addr is None:
         await component.run()
         return
-    async with asyncio.TaskGroup() as tg:
+    async with TaskGroup() as tg:
         status = tg.create_task(serve_status(component, addr, transport))
         await component.run()
         status.cancel()

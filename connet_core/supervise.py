@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Awaitable, Iterator, TypeVar
 
@@ -49,6 +50,26 @@ from connet_core.protocol.codes import CloseCode
 RETRYABLE: tuple[type[BaseException], ...] = (TransportError, ProtocolError, AuthError, OSError)
 
 T = TypeVar("T")
+
+
+class TaskGroup(asyncio.TaskGroup):
+    """asyncio's TaskGroup, with Python 3.12's fix on 3.11 (use it for every group).
+
+    On 3.11, a child that fails after the group's body has finished makes the group cancel
+    its parent task, and that cancellation is never taken back (``uncancel`` runs before the
+    group waits for its children). The parent then carries a stale cancellation: the rule's
+    checkpoint would take it for a stop and end a loop nobody stopped, and ``asyncio.timeout``
+    would raise CancelledError instead of TimeoutError. 3.12 takes it back after the wait."""
+
+    if sys.version_info < (3, 12):
+
+        async def __aexit__(self, et, exc, tb):  # type: ignore[no-untyped-def]
+            requested_before = self._parent_cancel_requested  # type: ignore[attr-defined]
+            try:
+                return await super().__aexit__(et, exc, tb)
+            finally:
+                if self._parent_cancel_requested and not requested_before:  # type: ignore[attr-defined]
+                    self._parent_task.uncancel()  # type: ignore[attr-defined]
 
 
 def checkpoint() -> None:

@@ -20,7 +20,7 @@ from connet_core.errors import (
     StreamReset,
 )
 from connet_core.protocol.codes import CloseCode
-from connet_core.supervise import attempt, close_code, contained, describe, pause, retryable
+from connet_core.supervise import TaskGroup, attempt, close_code, contained, describe, pause, retryable
 from connet_core.model import HostPort
 from connet_core.testing import MemoryNetwork, make_test_certificate
 from connet_core.transport import Trust
@@ -136,6 +136,44 @@ async def test_python_turns_the_cancellation_into_the_childrens_error() -> None:
     stop = True  # the only way out: a cancel would be swallowed again
     task.cancel()
     await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
+
+
+async def _body_finishes_then_a_child_fails(group: type[asyncio.TaskGroup], error: BaseException) -> None:
+    """A dialer's shape: the body only starts children; one fails after the body is done."""
+    started = asyncio.Event()
+
+    async def child() -> None:
+        started.set()
+        await asyncio.sleep(0)  # let the body finish first: the group is already waiting
+        raise error
+
+    async with group() as tg:
+        tg.create_task(child())
+    raise AssertionError("unreachable: the child's error leaves the group")
+
+
+@pytest.mark.parametrize("error", [OSError("unreachable"), ConnectionLost(CloseCode.TIMEOUT, "idle")])
+async def test_a_child_failing_after_the_body_leaves_no_stale_cancellation(error: BaseException) -> None:
+    """Python 3.11's TaskGroup cancels its parent for a child that fails after the body
+    finished and never takes it back; the rule's TaskGroup does, so the loop retries."""
+    rounds = 0
+
+    async def loop(group: type[asyncio.TaskGroup]) -> int:
+        nonlocal rounds
+        rounds = 0
+        while rounds < 3:
+            rounds += 1
+            with attempt() as tried:
+                await _body_finishes_then_a_child_fails(group, error)
+            assert tried.error is not None
+            await pause(0)
+        return rounds
+
+    assert await asyncio.create_task(loop(TaskGroup)) == 3
+    if sys.version_info < (3, 12):  # what the fix is for: the plain group ends the loop as if stopped
+        task = asyncio.create_task(loop(asyncio.TaskGroup))
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled() and rounds == 1
 
 
 async def test_cancellation_wins_over_the_childrens_errors() -> None:
