@@ -7,16 +7,9 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from connet_core.config.layers import (
-    _deep_merge,
-    _drop_groups_set_by,
-    _env_layer,
-    _flag_layer,
-    _merge_files,
-    _Table,
-    _to_tree,
-    read_config_file,
-)
+from connet_core.config.layers import _env_layer, _flag_layer, _to_tree, file_layer
+from connet_core.config.merge import Table as _Table
+from connet_core.config.merge import layer
 from connet_core.config.schema import _MISPLACED, SCHEMA, _Array, _convert, _describe, _dotted, _Invalid, _Named, _Spec, _suggest, _Value
 from connet_core.config.settings import (
     COMMANDS,
@@ -364,8 +357,7 @@ def sections_present(files: Sequence[Path], environ: Mapping[str, str] | None = 
     """The command sections ([client], [server], [control], [relay]) the files and the
     environment define, in :data:`COMMANDS` order: how ``connet check`` infers what to check."""
     environ = os.environ if environ is None else environ
-    layered = _merge_files([_to_tree(read_config_file(Path(f)), str(f), Path(f).absolute().parent) for f in files])
-    layered = _deep_merge(layered, _env_layer(environ, Path.cwd()))
+    layered = layer([*(file_layer(Path(f)) for f in files), _env_layer(environ, Path.cwd())])
     return [command for command in COMMANDS if command in layered]
 
 
@@ -392,10 +384,7 @@ def load_config(
         raise ConfigError(f"unknown command {command!r} (one of {', '.join(COMMANDS)})")
     environ = os.environ if environ is None else environ
     cwd = Path.cwd()
-    trees = [_to_tree(read_config_file(Path(f)), str(f), Path(f).absolute().parent) for f in files]
-    layered = _merge_files(trees)
-    for top in (_env_layer(environ, cwd), _flag_layer(flags or {}, cwd)):
-        layered = _deep_merge(_drop_groups_set_by(layered, top), top)
+    layered = layer([*(file_layer(Path(f)) for f in files), _env_layer(environ, cwd), _flag_layer(flags or {}, cwd)])
 
     origins: dict[str, str] = {}
     values = _validate_table(layered, SCHEMA, (), origins)

@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 import tomllib
-import warnings
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Mapping, Sequence
 
 from connet_core.config.schema import (
     _LIST_KINDS,
     _MISPLACED,
     SCHEMA,
-    TOKEN_GROUPS,
     _Array,
     _dotted,
     _Leaf,
@@ -22,105 +19,44 @@ from connet_core.config.schema import (
     _suggest,
     _Value,
 )
+from connet_core.config.merge import Table
 from connet_core.config.settings import ENV_PREFIX
 from connet_core.config_limits import TooDeep, check_depth, check_toml_text
 from connet_core.errors import ConfigError
 from connet_core.files import FileRefused, read_file
 
-# --- layered values -------------------------------------------------------------------------
+# --- layers -------------------------------------------------------------------------------
+
+FILES, ENVIRONMENT, FLAGS = 0, 1, 2  # the rank of each layer
 
 
-class _Table(dict):
-    """A table of the layered tree; ``origin`` is where it was (last) defined."""
-
-    def __init__(self, origin: str) -> None:
-        super().__init__()
-        self.origin = origin
-
-
-def _to_tree(raw: Mapping[str, object], origin: str, base_dir: Path) -> _Table:
+def _to_tree(raw: Mapping[str, object], origin: str, base_dir: Path, rank: int = FILES) -> Table:
     """Wrap a parsed TOML mapping: tables stay tables (merged key by key), everything else,
     arrays of tables included, becomes a leaf (replaced whole)."""
-    table = _Table(origin)
+    table = Table(origin, rank)
     for key, value in raw.items():
         if isinstance(value, Mapping):
-            table[key] = _to_tree(value, origin, base_dir)
+            table[key] = _to_tree(value, origin, base_dir, rank)
         else:
-            table[key] = _Value(value, origin, base_dir)
+            table[key] = _Value(value, origin, base_dir, rank)
     return table
 
 
-def _deep_merge(base: _Table, top: _Table) -> _Table:
-    """``top`` over ``base``: tables key by key, anything else replaced whole."""
-    merged = _Table(top.origin if top else base.origin)
-    merged.update(base)
-    for key, value in top.items():
-        old = merged.get(key)
-        if isinstance(old, _Table) and isinstance(value, _Table):
-            merged[key] = _deep_merge(old, value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _group_members(tree: _Table, section: str, members: tuple[str, str]) -> list[str]:
-    table = tree.get(section)
-    if not isinstance(table, _Table):
-        return []
-    return [m for m in members if m in table]
-
-
-def _drop_groups_set_by(base: _Table, top: _Table) -> _Table:
-    """Remove from ``base`` every token group ``top`` sets any member of."""
-    result = _deep_merge(_Table(base.origin), base)  # a copy: layers are not mutated
-    for section, members in TOKEN_GROUPS:
-        if _group_members(top, section, members) and isinstance(result.get(section), _Table):
-            table = _deep_merge(_Table(result[section].origin), result[section])
-            for member in members:
-                table.pop(member, None)
-            result[section] = table
-    return result
-
-
-def _merge_files(trees: Sequence[_Table]) -> _Table:
-    merged = _Table("")
-    for tree in trees:
-        for section, members in TOKEN_GROUPS:
-            old = _group_members(merged, section, members)
-            new = _group_members(tree, section, members)
-            for key in new:
-                for other in old:
-                    if other != key:
-                        raise ConfigError(
-                            f"{tree[section][key].origin}: {section}.{key}: conflicts with "
-                            f"{section}.{other} from {merged[section][other].origin}: give one of them"
-                        )
-        merged = _deep_merge(merged, tree)
-    return merged
+def file_layer(path: Path) -> Table:
+    """One ``--config`` file as a layer; its relative paths are relative to its directory."""
+    return _to_tree(read_config_file(path), str(path), path.absolute().parent)
 
 
 # --- reading the layers ---------------------------------------------------------------------
 
 
-class _LoaderHost:
-    """The part of a dynaconf settings object that ``BaseLoader.get_source_data`` touches.
-
-    A real ``Dynaconf`` object, once set up, also reads ``SETTINGS_FILE_FOR_DYNACONF`` and the
-    other ``*_FOR_DYNACONF`` variables and loads the files they name: a stray variable in the
-    user's environment would then break (or change) our configuration."""
-
-    def __init__(self) -> None:
-        self.__core__ = SimpleNamespace(config=SimpleNamespace(loaded_files=[]))
-
-
 def read_config_file(path: Path) -> dict[str, object]:
-    """The raw mapping of one TOML file, read by dynaconf's TOML loader (nothing else of
-    dynaconf applies: see the module docstring). Raises ConfigError naming the file."""
-    from dynaconf.loaders.base import BaseLoader
-    from dynaconf.vendor import tomllib as dynaconf_tomllib
+    """The raw mapping of one TOML file. Raises ConfigError naming the file.
 
+    The file is read here by the safe reader (files.py: no FIFO, device or huge file) and its
+    text checked for nesting before the TOML parser recurses; dynaconf only ever gets the
+    checked data (merge.py), never the path."""
     origin = str(path)
-    # read here, safely (files.py: no FIFO, device or huge file), and hand dynaconf the text
     try:
         text = read_file(path, "config").decode("utf-8")
         check_toml_text(text)  # before the parser recurses
@@ -130,38 +66,18 @@ def read_config_file(path: Path) -> dict[str, object]:
         raise ConfigError(f"{origin}: not valid TOML: the file is not UTF-8 text") from None
     except TooDeep as exc:
         raise ConfigError(f"{origin}: not accepted: {exc}") from None
-    loader = BaseLoader(
-        obj=_LoaderHost(),
-        env="_envless",
-        identifier="toml",
-        extensions=(),  # no source is a file name: the loader parses the text it is given
-        file_reader=dynaconf_tomllib.load,
-        string_reader=dynaconf_tomllib.loads,
-        opener_params={"mode": "rb"},  # unused (no file source) but read from obj otherwise
-    )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            data = dict(loader.get_source_data([text]).get(text, {}))
+        data = tomllib.loads(text)
         check_depth(data)  # dotted keys nest too: before anything walks the tables
-    except dynaconf_tomllib.TOMLDecodeError as exc:
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
     except TooDeep as exc:
         raise ConfigError(f"{origin}: not accepted: {exc}") from None
     return data
 
 
-def _spec_at(path: Sequence[str]) -> _Spec | None:
-    spec: _Spec = SCHEMA
-    for part in path:
-        if not isinstance(spec, dict) or part not in spec:
-            return None
-        spec = spec[part]
-    return spec
-
-
-def _env_layer(environ: Mapping[str, str], cwd: Path) -> _Table:
-    tree = _Table("environment")
+def _env_layer(environ: Mapping[str, str], cwd: Path) -> Table:
+    tree = Table("environment", ENVIRONMENT)
     for name in sorted(environ):
         if not name.upper().startswith(ENV_PREFIX):
             continue
@@ -193,8 +109,8 @@ def _env_layer(environ: Mapping[str, str], cwd: Path) -> _Table:
                 raise ConfigError(f'{name}: {key}: expected a TOML array such as ["a", "b"]') from None
         node = tree
         for part in path[:-1]:
-            node = node.setdefault(part, _Table(name))
-        node[path[-1]] = _Value(value, name, cwd)
+            node = node.setdefault(part, Table(name, ENVIRONMENT))
+        node[path[-1]] = _Value(value, name, cwd, ENVIRONMENT)
     return tree
 
 
@@ -216,8 +132,8 @@ def _split_flag_key(key: str | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(key.split("."))
 
 
-def _flag_layer(flags: Mapping[str | tuple[str, ...], object], cwd: Path) -> _Table:
-    tree = _Table("flags")
+def _flag_layer(flags: Mapping[str | tuple[str, ...], object], cwd: Path) -> Table:
+    tree = Table("flags", FLAGS)
     for key, value in flags.items():
         if value is None:
             continue
@@ -225,6 +141,6 @@ def _flag_layer(flags: Mapping[str | tuple[str, ...], object], cwd: Path) -> _Ta
         origin = f"flag {flag_name(path)}"
         node = tree
         for part in path[:-1]:
-            node = node.setdefault(part, _Table(origin))
-        node[path[-1]] = _Value(list(value) if isinstance(value, tuple) else value, origin, cwd)
+            node = node.setdefault(part, Table(origin, FLAGS))
+        node[path[-1]] = _Value(list(value) if isinstance(value, tuple) else value, origin, cwd, FLAGS)
     return tree

@@ -113,8 +113,8 @@ SCHEMA: dict[str, _Spec] = {
 }
 
 # Keys that say the same thing two ways: exactly one may be given, and a higher layer that
-# sets either replaces both from the lower layers (SPEC.md: "a token given by flag or
-# environment replaces both token and token-file from files").
+# sets either replaces both from the lower layers (docs/configuration.md: "a token given by
+# flag or environment replaces both token and token-file from files").
 TOKEN_GROUPS: tuple[tuple[str, tuple[str, str]], ...] = (
     ("client", ("token", "token-file")),
     ("relay", ("token", "token-file")),
@@ -144,11 +144,14 @@ _MISPLACED: dict[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class _Value:
-    """A leaf value with where it came from; ``base_dir`` resolves relative paths."""
+    """A leaf value with where it came from; ``base_dir`` resolves relative paths; ``rank`` is
+    its layer (0 files, 1 environment, 2 flags: a token group set by a higher rank replaces
+    the members of the lower ones)."""
 
     value: object
     origin: str
     base_dir: Path
+    rank: int = 0
 
 
 class _Invalid(ValueError):
