@@ -1,5 +1,6 @@
 """The ``connet`` command: a client by default, ``server``, ``control``, ``relay``, ``tui``,
-``cert`` and ``check`` as subcommands (SPEC.md "Commands").
+``cert`` and ``check`` as subcommands. docs/configuration.md describes the keys
+and flags; the daemons' flags are derived from the configuration schema (config/flags.py).
 
 Every failure a user can cause is one line on stderr, ``connet: error: ...``, and exit code 2;
 never a traceback. Heavy modules (the runner, the engines, Textual) are imported only by the
@@ -21,6 +22,7 @@ from connet_core.config import (
     load_config,
     sections_present,
 )
+from connet_core.config.flags import FlagSpec, daemon_flags, file_only_tables, flag_values
 from connet_core.errors import ConfigError, PluginError
 from connet_core.model import HostPort
 
@@ -163,8 +165,9 @@ def _reject_client_options_with(ctx: click.Context) -> None:
 @click.group(
     invoke_without_command=True,
     context_settings=CONTEXT_SETTINGS,
-    epilog="Configuration keys, defaults and CONNET_* variables: see SPEC.md. "
-    "'connet COMMAND --help' shows a command's options.",
+    epilog="Configuration keys, defaults and CONNET_* variables: see docs/configuration.md. "
+    "'connet COMMAND --help' shows a command's options. "
+    "Shell completion: eval \"$(_CONNET_COMPLETE=bash_source connet)\" (zsh_source, fish_source).",
 )
 @click.version_option(package_name="connet", prog_name="connet")
 @common_options
@@ -231,21 +234,53 @@ def cli(
     return run_daemon("client", config_files, flags)
 
 
+def _flag_option(spec: FlagSpec) -> Callable[[F], F]:
+    return click.option(
+        spec.flag,
+        spec.dest,
+        multiple=spec.repeated,
+        metavar=spec.metavar,
+        type=click.Choice(spec.choices) if spec.choices else None,
+        help=spec.help,
+    )
+
+
 def _daemon_command(command: str, summary: str) -> None:
+    """``connet server|control|relay``: the common options and one flag per key of the section."""
+    specs = daemon_flags(command)
+
     def callback(
-        config_files: tuple[Path, ...], log_level: str | None, log_format: str | None, transport: str | None
+        config_files: tuple[Path, ...],
+        log_level: str | None,
+        log_format: str | None,
+        transport: str | None,
+        **values: object,
     ) -> int:
-        return run_daemon(command, config_files, common_flags(log_level, log_format, transport))
+        flags: dict[object, object] = dict(common_flags(log_level, log_format, transport))
+        flags.update(flag_values(specs, values))
+        return run_daemon(command, config_files, flags)  # type: ignore[arg-type]
 
     callback.__doc__ = summary
     short = summary.split("\n", 1)[0]
-    cli.command(name=command, context_settings=CONTEXT_SETTINGS, short_help=short)(common_options(callback))
+    decorated = callback
+    for spec in reversed(specs):
+        decorated = _flag_option(spec)(decorated)
+    decorated = common_options(decorated)  # listed first in --help
+    tables = ", ".join(file_only_tables(command))
+    epilog = (
+        f"Every key of [{command}] has a flag; flags win over CONNET_* variables and --config files. "
+        f"Repeat a flag to give a list. {tables} hold per-token rules: set them in a --config file."
+        if tables
+        else f"Every key of [{command}] has a flag; flags win over CONNET_* variables and --config files."
+    )
+    cli.command(name=command, context_settings=CONTEXT_SETTINGS, short_help=short, epilog=epilog)(decorated)
 
 
 _daemon_command(
     "server",
     "Run control and relay servers in one process ([server]).\n\n"
-    "\b\nconnet server --config server.toml",
+    "\b\nconnet server --config server.toml\n"
+    "connet server --tokens a --tokens b --cert-file server.pem --key-file server-key.pem",
 )
 _daemon_command(
     "control",

@@ -115,10 +115,12 @@ def _env_layer(environ: Mapping[str, str], cwd: Path) -> Table:
 
 
 def flag_name(path: Sequence[str]) -> str:
-    """The command-line flag that sets a key: ``--server-addr``, ``--dst-addr``, ..."""
+    """The command-line flag that sets a key: ``--server-addr``, ``--dst-addr``,
+    ``--ip-restriction-allow-cidrs``, ... (config/flags.py derives the daemons' flags by it)."""
     if len(path) == 4 and path[0] == "client" and path[1] in ("destinations", "sources"):
         return f"--{'dst' if path[1] == 'destinations' else 'src'}-{path[3]}"
-    return f"--{path[-1]}"
+    # a key of a section is its path inside the section: --server-addr, --ip-restriction-allow-cidrs
+    return "--" + "-".join(path[1:] if len(path) > 1 else path)
 
 
 def _split_flag_key(key: str | tuple[str, ...]) -> tuple[str, ...]:
