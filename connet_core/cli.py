@@ -1,5 +1,5 @@
 """The ``connet`` command: a client by default, ``server``, ``control``, ``relay``, ``tui``,
-``cert`` and ``check`` as subcommands. docs/configuration.md describes the keys
+``cert``, ``check`` and ``version`` as subcommands. docs/configuration.md describes the keys
 and flags; the daemons' flags are derived from the configuration schema (config/flags.py).
 
 Every failure a user can cause is one line on stderr, ``connet: error: ...``, and exit code 2;
@@ -380,6 +380,16 @@ def cert(
     for role, path in paths.items():
         click.echo(f"  {str(path):<{width}}  {uses.get(role, role)}")
     click.echo("These are for tests only: clients trust the server through the CA file.")
+    return 0
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+def version() -> int:
+    """Print connet's version, Python's, the QUIC libraries' and the transport auto picks."""
+    from connet_core.versions import version_lines
+
+    for line in version_lines():
+        click.echo(line)
     return 0
 
 

@@ -1,7 +1,7 @@
 """The daemons' flags are derived from the schema: every key of [server], [control] and
 [relay] has one (so flags, files and CONNET_* variables cannot drift), they land where the
-file key would, and they name themselves in errors. Also shell completion, through the
-real command line."""
+file key would, and they name themselves in errors. Also ``connet version`` and shell
+completion, through the real command line."""
 
 from __future__ import annotations
 
@@ -124,8 +124,31 @@ def test_relay_check_from_flags_alone(tmp_path: Path) -> None:
     assert bad.stderr.startswith("connet: error: flag --control-addr: relay.control-addr: ")
 
 
+def test_version_names_connet_python_the_quic_libraries_and_auto() -> None:
+    import importlib.metadata
+    import platform
+
+    result = run_connet("version")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("connet ")
+    assert lines[1] == f"Python {platform.python_version()} ({platform.python_implementation()})"
+    assert lines[2] == f"aioquic {importlib.metadata.version('aioquic')}"
+    assert lines[3] == f"qh3 {importlib.metadata.version('qh3')}"
+    from connet_core.plugins import load_hooks
+
+    assert lines[4] == f"transport auto: {load_hooks().transport('auto').name}"
+    assert lines[4] in ("transport auto: qh3", "transport auto: aioquic")
+    # with qh3 unable to import, auto falls back to aioquic (a module shadowing it that raises)
+    shadow = Path(__file__).parent / "_no_qh3"
+    env = {"PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])}
+    fallback = run_connet("version", env=env)
+    assert fallback.returncode == 0, fallback.stderr
+    assert fallback.stdout.splitlines()[4] == "transport auto: aioquic"
+
+
 def test_shell_completion() -> None:
-    source = run_connet(env={"_CONNET_COMPLETE": "bash_source"})
+    source = run_connet("version", env={"_CONNET_COMPLETE": "bash_source"})
     assert source.returncode == 0 and "_CONNET_COMPLETE=bash_complete" in source.stdout
     words = run_connet(env={"_CONNET_COMPLETE": "bash_complete", "COMP_WORDS": "connet server --ip-re", "COMP_CWORD": "2"})
     assert words.returncode == 0
@@ -133,8 +156,8 @@ def test_shell_completion() -> None:
         "plain,--ip-restriction-allow-cidrs",
         "plain,--ip-restriction-deny-cidrs",
     }
-    commands = run_connet(env={"_CONNET_COMPLETE": "bash_complete", "COMP_WORDS": "connet ch", "COMP_CWORD": "1"})
-    assert commands.stdout.split() == ["plain,check"]
+    commands = run_connet(env={"_CONNET_COMPLETE": "bash_complete", "COMP_WORDS": "connet ve", "COMP_CWORD": "1"})
+    assert commands.stdout.split() == ["plain,version"]
 
 
 def test_the_docs_name_the_file_only_tables_and_completion() -> None:
