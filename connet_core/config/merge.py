@@ -135,7 +135,9 @@ def _to_store(table: Table, schema: Mapping[str, _Spec] | None, names: bool = Fa
     return out
 
 
-def _from_store(data: Mapping[str, object], schema: Mapping[str, _Spec] | None, names: bool = False) -> Table:
+def _from_store(
+    data: Mapping[str, object], schema: Mapping[str, _Spec] | None, names: bool = False, path: tuple[str, ...] = ()
+) -> Table:
     marker = data.get(_ORIGIN_KEY)
     table = Table(marker.origin, marker.rank) if isinstance(marker, _Value) else Table("")
     for stored, node in data.items():
@@ -144,9 +146,13 @@ def _from_store(data: Mapping[str, object], schema: Mapping[str, _Spec] | None, 
         key = _decode_name(stored) if names else stored
         if isinstance(node, Mapping):
             sub = schema if names else _sub_schema(schema, key)
-            table[key] = _from_store(node, sub, names=not names and _named_at(schema, key))
-        else:
+            table[key] = _from_store(node, sub, not names and _named_at(schema, key), (*path, key))
+        elif isinstance(node, _Value):
             table[key] = node
+        else:
+            # only our layers put values in, always wrapped: anything else dynaconf loaded by
+            # itself (a dynaconf release that reads more by default), and it is not used
+            raise ConfigError(f"{_dotted((*path, key))}: set by dynaconf itself, not by a connet layer: refused")
     return table
 
 

@@ -172,8 +172,9 @@ def test_dynaconf_variables_and_files_are_never_read(tmp_path: Path, monkeypatch
     a FIFO (opening it would block forever) and DYNACONF_* values that would change keys."""
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    write(tmp_path, "settings.toml", '[client]\nserver-name = "from-settings-toml"\n')
-    write(tmp_path, ".env", "CONNET_CLIENT__SERVER_NAME=from-dotenv\n")
+    write(tmp_path, "settings.toml", '[client]\nserver-addr = "no-port-from-settings-toml"\n')
+    # were this .env loaded into the environment, the check would fail on the address
+    write(tmp_path, ".env", "CONNET_CLIENT__SERVER_ADDR=no-port-from-dotenv\n")
     config = write(tmp_path, "c.toml", '[client]\ntoken = "t"\n')
     clean = {k: v for k, v in os.environ.items() if not k.upper().startswith(("CONNET_", "DYNACONF"))}
     env = {
