@@ -38,6 +38,7 @@ CLIENT_FLAG_KEYS = {
     "token_file": "client.token-file",
     "server_addr": "client.server-addr",
     "server_cas": "client.server-cas",
+    "server_name": "client.server-name",
     "direct_addr": "client.direct-addr",
     "status_addr": "client.status-addr",
 }
@@ -181,6 +182,11 @@ def _reject_client_options_with(ctx: click.Context) -> None:
     help="PEM CA(s) of the control server certificate.  [default: the system trust store (certifi)]",
 )
 @click.option(
+    "--server-name",
+    metavar="HOST",
+    help="Name checked in the control server certificate.  [default: the host of --server-addr]",
+)
+@click.option(
     "--direct-addr", metavar="HOST:PORT", help="UDP address for direct peer connections and control.  [default: :19192]"
 )
 @click.option("--status-addr", metavar="HOST:PORT", help="HTTP status endpoint.  [default: disabled]")
@@ -201,6 +207,7 @@ def cli(
     token_file: Path | None,
     server_addr: str | None,
     server_cas: Path | None,
+    server_name: str | None,
     direct_addr: str | None,
     status_addr: str | None,
     dst_name: str | None,
@@ -225,6 +232,7 @@ def cli(
         "token_file": token_file,
         "server_addr": server_addr,
         "server_cas": server_cas,
+        "server_name": server_name,
         "direct_addr": direct_addr,
         "status_addr": status_addr,
     }

@@ -66,6 +66,23 @@ def test_every_key_of_the_section_has_a_flag(section: str) -> None:
         assert "set them in a --config file" in help_text
 
 
+def test_every_client_key_has_a_flag() -> None:
+    group = cli.cli
+    options = {opt for param in group.params for opt in getattr(param, "opts", [])}
+    expected = {"--" + "-".join(path[1:]) for path in leaf_paths(SCHEMA["client"], ("client",))}  # type: ignore[arg-type]
+    assert expected <= options
+    # a destination and a source: --dst-name/--dst-addr/--dst-route and the same for --src-
+    for prefix in ("dst", "src"):
+        assert {f"--{prefix}-name", f"--{prefix}-addr", f"--{prefix}-route"} <= options
+
+
+def test_client_server_name_flag(tmp_path: Path) -> None:
+    result = run_connet("check", "--as", "client", env={"CONNET_CLIENT__TOKEN": "t"}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    bad = run_connet("--token", "t", "--server-name", "a b", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("connet: error: flag --server-name: client.server-name: ")
+
+
 def test_flags_land_where_the_file_keys_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # relative paths: the cwd for flags, the file's directory for the file; both tmp_path here
     monkeypatch.chdir(tmp_path)
