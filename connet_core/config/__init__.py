@@ -5,10 +5,13 @@ The package has one module per job:
 
 - :mod:`.settings`: the frozen dataclasses the daemons get;
 - :mod:`.schema`: the schema language, the key tree and the converters (sans-I/O);
-- :mod:`.layers`: reading files (through the safe reader), environment and flags, layered
-  with the origin of each value;
+- :mod:`.layers`: reading each source (files through the safe reader, ``CONNET_*``
+  variables, flags) into a tree whose values keep their origin;
+- :mod:`.merge`: layering those trees through a ``Dynaconf`` settings object, keeping the
+  documented rules where dynaconf's differ;
 - :mod:`.build`: checking the merged tree against the schema and building the settings;
-- :mod:`.checks`: opening the files a built configuration names.
+- :mod:`.checks`: opening the files a built configuration names;
+- :mod:`.flags`: the daemons' command-line flags, derived from the schema.
 """
 
 from connet_core.config.build import load_config, sections_present
