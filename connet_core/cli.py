@@ -1,5 +1,6 @@
 """The ``connet`` command: a client by default, ``server``, ``control``, ``relay``, ``tui``,
-``cert`` and ``check`` as subcommands (SPEC.md "Commands").
+``cert``, ``check`` and ``version`` as subcommands. docs/configuration.md describes the keys
+and flags; the daemons' flags are derived from the configuration schema (config/flags.py).
 
 Every failure a user can cause is one line on stderr, ``connet: error: ...``, and exit code 2;
 never a traceback. Heavy modules (the runner, the engines, Textual) are imported only by the
@@ -21,6 +22,7 @@ from connet_core.config import (
     load_config,
     sections_present,
 )
+from connet_core.config.flags import FlagSpec, daemon_flags, file_only_tables, flag_values
 from connet_core.errors import ConfigError, PluginError
 from connet_core.model import HostPort
 
@@ -36,6 +38,7 @@ CLIENT_FLAG_KEYS = {
     "token_file": "client.token-file",
     "server_addr": "client.server-addr",
     "server_cas": "client.server-cas",
+    "server_name": "client.server-name",
     "direct_addr": "client.direct-addr",
     "status_addr": "client.status-addr",
 }
@@ -163,8 +166,9 @@ def _reject_client_options_with(ctx: click.Context) -> None:
 @click.group(
     invoke_without_command=True,
     context_settings=CONTEXT_SETTINGS,
-    epilog="Configuration keys, defaults and CONNET_* variables: see SPEC.md. "
-    "'connet COMMAND --help' shows a command's options.",
+    epilog="Configuration keys, defaults and CONNET_* variables: see docs/configuration.md. "
+    "'connet COMMAND --help' shows a command's options. "
+    "Shell completion: eval \"$(_CONNET_COMPLETE=bash_source connet)\" (zsh_source, fish_source).",
 )
 @click.version_option(package_name="connet", prog_name="connet")
 @common_options
@@ -176,6 +180,11 @@ def _reject_client_options_with(ctx: click.Context) -> None:
     type=click.Path(),
     metavar="FILE",
     help="PEM CA(s) of the control server certificate.  [default: the system trust store (certifi)]",
+)
+@click.option(
+    "--server-name",
+    metavar="HOST",
+    help="Name checked in the control server certificate.  [default: the host of --server-addr]",
 )
 @click.option(
     "--direct-addr", metavar="HOST:PORT", help="UDP address for direct peer connections and control.  [default: :19192]"
@@ -198,6 +207,7 @@ def cli(
     token_file: Path | None,
     server_addr: str | None,
     server_cas: Path | None,
+    server_name: str | None,
     direct_addr: str | None,
     status_addr: str | None,
     dst_name: str | None,
@@ -222,6 +232,7 @@ def cli(
         "token_file": token_file,
         "server_addr": server_addr,
         "server_cas": server_cas,
+        "server_name": server_name,
         "direct_addr": direct_addr,
         "status_addr": status_addr,
     }
@@ -231,21 +242,53 @@ def cli(
     return run_daemon("client", config_files, flags)
 
 
+def _flag_option(spec: FlagSpec) -> Callable[[F], F]:
+    return click.option(
+        spec.flag,
+        spec.dest,
+        multiple=spec.repeated,
+        metavar=spec.metavar,
+        type=click.Choice(spec.choices) if spec.choices else None,
+        help=spec.help,
+    )
+
+
 def _daemon_command(command: str, summary: str) -> None:
+    """``connet server|control|relay``: the common options and one flag per key of the section."""
+    specs = daemon_flags(command)
+
     def callback(
-        config_files: tuple[Path, ...], log_level: str | None, log_format: str | None, transport: str | None
+        config_files: tuple[Path, ...],
+        log_level: str | None,
+        log_format: str | None,
+        transport: str | None,
+        **values: object,
     ) -> int:
-        return run_daemon(command, config_files, common_flags(log_level, log_format, transport))
+        flags: dict[object, object] = dict(common_flags(log_level, log_format, transport))
+        flags.update(flag_values(specs, values))
+        return run_daemon(command, config_files, flags)  # type: ignore[arg-type]
 
     callback.__doc__ = summary
     short = summary.split("\n", 1)[0]
-    cli.command(name=command, context_settings=CONTEXT_SETTINGS, short_help=short)(common_options(callback))
+    decorated = callback
+    for spec in reversed(specs):
+        decorated = _flag_option(spec)(decorated)
+    decorated = common_options(decorated)  # listed first in --help
+    tables = ", ".join(file_only_tables(command))
+    epilog = (
+        f"Every key of [{command}] has a flag; flags win over CONNET_* variables and --config files. "
+        f"Repeat a flag to give a list. {tables} hold per-token rules: set them in a --config file."
+        if tables
+        else f"Every key of [{command}] has a flag; flags win over CONNET_* variables and --config files."
+    )
+    cli.command(name=command, context_settings=CONTEXT_SETTINGS, short_help=short, epilog=epilog)(decorated)
 
 
 _daemon_command(
     "server",
     "Run control and relay servers in one process ([server]).\n\n"
-    "\b\nconnet server --config server.toml",
+    "\b\nconnet server --config server.toml\n"
+    "connet server --tokens a --tokens b --cert-file server.pem --key-file server-key.pem",
 )
 _daemon_command(
     "control",
@@ -345,6 +388,16 @@ def cert(
     for role, path in paths.items():
         click.echo(f"  {str(path):<{width}}  {uses.get(role, role)}")
     click.echo("These are for tests only: clients trust the server through the CA file.")
+    return 0
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+def version() -> int:
+    """Print connet's version, Python's, the QUIC libraries' and the transport auto picks."""
+    from connet_core.versions import version_lines
+
+    for line in version_lines():
+        click.echo(line)
     return 0
 
 

@@ -1,0 +1,397 @@
+"""Checking the merged tree against the schema and building the frozen settings of one
+command (``load_config``), or listing the sections present (``sections_present``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+from connet_core.config.layers import _env_layer, _flag_layer, _to_tree, file_layer
+from connet_core.config.merge import Table as _Table
+from connet_core.config.merge import layer
+from connet_core.config.schema import _MISPLACED, SCHEMA, _Array, _convert, _describe, _dotted, _Invalid, _Named, _Spec, _suggest, _Value
+from connet_core.config.settings import (
+    COMMANDS,
+    ENV_PREFIX,
+    AuthSettings,
+    CidrRule,
+    ClientSettings,
+    CommonSettings,
+    Config,
+    ControlSettings,
+    EndpointSettings,
+    RelaySettings,
+    ServerSettings,
+    TokenRule,
+    TokenSource,
+)
+from connet_core.config_limits import token_problem
+from connet_core.errors import ConfigError
+from connet_core.files import FileRefused
+from connet_core.model import HostPort, Role, RoutePolicy
+from connet_core.token_files import read_token_file
+
+# --- validation of the merged tree ----------------------------------------------------------
+
+
+def _validate_table(
+    tree: _Table, schema: dict[str, _Spec], path: tuple[str, ...], origins: dict[str, str]
+) -> dict[str, object]:
+    """Check every key of ``tree`` against ``schema``; returns the converted values (tables
+    as dicts, named tables as dicts by name, arrays of tables as lists of dicts)."""
+    out: dict[str, object] = {}
+    for key, node in tree.items():
+        key_path = (*path, key)
+        dotted = _dotted(key_path)
+        if key not in schema:
+            hint = f" ({_MISPLACED[dotted]})" if dotted in _MISPLACED else _suggest(key, schema)
+            raise ConfigError(f"{node.origin}: {dotted}: unknown key{hint}")
+        spec = schema[key]
+        if isinstance(spec, dict):
+            if not isinstance(node, _Table):
+                raise ConfigError(f"{node.origin}: {dotted}: expected a table [{dotted}], got {_describe(node.value)}")
+            out[key] = _validate_table(node, spec, key_path, origins)
+        elif isinstance(spec, _Named):
+            if not isinstance(node, _Table):
+                raise ConfigError(
+                    f"{node.origin}: {dotted}: expected tables [{dotted}.NAME], got {_describe(node.value)}"
+                )
+            named: dict[str, object] = {}
+            for name, sub in node.items():
+                if not isinstance(sub, _Table):
+                    raise ConfigError(
+                        f"{sub.origin}: {dotted}.{name}: expected a table [{dotted}.{name}], got {_describe(sub.value)}"
+                    )
+                if not name.strip():
+                    raise ConfigError(f"{sub.origin}: {dotted}: a name must not be empty")
+                origins.setdefault(f"{dotted}.{name}", sub.origin)
+                named[name] = _validate_table(sub, spec.schema, (*key_path, name), origins)
+            out[key] = named
+        elif isinstance(spec, _Array):
+            items = node.value if isinstance(node, _Value) else None
+            if not isinstance(items, list) or not all(isinstance(item, Mapping) for item in items):
+                got = "a table" if isinstance(node, _Table) else _describe(items)
+                raise ConfigError(f"{node.origin}: {dotted}: expected an array of tables [[{dotted}]], got {got}")
+            origins[dotted] = node.origin
+            out[key] = [
+                _validate_table(
+                    _to_tree(item, node.origin, node.base_dir), spec.schema, (*path, f"{key}[{index}]"), origins
+                )
+                for index, item in enumerate(items, 1)
+            ]
+        else:
+            if isinstance(node, _Table):
+                raise ConfigError(f"{node.origin}: {dotted}: expected a value, got a table")
+            try:
+                out[key] = _convert(spec, node)
+            except _Invalid as exc:
+                raise ConfigError(f"{node.origin}: {dotted}: {exc}") from None
+            origins[dotted] = node.origin
+    return out
+
+
+# --- building the settings ------------------------------------------------------------------
+
+
+class _Section:
+    """Converted values of one section with their origins, for the builders' checks."""
+
+    def __init__(self, name: str, values: dict[str, object], origins: dict[str, str], where: str) -> None:
+        self.name = name
+        self.values = values
+        self.origins = origins
+        self.where = where  # the config files, for errors about keys that are missing
+
+    def get(self, key: str, default: object = None) -> object:
+        return self.values.get(key, default)
+
+    def origin(self, key: str) -> str:
+        return self.origins.get(f"{self.name}.{key}", self.where)
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        prefix = f"{self.origin(key)}: " if self.origin(key) else ""
+        return ConfigError(f"{prefix}{self.name}.{key}: {problem}")
+
+    def missing(self, problem: str) -> ConfigError:
+        prefix = f"{self.where}: " if self.where else ""
+        return ConfigError(f"{prefix}{self.name}: {problem}")
+
+
+def _env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section.upper()}__{key.upper().replace('-', '_')}"
+
+
+def _one_of(section: _Section, members: tuple[str, str], required: bool) -> str | None:
+    """Which member of a token group is given; both is an error, none too if required."""
+    given = [m for m in members if m in section.values]
+    if len(given) == 2:
+        raise ConfigError(
+            f"{section.origin(members[1])}: {section.name}.{members[1]}: give {members[0]} or {members[1]}, not both"
+            f" ({members[0]} from {section.origin(members[0])})"
+        )
+    if not given:
+        if required:
+            raise section.missing(
+                f"{members[0]} or {members[1]} is required (in [{section.name}], "
+                f"{_env_name(section.name, members[0])} or a flag)"
+            )
+        return None
+    return given[0]
+
+
+def _token(section: _Section) -> str:
+    which = _one_of(section, ("token", "token-file"), required=True)
+    if which == "token":
+        token = str(section.get("token"))
+        problem = token_problem(token)
+        if problem is not None:
+            raise section.error("token", problem)
+        return token
+    path = section.get("token-file")
+    assert isinstance(path, Path)
+    try:
+        return read_token_file(path)
+    except FileRefused as exc:
+        raise section.error("token-file", str(exc)) from None
+    except ValueError as exc:  # empty, or too long to send
+        raise section.error("token-file", f"{path}: {exc}") from None
+
+
+def _cidr_rule(values: object) -> CidrRule:
+    if not isinstance(values, dict):
+        return CidrRule()
+    return CidrRule(allow=values.get("allow-cidrs", ()), deny=values.get("deny-cidrs", ()))  # type: ignore[arg-type]
+
+
+def _token_rule(values: dict[str, object]) -> TokenRule:
+    role = values.get("role-matches")
+    return TokenRule(
+        cidr=_cidr_rule(values),
+        name_matches=values.get("name-matches"),  # type: ignore[arg-type]
+        role_matches=Role(role) if isinstance(role, str) else None,
+    )
+
+
+def _auth(
+    section: _Section,
+    tokens_keys: tuple[str, str],
+    ip_key: str,
+    token_ip_key: str,
+    token_rule_key: str | None,
+    required: bool,
+) -> AuthSettings | None:
+    which = _one_of(section, tokens_keys, required)
+    if which is None:
+        for key in (ip_key, token_ip_key):
+            if key in section.values:
+                raise section.error(key, f"needs {tokens_keys[0]} or {tokens_keys[1]}")
+        return None
+    if which == tokens_keys[0]:
+        tokens: tuple[str, ...] = section.get(which)  # type: ignore[assignment]
+        seen: set[str] = set()
+        for index, token in enumerate(tokens, 1):
+            if token in seen:  # positional rules would be ambiguous; never echo the token
+                raise section.error(which, f"item {index} repeats an earlier token")
+            problem = token_problem(token)
+            if problem is not None:
+                raise section.error(which, f"item {index}: {problem}")
+            seen.add(token)
+        source = TokenSource(tokens=tokens)
+    else:
+        source = TokenSource(file=section.get(which))  # type: ignore[arg-type]
+    rules: tuple[TokenRule, ...] | None = None
+    if token_rule_key is not None and token_ip_key in section.values and token_rule_key in section.values:
+        raise section.error(token_rule_key, f"give {token_ip_key} or {token_rule_key}, not both")
+    for key in (token_ip_key, token_rule_key):
+        if key is not None and key in section.values:
+            rules = tuple(_token_rule(item) for item in section.get(key))  # type: ignore[union-attr]
+            if source.tokens is not None and len(rules) != len(source.tokens):
+                raise section.error(
+                    key,
+                    f"{len(rules)} per-token restriction(s) for {len(source.tokens)} token(s) in "
+                    f"{section.name}.{tokens_keys[0]}: give one per token, in the same order",
+                )
+    return AuthSettings(tokens=source, ip_restriction=_cidr_rule(section.get(ip_key)), token_rules=rules)
+
+
+def _cert_files(section: _Section) -> tuple[Path, Path]:
+    for key in ("cert-file", "key-file"):
+        if key not in section.values:
+            raise section.missing(f"{key} is required (in [{section.name}] or {_env_name(section.name, key)})")
+    return section.get("cert-file"), section.get("key-file")  # type: ignore[return-value]
+
+
+def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
+    server_addr: HostPort = section.get("server-addr", HostPort("localhost", 19190))  # type: ignore[assignment]
+    endpoints: dict[Role, list[EndpointSettings]] = {Role.DESTINATION: [], Role.SOURCE: []}
+    for key, role in (("destinations", Role.DESTINATION), ("sources", Role.SOURCE)):
+        named: dict[str, dict[str, object]] = section.get(key, {})  # type: ignore[assignment]
+        for name, values in named.items():
+            if "addr" not in values:
+                origin = section.origins.get(f"client.{key}.{name}", section.where)
+                raise ConfigError(f"{origin}: client.{key}.{name}.addr: required")
+            endpoints[role].append(
+                EndpointSettings(
+                    name=name,
+                    role=role,
+                    addr=values["addr"],  # type: ignore[arg-type]
+                    route=RoutePolicy(values.get("route", "any")),
+                )
+            )
+    return ClientSettings(
+        token=_token(section),
+        server_addr=server_addr,
+        server_cas=section.get("server-cas"),  # type: ignore[arg-type]
+        server_name=section.get("server-name", server_addr.host),  # type: ignore[arg-type]
+        direct_addr=section.get("direct-addr", HostPort("", 19192)),  # type: ignore[arg-type]
+        status_addr=section.get("status-addr"),  # type: ignore[arg-type]
+        destinations=tuple(endpoints[Role.DESTINATION]),
+        sources=tuple(endpoints[Role.SOURCE]),
+        common=common,
+    )
+
+
+def _build_server(section: _Section, common: CommonSettings) -> ServerSettings:
+    cert_file, key_file = _cert_files(section)
+    client_auth = _auth(section, ("tokens", "tokens-file"), "ip-restriction", "token-ip-restriction", "token-restriction", True)
+    assert client_auth is not None
+    control = ControlSettings(
+        cert_file=cert_file,
+        key_file=key_file,
+        client_auth=client_auth,
+        relay_auth=None,  # the relay is built in: it needs no token
+        addr=section.get("addr", HostPort("", 19190)),  # type: ignore[arg-type]
+        status_addr=section.get("status-addr"),  # type: ignore[arg-type]
+        store_dir=section.get("store-dir"),  # type: ignore[arg-type]
+        common=common,
+    )
+    return ServerSettings(
+        control=control,
+        relay_addr=section.get("relay-addr", HostPort("", 19191)),  # type: ignore[arg-type]
+        relay_hostname=section.get("relay-hostname", "localhost"),  # type: ignore[arg-type]
+        common=common,
+    )
+
+
+def _build_control(section: _Section, common: CommonSettings) -> ControlSettings:
+    cert_file, key_file = _cert_files(section)
+    client_auth = _auth(
+        section,
+        ("client-tokens", "client-tokens-file"),
+        "client-ip-restriction",
+        "client-token-ip-restriction",
+        "client-token-restriction",
+        True,
+    )
+    assert client_auth is not None
+    relay_auth = _auth(
+        section, ("relay-tokens", "relay-tokens-file"), "relay-ip-restriction", "relay-token-ip-restriction", None, False
+    )
+    return ControlSettings(
+        cert_file=cert_file,
+        key_file=key_file,
+        client_auth=client_auth,
+        relay_auth=relay_auth,
+        addr=section.get("addr", HostPort("", 19190)),  # type: ignore[arg-type]
+        status_addr=section.get("status-addr"),  # type: ignore[arg-type]
+        store_dir=section.get("store-dir"),  # type: ignore[arg-type]
+        common=common,
+    )
+
+
+def _build_relay(section: _Section, common: CommonSettings) -> RelaySettings:
+    control_addr: HostPort = section.get("control-addr", HostPort("localhost", 19190))  # type: ignore[assignment]
+    return RelaySettings(
+        token=_token(section),
+        addr=section.get("addr", HostPort("", 19191)),  # type: ignore[arg-type]
+        hostname=section.get("hostname", "localhost"),  # type: ignore[arg-type]
+        control_addr=control_addr,
+        control_cas=section.get("control-cas"),  # type: ignore[arg-type]
+        control_name=section.get("control-name", control_addr.host),  # type: ignore[arg-type]
+        status_addr=section.get("status-addr"),  # type: ignore[arg-type]
+        store_dir=section.get("store-dir"),  # type: ignore[arg-type]
+        common=common,
+    )
+
+
+_BUILDERS: dict[str, Callable[[_Section, CommonSettings], object]] = {
+    "client": _build_client,
+    "server": _build_server,
+    "control": _build_control,
+    "relay": _build_relay,
+}
+
+
+def _common(values: dict[str, object], origins: dict[str, str], transport_names: Iterable[str] | None) -> CommonSettings:
+    common = CommonSettings(
+        log_level=values.get("log-level", "info"),  # type: ignore[arg-type]
+        log_format=values.get("log-format", "text"),  # type: ignore[arg-type]
+        transport=values.get("transport", "auto"),  # type: ignore[arg-type]
+        disable_plugins=values.get("disable-plugins", ()),  # type: ignore[arg-type]
+    )
+    from connet_core import plugins  # the plugin manager is needed only to check names
+
+    if common.disable_plugins:
+        installed = plugins.entry_point_names()
+        for name in common.disable_plugins:
+            if name not in installed:
+                raise ConfigError(
+                    f"{origins['disable-plugins']}: disable-plugins: no installed plugin named {name!r} "
+                    f"(installed: {', '.join(installed) or 'none'})"
+                )
+    if transport_names is None:
+        transport_names = plugins.load_hooks(disable=common.disable_plugins).transport_names()
+    known = sorted(set(transport_names))
+    if common.transport not in known:
+        where = f"{origins['transport']}: " if "transport" in origins else ""
+        default = "" if "transport" in origins else " (the default)"
+        raise ConfigError(
+            f"{where}transport: no plugin provides a transport named {common.transport!r}{default} "
+            f"(known: {', '.join(known) or 'none'})"
+        )
+    return common
+
+
+def sections_present(files: Sequence[Path], environ: Mapping[str, str] | None = None) -> list[str]:
+    """The command sections ([client], [server], [control], [relay]) the files and the
+    environment define, in :data:`COMMANDS` order: how ``connet check`` infers what to check."""
+    environ = os.environ if environ is None else environ
+    layered = layer([*(file_layer(Path(f)) for f in files), _env_layer(environ, Path.cwd())])
+    return [command for command in COMMANDS if command in layered]
+
+
+def load_config(
+    command: str,
+    files: Sequence[Path],
+    flags: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    transport_names: Iterable[str] | None = None,
+) -> Config:
+    """Layer ``files``, then ``CONNET_*`` variables of ``environ`` (default: os.environ), then
+    ``flags`` (dotted key path -> value, e.g. ``{"client.server-addr": "h:1"}``; a
+    destination is ``"client.destinations.NAME.addr"``), validate, and build the settings of
+    ``command``. Sections of other commands are checked for unknown keys and types only.
+
+    ``transport_names``: the transports to accept; default, those the plugins provide
+    (an embedding program with its own transport plugin passes its names).
+
+    Raises :class:`ConfigError` with one line naming the key and where it came from; a
+    token-file is read here (its token lands in ``token``).
+    """
+    if command not in COMMANDS:
+        raise ConfigError(f"unknown command {command!r} (one of {', '.join(COMMANDS)})")
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd()
+    layered = layer([*(file_layer(Path(f)) for f in files), _env_layer(environ, cwd), _flag_layer(flags or {}, cwd)])
+
+    origins: dict[str, str] = {}
+    values = _validate_table(layered, SCHEMA, (), origins)
+    common = _common(values, origins, transport_names)
+    where = ", ".join(str(f) for f in files)
+    section = _Section(command, values.get(command, {}), origins, where)  # type: ignore[arg-type]
+    if command not in values and command != "client":
+        raise section.missing(f"no [{command}] section" + (" in these files" if files else " (give --config FILE)"))
+    built = _BUILDERS[command](section, common)
+    return Config(command=command, common=common, sources=origins, **{command: built})  # type: ignore[arg-type]

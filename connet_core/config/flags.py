@@ -1,0 +1,140 @@
+"""Command-line flags for every key of ``[server]``, ``[control]`` and ``[relay]``, derived
+from :data:`~.schema.SCHEMA` so that flags, files and ``CONNET_*`` variables cannot drift.
+
+A key's flag is its path inside the section joined by ``-``: ``server.tokens`` is
+``--tokens``, ``server.ip-restriction.allow-cidrs`` is ``--ip-restriction-allow-cidrs``
+(:func:`~.layers.flag_name` gives the same name for errors). An array key (``tokens``,
+``allow-cidrs``) is a repeated flag. Arrays of tables (``[[server.token-restriction]]``)
+hold positional rules that do not fit flags: they stay file-only, and --help says so.
+Sans-I/O: the CLI turns these specs into click options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from connet_core.config.layers import flag_name
+from connet_core.config.schema import _LIST_KINDS, SCHEMA, _Array, _Leaf, _Named, _Spec
+
+__all__ = ["DAEMON_SECTIONS", "FlagSpec", "daemon_flags", "file_only_tables", "flag_values"]
+
+DAEMON_SECTIONS = ("server", "control", "relay")
+
+_METAVARS = {
+    "listen": "HOST:PORT",
+    "dial": "HOST:PORT",
+    "host": "HOST",
+    "path": "FILE",
+    "strings": "TOKEN",
+    "cidrs": "CIDR",
+    "text": "TOKEN",
+    "regex": "REGEX",
+}
+
+# what each key means, by its path inside the section (docs/configuration.md has the tables)
+_HELP: dict[str, str] = {
+    "addr": "UDP address to listen on.",
+    "cert-file": "Certificate (chain, leaf first), PEM; required.",
+    "key-file": "Private key of --cert-file, PEM; required.",
+    "tokens": "A client token; repeat for more (or --tokens-file).",
+    "tokens-file": "File of client tokens, one per line, # comments; re-read when it changes.",
+    "client-tokens": "A client token; repeat for more (or --client-tokens-file).",
+    "client-tokens-file": "File of client tokens, one per line; re-read when it changes.",
+    "relay-tokens": "A relay token; repeat for more (or --relay-tokens-file). Without any, relays are refused.",
+    "relay-tokens-file": "File of relay tokens, one per line; re-read when it changes.",
+    "relay-addr": "UDP address of the built-in relay.",
+    "relay-hostname": "Host advertised to clients for the relay.",
+    "status-addr": "HTTP status endpoint (JSON at /, Prometheus at /metrics).",
+    "store-dir": "Directory kept across restarts (identity and secrets).",
+    "token": "Relay token for the control server (or --token-file).",
+    "token-file": "File whose first line is the token.",
+    "hostname": "Host advertised to clients for this relay.",
+    "control-addr": "Control server address.",
+    "control-cas": "PEM CA(s) of the control server certificate.",
+    "control-name": "Name checked in the control server certificate.",
+    "allow-cidrs": "Admit only addresses in this CIDR; repeat for more.",
+    "deny-cidrs": "Refuse addresses in this CIDR; repeat for more.",
+}
+
+_DEFAULTS: dict[str, str] = {
+    "server.addr": ":19190",
+    "server.relay-addr": ":19191",
+    "server.relay-hostname": "localhost",
+    "control.addr": ":19190",
+    "relay.addr": ":19191",
+    "relay.hostname": "localhost",
+    "relay.control-addr": "localhost:19190",
+    "relay.control-name": "the host of --control-addr",
+    "relay.control-cas": "the system trust store (certifi)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FlagSpec:
+    """One flag: the key it sets, its name, click's parameter name, and how it reads."""
+
+    path: tuple[str, ...]  # ("server", "ip-restriction", "allow-cidrs")
+    flag: str  # "--ip-restriction-allow-cidrs"
+    dest: str  # "ip_restriction_allow_cidrs"
+    metavar: str
+    repeated: bool
+    choices: tuple[str, ...]
+    help: str
+
+
+def _help(path: tuple[str, ...]) -> str:
+    inner = path[1:]
+    text = _HELP[inner[-1]]
+    if len(inner) > 1:  # a key of a sub-table: say which
+        text = f"[{'.'.join(path[:-1])}] {text}"
+    default = _DEFAULTS.get(".".join(path))
+    return f"{text}  [default: {default}]" if default else text
+
+
+def _walk(schema: Mapping[str, _Spec], path: tuple[str, ...], out: list[FlagSpec], file_only: list[str]) -> None:
+    for key, spec in schema.items():
+        key_path = (*path, key)
+        if isinstance(spec, _Leaf):
+            flag = flag_name(key_path)
+            metavar = "DIR" if key == "store-dir" else _METAVARS.get(spec.kind, "|".join(spec.choices) or "VALUE")
+            out.append(
+                FlagSpec(
+                    path=key_path,
+                    flag=flag,
+                    dest=flag[2:].replace("-", "_"),
+                    metavar=metavar,
+                    repeated=spec.kind in _LIST_KINDS,
+                    choices=spec.choices,
+                    help=_help(key_path),
+                )
+            )
+        elif isinstance(spec, (_Array, _Named)):
+            file_only.append(f"[[{'.'.join(key_path)}]]" if isinstance(spec, _Array) else f"[{'.'.join(key_path)}.NAME]")
+        else:
+            _walk(spec, key_path, out, file_only)
+
+
+def daemon_flags(section: str) -> list[FlagSpec]:
+    """The flags of ``connet SECTION``: one per leaf key of ``[SECTION]``, in schema order."""
+    out: list[FlagSpec] = []
+    _walk(SCHEMA[section], (section,), out, [])  # type: ignore[arg-type]
+    return out
+
+
+def file_only_tables(section: str) -> list[str]:
+    """The tables of ``[SECTION]`` that have no flags (arrays of tables)."""
+    file_only: list[str] = []
+    _walk(SCHEMA[section], (section,), [], file_only)  # type: ignore[arg-type]
+    return file_only
+
+
+def flag_values(specs: list[FlagSpec], values: Mapping[str, object]) -> dict[tuple[str, ...], object]:
+    """click's parameters -> the flags layer (key path -> value); flags not given are left out."""
+    flags: dict[tuple[str, ...], object] = {}
+    for spec in specs:
+        value = values.get(spec.dest)
+        if value is None or (spec.repeated and not value):
+            continue
+        flags[spec.path] = list(value) if spec.repeated else value  # type: ignore[call-overload]
+    return flags

@@ -1,0 +1,282 @@
+"""The schema language (:class:`_Leaf`, :class:`_Named`, :class:`_Array`), the key tree
+:data:`SCHEMA` every layer is checked against, and the converters that turn a raw value into
+its declared type. Sans-I/O: nothing here reads a file or the environment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence, Union
+
+from connet_core.config.settings import LOG_FORMATS, LOG_LEVELS
+from connet_core.model import HostPort, Role, RoutePolicy
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# --- the key tree -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    """A key holding a value. ``kind`` names its converter; ``choices`` for enums."""
+
+    kind: str
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """``[parent.NAME]`` tables: any name, each table shaped by ``schema``."""
+
+    schema: dict[str, "_Spec"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Array:
+    """``[[parent]]`` array of tables, each shaped by ``schema``; replaced whole when layered."""
+
+    schema: dict[str, "_Spec"]
+
+
+_Spec = Union[_Leaf, _Named, _Array, dict]
+
+_ROUTES = tuple(p.value for p in RoutePolicy)
+_ROLES = tuple(r.value for r in Role)
+_CIDR_RULE: dict[str, _Spec] = {"allow-cidrs": _Leaf("cidrs"), "deny-cidrs": _Leaf("cidrs")}
+_TOKEN_RULE: dict[str, _Spec] = {
+    **_CIDR_RULE,
+    "name-matches": _Leaf("regex"),
+    "role-matches": _Leaf("enum", _ROLES),
+}
+
+SCHEMA: dict[str, _Spec] = {
+    "log-level": _Leaf("enum", LOG_LEVELS),
+    "log-format": _Leaf("enum", LOG_FORMATS),
+    "transport": _Leaf("text"),
+    "disable-plugins": _Leaf("strings"),
+    "client": {
+        "token": _Leaf("text"),
+        "token-file": _Leaf("path"),
+        "server-addr": _Leaf("dial"),
+        "server-cas": _Leaf("path"),
+        "server-name": _Leaf("host"),
+        "direct-addr": _Leaf("listen"),
+        "status-addr": _Leaf("listen"),
+        "destinations": _Named({"addr": _Leaf("dial"), "route": _Leaf("enum", _ROUTES)}),
+        "sources": _Named({"addr": _Leaf("listen"), "route": _Leaf("enum", _ROUTES)}),
+    },
+    "server": {
+        "addr": _Leaf("listen"),
+        "cert-file": _Leaf("path"),
+        "key-file": _Leaf("path"),
+        "tokens": _Leaf("strings"),
+        "tokens-file": _Leaf("path"),
+        "relay-addr": _Leaf("listen"),
+        "relay-hostname": _Leaf("host"),
+        "status-addr": _Leaf("listen"),
+        "store-dir": _Leaf("path"),
+        "ip-restriction": dict(_CIDR_RULE),
+        "token-ip-restriction": _Array(_CIDR_RULE),
+        "token-restriction": _Array(_TOKEN_RULE),
+    },
+    "control": {
+        "addr": _Leaf("listen"),
+        "cert-file": _Leaf("path"),
+        "key-file": _Leaf("path"),
+        "client-tokens": _Leaf("strings"),
+        "client-tokens-file": _Leaf("path"),
+        "relay-tokens": _Leaf("strings"),
+        "relay-tokens-file": _Leaf("path"),
+        "status-addr": _Leaf("listen"),
+        "store-dir": _Leaf("path"),
+        "client-ip-restriction": dict(_CIDR_RULE),
+        "client-token-ip-restriction": _Array(_CIDR_RULE),
+        "client-token-restriction": _Array(_TOKEN_RULE),
+        "relay-ip-restriction": dict(_CIDR_RULE),
+        "relay-token-ip-restriction": _Array(_CIDR_RULE),
+    },
+    "relay": {
+        "token": _Leaf("text"),
+        "token-file": _Leaf("path"),
+        "addr": _Leaf("listen"),
+        "hostname": _Leaf("host"),
+        "control-addr": _Leaf("dial"),
+        "control-cas": _Leaf("path"),
+        "control-name": _Leaf("host"),
+        "status-addr": _Leaf("listen"),
+        "store-dir": _Leaf("path"),
+    },
+}
+
+# Keys that say the same thing two ways: exactly one may be given, and a higher layer that
+# sets either replaces both from the lower layers (docs/configuration.md: "a token given by
+# flag or environment replaces both token and token-file from files").
+TOKEN_GROUPS: tuple[tuple[str, tuple[str, str]], ...] = (
+    ("client", ("token", "token-file")),
+    ("relay", ("token", "token-file")),
+    ("server", ("tokens", "tokens-file")),
+    ("control", ("client-tokens", "client-tokens-file")),
+    ("control", ("relay-tokens", "relay-tokens-file")),
+)
+
+_LIST_KINDS = ("strings", "cidrs")
+
+# unknown keys that are known elsewhere: say where they belong instead of guessing a spelling
+_MISPLACED: dict[str, str] = {
+    "server.relay-tokens": "[server] has its relay built in and takes no relay tokens",
+    "server.relay-tokens-file": "[server] has its relay built in and takes no relay tokens",
+    "server.client-tokens": "in [server] the client tokens are called tokens",
+    "server.client-tokens-file": "in [server] the client tokens file is called tokens-file",
+    "control.tokens": "in [control] the client tokens are called client-tokens",
+    "control.tokens-file": "in [control] the client tokens file is called client-tokens-file",
+    "control.relay-addr": "[control] has no relay: use [server], or run connet relay",
+    "control.relay-hostname": "[control] has no relay: use [server], or run connet relay",
+    "control.ip-restriction": "in [control] it is client-ip-restriction or relay-ip-restriction",
+    "control.token-ip-restriction": "in [control] it is client-token-ip-restriction or relay-token-ip-restriction",
+    "control.token-restriction": "in [control] it is client-token-restriction",
+}
+
+
+
+@dataclass(frozen=True, slots=True)
+class _Value:
+    """A leaf value with where it came from; ``base_dir`` resolves relative paths; ``rank`` is
+    its layer (0 files, 1 environment, 2 flags: a token group set by a higher rank replaces
+    the members of the lower ones)."""
+
+    value: object
+    origin: str
+    base_dir: Path
+    rank: int = 0
+
+
+class _Invalid(ValueError):
+    """A value failed its converter; the message is the reason, without key or origin."""
+
+
+def _dotted(path: Sequence[str]) -> str:
+    return ".".join(path)
+
+
+# --- converters -----------------------------------------------------------------------------
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, str):
+        return "a string"
+    return type(value).__name__
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a string, got {_describe(value)}")
+    if not value.strip():
+        raise _Invalid("must not be empty")
+    return value
+
+
+def _host(value: object) -> str:
+    text = _text(value).strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if any(c.isspace() for c in text) or "/" in text:
+        raise _Invalid(f"{value!r} is not a host name or address")
+    if ":" in text:
+        try:
+            ipaddress.IPv6Address(text.split("%", 1)[0])
+        except ValueError:
+            raise _Invalid(f"{value!r} is not a host name or address (no port here)") from None
+    return text
+
+
+def _listen(value: object) -> HostPort:
+    try:
+        return HostPort.parse(_text(value))
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+def _dial(value: object) -> HostPort:
+    addr = _listen(value)
+    if not addr.host:
+        raise _Invalid(f"{value!r} has no host (write host:port)")
+    if addr.port == 0:
+        raise _Invalid(f"{value!r}: port 0 cannot be dialed")
+    return addr
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _Invalid(f"expected an array of strings, got {_describe(value)}")
+    for index, item in enumerate(value, 1):
+        if not isinstance(item, str):
+            raise _Invalid(f"item {index}: expected a string, got {_describe(item)}")
+        if not item.strip():
+            raise _Invalid(f"item {index}: must not be empty")
+    return tuple(value)
+
+
+def _cidrs(value: object) -> tuple[IPNetwork, ...]:
+    networks = []
+    for item in _strings(value):
+        try:
+            # like Go's net.ParseCIDR: host bits are masked, not refused
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise _Invalid(f"{item!r} is not a CIDR (like 10.0.0.0/8 or 2001:db8::/32)") from None
+    return tuple(networks)
+
+
+def _regex(value: object) -> str:
+    text = _text(value)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise _Invalid(f"{text!r} is not a valid regular expression ({exc})") from None
+    return text
+
+
+_CONVERTERS: dict[str, Callable[[object], object]] = {
+    "text": _text,
+    "host": _host,
+    "listen": _listen,
+    "dial": _dial,
+    "strings": _strings,
+    "cidrs": _cidrs,
+    "regex": _regex,
+}
+
+
+def _convert(leaf: _Leaf, value: _Value) -> object:
+    raw = value.value
+    if leaf.kind == "enum":
+        if not isinstance(raw, str):
+            raise _Invalid(f"expected one of {', '.join(leaf.choices)}, got {_describe(raw)}")
+        if raw not in leaf.choices:
+            raise _Invalid(f"{raw!r} is not one of {', '.join(leaf.choices)}")
+        return raw
+    if leaf.kind == "path":
+        text = _text(raw)
+        return value.base_dir / Path(text).expanduser()
+    return _CONVERTERS[leaf.kind](raw)
+
+
+def _suggest(key: str, spec: object) -> str:
+    if not isinstance(spec, dict):
+        return ""
+    close = difflib.get_close_matches(key, list(spec), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -1,0 +1,132 @@
+"""The frozen settings a configuration builds, and the names of its commands.
+
+These dataclasses are what the daemons, the hooks and embedding programs get; nothing in them
+knows how the configuration was layered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from connet_core.model import HostPort, Role, RoutePolicy
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class CommonSettings:
+    log_level: str = "info"  # debug | info | warn | error
+    log_format: str = "text"  # text | json
+    transport: str = "auto"  # the quic plugin: qh3 when it imports, else aioquic
+    disable_plugins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSource:
+    """Tokens given inline, or a file read (and re-read on change) by the tokens plugin."""
+
+    tokens: tuple[str, ...] | None = None
+    file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CidrRule:
+    allow: tuple[IPNetwork, ...] = ()
+    deny: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRule:
+    """Per-token restriction, matched to tokens by position."""
+
+    cidr: CidrRule = CidrRule()
+    name_matches: str | None = None  # a regular expression that must match the whole name
+    role_matches: Role | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """What the authentication hooks get: one set per kind of principal."""
+
+    tokens: TokenSource
+    ip_restriction: CidrRule = CidrRule()
+    token_rules: tuple[TokenRule, ...] | None = None  # None: no per-token rules
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSettings:
+    """A destination or a source."""
+
+    name: str
+    role: Role
+    addr: HostPort
+    route: RoutePolicy = RoutePolicy.ANY
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    token: str
+    server_addr: HostPort = HostPort("localhost", 19190)
+    server_cas: Path | None = None
+    server_name: str = "localhost"
+    direct_addr: HostPort = HostPort("", 19192)
+    status_addr: HostPort | None = None
+    destinations: tuple[EndpointSettings, ...] = ()
+    sources: tuple[EndpointSettings, ...] = ()
+    common: CommonSettings = CommonSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class ControlSettings:
+    cert_file: Path
+    key_file: Path
+    client_auth: AuthSettings
+    relay_auth: AuthSettings | None = None  # None: relays are not accepted
+    addr: HostPort = HostPort("", 19190)
+    status_addr: HostPort | None = None
+    store_dir: Path | None = None  # None: a new temp directory per run
+    common: CommonSettings = CommonSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    token: str
+    addr: HostPort = HostPort("", 19191)
+    hostname: str = "localhost"
+    control_addr: HostPort = HostPort("localhost", 19190)
+    control_cas: Path | None = None
+    control_name: str = "localhost"
+    status_addr: HostPort | None = None
+    store_dir: Path | None = None
+    common: CommonSettings = CommonSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Control and relay in one process (``connet server``); the relay is built in."""
+
+    control: ControlSettings
+    relay_addr: HostPort = HostPort("", 19191)
+    relay_hostname: str = "localhost"
+    common: CommonSettings = CommonSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What ``load_config`` returns: the common keys and the section for the command."""
+
+    command: str  # "client" | "server" | "control" | "relay"
+    common: CommonSettings = CommonSettings()
+    client: ClientSettings | None = None
+    server: ServerSettings | None = None
+    control: ControlSettings | None = None
+    relay: RelaySettings | None = None
+    sources: dict[str, str] = field(default_factory=dict)  # dotted key -> where it came from
+
+
+COMMANDS = ("client", "server", "control", "relay")
+ENV_PREFIX = "CONNET_"
+LOG_LEVELS = ("debug", "info", "warn", "error")
+LOG_FORMATS = ("text", "json")
