@@ -151,6 +151,9 @@ class Peers:
     def _forget(self, peer: Peer) -> None:
         log.info("peer %s is gone", peer.label)
         del self._state.peers[peer.hash]
+        # and its end-to-end TLS contexts: a restarted peer comes back with a new certificate,
+        # so keeping them would grow the cache with every restart of a relayed peer
+        self._state.tls.forget(peer.certificate)
         if peer.dialer is not None:
             peer.dialer.cancel()
         for pc in peer.connections:

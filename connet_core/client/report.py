@@ -74,4 +74,5 @@ def client_status(settings: ClientSettings, state: ClientState, endpoint: Endpoi
         "observed_addr": str(state.observed) if state.observed else None,
         "direct_addr": str(endpoint.local_address) if endpoint else None,
         "endpoints": endpoints,
+        "relay_tls_contexts": len(state.tls),
     }
