@@ -20,6 +20,13 @@ import asyncio
 import logging
 import socket
 
+from connet_core.client.control_link import ControlLink
+from connet_core.client.destinations import Destinations
+from connet_core.client.peers import Peers
+from connet_core.client.relays import Relays
+from connet_core.client.report import client_status
+from connet_core.client.sources import Sources, listen_tcp
+from connet_core.client.state import ClientState, Key, Peer, RelayLink
 from connet_core.config import ClientSettings, EndpointSettings
 from connet_core.logs import log_listening
 from connet_core.model import HostPort
@@ -28,13 +35,6 @@ from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.messages import ALPN_PEER, PeerInfo
 from connet_core.tls_stream import PinnedContexts
 from connet_core.transport import Endpoint, TLSIdentity
-from connet_core.client.control_link import ControlLink
-from connet_core.client.destinations import Destinations
-from connet_core.client.peers import Peers
-from connet_core.client.relays import Relays
-from connet_core.client.report import client_status
-from connet_core.client.sources import Sources, listen_tcp
-from connet_core.client.state import ClientState, Key, Peer, RelayLink
 
 __all__ = ["Client"]
 

@@ -8,6 +8,7 @@ import logging
 from typing import Awaitable, Callable
 
 from connet_core.addresses import local_candidates
+from connet_core.client.state import HANDSHAKE_STEP_TIMEOUT, ClientState, role_of
 from connet_core.component import RECONNECT_CEILING, Backoff, dial_until_up
 from connet_core.config import ClientSettings
 from connet_core.errors import ConnectionLost, ProtocolError
@@ -25,7 +26,6 @@ from connet_core.protocol.messages import (
 from connet_core.protocol.streams import MessageStream
 from connet_core.supervise import attempt, close_code, describe, pause
 from connet_core.transport import Connection, Endpoint, Trust
-from connet_core.client.state import HANDSHAKE_STEP_TIMEOUT, ClientState, role_of
 
 log = logging.getLogger("connet.client")
 

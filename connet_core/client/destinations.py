@@ -8,6 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from connet_core.client.state import (
+    HANDSHAKE_STEP_TIMEOUT,
+    UNKNOWN_PEER_GRACE,
+    ClientState,
+    Peer,
+    PeerConnection,
+    RelayLink,
+)
 from connet_core.config import ClientSettings, EndpointSettings
 from connet_core.errors import ConnectionLost, ProtocolError, StreamReset
 from connet_core.forward import dial_tcp, pump
@@ -17,14 +25,6 @@ from connet_core.protocol.messages import Connect, Connected, ConnectRefused, Pe
 from connet_core.protocol.streams import MessageStream
 from connet_core.tls_stream import TLSStream
 from connet_core.transport import Stream
-from connet_core.client.state import (
-    HANDSHAKE_STEP_TIMEOUT,
-    UNKNOWN_PEER_GRACE,
-    ClientState,
-    Peer,
-    PeerConnection,
-    RelayLink,
-)
 
 log = logging.getLogger("connet.client")
 

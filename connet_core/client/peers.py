@@ -15,15 +15,6 @@ from typing import Awaitable, Callable
 
 from connet_core.addresses import DialLimiter
 from connet_core.certs import sign_proof, verify_proof
-from connet_core.component import Backoff, spawn
-from connet_core.config import ClientSettings
-from connet_core.errors import ConnectionLost, DialError, ProtocolError, StreamReset
-from connet_core.model import HostPort, PathKind, RoutePolicy, certificate_hash
-from connet_core.protocol.codes import CloseCode
-from connet_core.protocol.messages import ALPN_PEER, Challenge, Hello, PeersUpdate, Proof, Welcome
-from connet_core.protocol.streams import MessageStream
-from connet_core.supervise import attempt, checkpoint, close_code, contained, describe
-from connet_core.transport import Connection, Endpoint, Stream, Trust
 from connet_core.client.state import (
     HANDSHAKE_STEP_TIMEOUT,
     PEER_DIAL_TIMEOUT,
@@ -35,6 +26,15 @@ from connet_core.client.state import (
     local_route,
     role_of,
 )
+from connet_core.component import Backoff, spawn
+from connet_core.config import ClientSettings
+from connet_core.errors import ConnectionLost, DialError, ProtocolError, StreamReset
+from connet_core.model import HostPort, PathKind, RoutePolicy, certificate_hash
+from connet_core.protocol.codes import CloseCode
+from connet_core.protocol.messages import ALPN_PEER, Challenge, Hello, PeersUpdate, Proof, Welcome
+from connet_core.protocol.streams import MessageStream
+from connet_core.supervise import attempt, checkpoint, close_code, contained, describe
+from connet_core.transport import Connection, Endpoint, Stream, Trust
 
 log = logging.getLogger("connet.client")
 

@@ -10,14 +10,6 @@ import logging
 from typing import Awaitable, Callable
 
 from connet_core.certs import sign_proof
-from connet_core.component import RECONNECT_CEILING, Backoff, spawn
-from connet_core.errors import ConnectionLost, DialError
-from connet_core.model import HostPort, certificate_hash
-from connet_core.protocol.codes import CloseCode
-from connet_core.protocol.messages import ALPN_RELAY, Challenge, Hello, Proof, RelayInfo, RelaysUpdate, Welcome
-from connet_core.protocol.streams import MessageStream
-from connet_core.supervise import attempt, close_code, contained, describe, pause
-from connet_core.transport import Connection, Endpoint, Stream, Trust
 from connet_core.client.state import (
     HANDSHAKE_STEP_TIMEOUT,
     PEER_DIAL_TIMEOUT,
@@ -26,6 +18,14 @@ from connet_core.client.state import (
     RelayLink,
     role_of,
 )
+from connet_core.component import RECONNECT_CEILING, Backoff, spawn
+from connet_core.errors import ConnectionLost, DialError
+from connet_core.model import HostPort, certificate_hash
+from connet_core.protocol.codes import CloseCode
+from connet_core.protocol.messages import ALPN_RELAY, Challenge, Hello, Proof, RelayInfo, RelaysUpdate, Welcome
+from connet_core.protocol.streams import MessageStream
+from connet_core.supervise import attempt, close_code, contained, describe, pause
+from connet_core.transport import Connection, Endpoint, Stream, Trust
 
 log = logging.getLogger("connet.client")
 

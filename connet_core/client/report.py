@@ -3,10 +3,10 @@ docs/schemas/client.json). Read-only: a view of the shared state at this moment.
 
 from __future__ import annotations
 
+from connet_core.client.state import ClientState, Key, Peer, local_route
 from connet_core.config import ClientSettings
 from connet_core.model import PathKind, Role, RoutePolicy
 from connet_core.transport import Endpoint
-from connet_core.client.state import ClientState, Key, Peer, local_route
 
 
 def client_status(settings: ClientSettings, state: ClientState, endpoint: Endpoint | None) -> dict:

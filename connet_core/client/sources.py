@@ -9,6 +9,7 @@ import logging
 import socket
 import time
 
+from connet_core.client.state import ClientState, Peer, PeerConnection, RelayLink
 from connet_core.component import Backoff, spawn
 from connet_core.config import EndpointSettings
 from connet_core.errors import ConfigError, ConnectionLost, ProtocolError, StreamReset
@@ -22,7 +23,6 @@ from connet_core.protocol.streams import MessageStream
 from connet_core.supervise import attempt, contained, describe, pause
 from connet_core.tls_stream import TLSStream
 from connet_core.transport import Connection, Stream
-from connet_core.client.state import ClientState, Peer, PeerConnection, RelayLink
 
 log = logging.getLogger("connet.client")
 
