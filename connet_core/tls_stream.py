@@ -49,8 +49,13 @@ class PinnedContexts:
         return ctx
 
     def forget(self, peer_der: bytes) -> None:
+        """Drop the contexts pinned to ``peer_der`` (the peer is gone). Streams already
+        wrapped keep theirs; a stream opened later would build a new one."""
         self._cache.pop((True, peer_der), None)
         self._cache.pop((False, peer_der), None)
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
 
 class TLSStream:

@@ -1,0 +1,132 @@
+"""The client's session with the control server: authenticate, announce every destination
+and source, then hand each update control sends to the part it is for. Redialed with
+backoff whenever it ends; tunnels do not depend on it being up."""
+
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable
+
+from connet_core.addresses import local_candidates
+from connet_core.client.state import HANDSHAKE_STEP_TIMEOUT, ClientState, role_of
+from connet_core.component import RECONNECT_CEILING, Backoff, dial_until_up
+from connet_core.config import ClientSettings
+from connet_core.errors import ConnectionLost, ProtocolError
+from connet_core.model import HostPort
+from connet_core.protocol.codes import CloseCode
+from connet_core.protocol.messages import (
+    ALPN_CONTROL,
+    Announce,
+    AnnounceRefused,
+    Authenticate,
+    Authenticated,
+    PeersUpdate,
+    RelaysUpdate,
+)
+from connet_core.protocol.streams import MessageStream
+from connet_core.supervise import attempt, close_code, describe, pause
+from connet_core.transport import Connection, Endpoint, Trust
+
+log = logging.getLogger("connet.client")
+
+CONTROL_DIAL_TIMEOUT = 5.0
+
+
+class ControlLink:
+    """Keeps the control session up; ``on_peers`` and ``on_relays`` take its news."""
+
+    def __init__(
+        self, settings: ClientSettings, state: ClientState, endpoint: Endpoint, *,
+        on_peers: Callable[[PeersUpdate], Awaitable[None]], on_relays: Callable[[RelaysUpdate], None],
+    ) -> None:
+        self._settings = settings
+        self._state = state
+        self._endpoint = endpoint
+        self._on_peers = on_peers
+        self._on_relays = on_relays
+
+    def _announcements(self) -> list[Announce]:
+        addresses = tuple(self._direct_candidates())
+        certificate = self._state.identity.certificate
+        return [
+            Announce(e.name, e.role.value, e.route.value, certificate, addresses)
+            for e in (*self._settings.destinations, *self._settings.sources)
+        ]
+
+    def _direct_candidates(self) -> list[str]:
+        """Where peers may dial us, besides the address control observes."""
+        bound = self._endpoint.local_address
+        ip = bound.ip()
+        if ip is not None and not ip.is_unspecified:
+            return [str(bound)]  # bound to one address: nothing else reaches this socket
+        server_addr = self._settings.server_addr
+        server_ip = server_addr.ip()
+        # on one machine (tests, demos) loopback is a real path; across machines it is not
+        loopback = (server_ip is not None and server_ip.is_loopback) or server_addr.host == "localhost"
+        return local_candidates(bound.port, include_loopback=loopback)
+
+    async def run(self) -> None:
+        unreachable = Backoff(0.5, RECONNECT_CEILING)
+        refused = Backoff(5.0, 60.0)  # a refused token or address will not fix itself soon
+        settings = self._settings
+        state = self._state
+        trust = Trust(server_name=settings.server_name, cafile=settings.server_cas)
+        while True:
+            conn = await dial_until_up(self._endpoint, settings.server_addr, alpn=ALPN_CONTROL, trust=trust,
+                                       timeout=CONTROL_DIAL_TIMEOUT, backoff=unreachable, logger=log,
+                                       what="control server")
+            try:
+                with attempt() as tried:
+                    await self._session(conn)
+            except BaseException as exc:
+                conn.close(close_code(exc), "client stopping")
+                raise
+            finally:
+                if state.control_connected:  # a session was up: start over with short waits
+                    unreachable.reset()
+                    refused.reset()
+                state.control_connected = False
+            backoff = self._failed(conn, tried.error, unreachable, refused)
+            await pause(backoff.next_delay())
+
+    def _failed(self, conn: Connection, error: BaseException | None, unreachable: Backoff,
+                refused: Backoff) -> Backoff:
+        """One line for how the session ended; the backoff before the next one."""
+        addr = self._settings.server_addr
+        if isinstance(error, ConnectionLost):
+            if error.code == CloseCode.AUTH_FAILED:
+                log.error("control server %s refused the token (auth-failed); retrying", addr)
+                return refused
+            if error.code == CloseCode.FORBIDDEN:
+                log.error("control server %s refused this client (forbidden); retrying", addr)
+                return refused
+            log.warning("lost the control server %s: %s", addr, CloseCode.describe(error.code))
+        elif error is not None:
+            log.warning("control session failed: %s; retrying", describe(error))
+            conn.close(close_code(error), "protocol error")
+        conn.close(CloseCode.OK)
+        return unreachable
+
+    async def _session(self, conn: Connection) -> None:
+        state = self._state
+        messages = MessageStream(await conn.open_stream())
+        await messages.send(Authenticate(token=self._settings.token))
+        welcome = await messages.recv(Authenticated, timeout=HANDSHAKE_STEP_TIMEOUT)
+        try:
+            state.observed = HostPort.parse(welcome.observed_addr)
+        except ValueError:
+            raise ProtocolError(f"control sent a bad observed address {welcome.observed_addr[:60]!r}") from None
+        state.control_connected = True
+        log.info("connected to control server %s; observed address %s", self._settings.server_addr, state.observed)
+        for announce in self._announcements():
+            await messages.send(announce)
+        while True:
+            message = await messages.recv((PeersUpdate, AnnounceRefused, RelaysUpdate))
+            if isinstance(message, PeersUpdate):
+                await self._on_peers(message)
+            elif isinstance(message, RelaysUpdate):
+                self._on_relays(message)
+            elif isinstance(message, AnnounceRefused):
+                reason = f"control refused {message.role} {message.name!r}: {CloseCode.describe(message.code)}"
+                state.refused[(message.name, role_of(message.role))] = reason
+                log.error(reason, extra={"endpoint": message.name})

@@ -1,0 +1,302 @@
+"""Peers and their direct paths: the clients control matched with this one, and one proven
+QUIC connection per peer, dialed in parallel from the socket that reaches control (both
+ends dial at once, which is what opens the NAT mappings) or accepted from the peer.
+
+Streams the peer opens on a direct connection go to ``serve_stream`` (the destinations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Awaitable, Callable
+
+from connet_core.addresses import DialLimiter
+from connet_core.certs import sign_proof, verify_proof
+from connet_core.client.state import (
+    HANDSHAKE_STEP_TIMEOUT,
+    PEER_DIAL_TIMEOUT,
+    UNKNOWN_PEER_GRACE,
+    ClientState,
+    LocalIdentity,
+    Peer,
+    PeerConnection,
+    local_route,
+    role_of,
+)
+from connet_core.component import Backoff, spawn
+from connet_core.config import ClientSettings
+from connet_core.errors import ConnectionLost, DialError, ProtocolError, StreamReset
+from connet_core.model import HostPort, PathKind, RoutePolicy, certificate_hash
+from connet_core.protocol.codes import CloseCode
+from connet_core.protocol.messages import ALPN_PEER, Challenge, Hello, PeersUpdate, Proof, Welcome
+from connet_core.protocol.streams import MessageStream
+from connet_core.supervise import attempt, checkpoint, close_code, contained, describe
+from connet_core.transport import Connection, Endpoint, Stream, Trust
+
+log = logging.getLogger("connet.client")
+
+UNMATCHED_GRACE = 10.0  # a peer control no longer lists keeps its connection this long (control restarts)
+
+ServeStream = Callable[[Peer, PeerConnection, Stream], Awaitable[None]]
+
+
+# ---- the identity proof on a direct connection ---------------------------------------------
+
+
+async def prove_as_dialer(conn: Connection, identity: LocalIdentity) -> None:
+    """The dialer's half of the identity proof (the listener was pinned by TLS): sign the
+    listener's nonce with our key. Raises if the listener refuses or goes quiet."""
+    messages = MessageStream(await conn.open_stream())
+    await messages.send(Hello(certificate=identity.certificate))
+    challenge = await messages.recv(Challenge, timeout=HANDSHAKE_STEP_TIMEOUT)
+    listener_hash = certificate_hash(conn.peer_certificate or b"")
+    await messages.send(Proof(sign_proof(identity.key, challenge.nonce, listener_hash, ALPN_PEER)))
+    await messages.recv(Welcome, timeout=HANDSHAKE_STEP_TIMEOUT)
+
+
+async def verify_dialer(
+    conn: Connection, local_hash: bytes, known_peer: Callable[[bytes], Awaitable[Peer | None]],
+    count_failure: Callable[[], None],
+) -> Peer | None:
+    """The listener's half: the matched peer whose key the dialer proved, or None after
+    closing ``conn`` with the reason (nothing is served before the proof)."""
+    address = conn.remote_address
+    try:
+        stream = await asyncio.wait_for(conn.accept_stream(), HANDSHAKE_STEP_TIMEOUT)
+        messages = MessageStream(stream)
+        hello = await messages.recv(Hello, timeout=HANDSHAKE_STEP_TIMEOUT)
+        peer = await known_peer(certificate_hash(hello.certificate))
+        if peer is None:
+            count_failure()
+            log.warning("connection from %s with a certificate no matched peer announced", address)
+            conn.close(CloseCode.UNKNOWN_PEER, "unknown peer")
+            return None
+        nonce = os.urandom(32)
+        await messages.send(Challenge(nonce))
+        proof = await messages.recv(Proof, timeout=HANDSHAKE_STEP_TIMEOUT)
+        if not verify_proof(hello.certificate, proof.signature, nonce, local_hash, ALPN_PEER):
+            count_failure()
+            log.warning("peer %s at %s failed the identity proof", peer.label, address)
+            conn.close(CloseCode.PROOF_FAILED, "proof failed")
+            return None
+        await messages.send(Welcome())
+    except (TimeoutError, ConnectionLost, StreamReset):
+        conn.close(CloseCode.TIMEOUT, "no proof")
+        return None
+    except ProtocolError as exc:
+        log.warning("peer at %s: %s", address, exc)
+        conn.close(exc.code, "protocol error")
+        return None
+    return peer
+
+
+# ---- peers -----------------------------------------------------------------------------------
+
+
+class Peers:
+    """The matched peers (``state.matches``, ``state.peers``) and their direct connections."""
+
+    def __init__(self, settings: ClientSettings, state: ClientState, endpoint: Endpoint, tg: asyncio.TaskGroup, *,
+                 serve_stream: ServeStream) -> None:
+        self._settings = settings
+        self._state = state
+        self._endpoint = endpoint
+        self._tg = tg
+        self._serve_stream = serve_stream
+        self._dial_limiter = DialLimiter()
+
+    async def update(self, update: PeersUpdate) -> None:
+        """Control's list of the peers matched under one name and role."""
+        state = self._state
+        key = (update.name, role_of(update.role))
+        fresh = {certificate_hash(p.certificate): p for p in update.peers if p.certificate != state.identity.certificate}
+        stale = set(state.matches.get(key, {})) - set(fresh)
+        state.matches[key] = fresh
+        state.refused.pop(key, None)
+        for peer_hash, info in fresh.items():
+            peer = state.peers.get(peer_hash)
+            if peer is None:
+                peer = state.peers[peer_hash] = Peer(info.certificate, peer_hash)
+                log.info("peer %s matched for %s %r", peer.label, key[1].value, key[0], extra={"endpoint": key[0]})
+            peer.matched[key] = info
+            peer.unmatched_since = None
+            peer.changed.set()
+            self._ensure_dialer(peer)
+        for peer_hash in stale:
+            peer = state.peers[peer_hash]
+            peer.matched.pop(key, None)
+            peer.changed.set()
+            if not peer.matched:
+                # no new streams; open ones finish. Its connection stays a while, so a
+                # control restart (every list briefly empty) does not cut the tunnels.
+                # Dials stop: the addresses were only worth dialing as that peer's.
+                peer.unmatched_since = time.monotonic()
+                if peer.dialer is not None:
+                    peer.dialer.cancel()
+        await state.notify_paths()
+
+    async def retire_unmatched(self) -> None:
+        """Forget the peers control stopped listing, once the grace is over and they are idle."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for peer in list(self._state.peers.values()):
+                since = peer.unmatched_since
+                if since is not None and now - since > UNMATCHED_GRACE and not peer.busy():
+                    self._forget(peer)
+
+    def _forget(self, peer: Peer) -> None:
+        log.info("peer %s is gone", peer.label)
+        del self._state.peers[peer.hash]
+        # and its end-to-end TLS contexts: a restarted peer comes back with a new certificate,
+        # so keeping them would grow the cache with every restart of a relayed peer
+        self._state.tls.forget(peer.certificate)
+        if peer.dialer is not None:
+            peer.dialer.cancel()
+        for pc in peer.connections:
+            pc.conn.close(CloseCode.OK, "peer withdrawn")
+
+    # ---- dialing ---------------------------------------------------------------------------
+
+    def _wants_direct(self, peer: Peer) -> bool:
+        for (name, role), info in peer.matched.items():
+            local = local_route(self._settings, name, role)
+            if local.allows(PathKind.DIRECT) and RoutePolicy(info.route).allows(PathKind.DIRECT):
+                return True
+        return False
+
+    def _ensure_dialer(self, peer: Peer) -> None:
+        if peer.dialer is None or peer.dialer.done():
+            peer.dialer = spawn(self._tg, self._keep_direct(peer))
+
+    async def _keep_direct(self, peer: Peer) -> None:
+        """Dial the peer's candidates in parallel whenever there is no live connection.
+        Both ends do this at once, which is what opens the NAT mappings."""
+        backoff = Backoff(0.5, 5.0)
+        while True:
+            checkpoint()  # wait_for below can return although this task was cancelled
+            if peer.active() is not None or not self._wants_direct(peer) or not peer.addresses():
+                peer.changed.clear()
+                await peer.changed.wait()
+                continue
+            with attempt() as tried:
+                if await self._dial(peer):
+                    backoff.reset()
+                    continue
+            if tried.error is not None:
+                log.warning("peer %s: dialing failed: %s; retrying", peer.label, describe(tried.error))
+            try:
+                # a change (new addresses, a connection accepted from the peer) retries at once
+                peer.changed.clear()
+                await asyncio.wait_for(peer.changed.wait(), backoff.next_delay())
+            except TimeoutError:
+                pass  # time for the next round
+
+    async def _dial(self, peer: Peer) -> bool:
+        """One round: every allowed candidate address at once. Whether one was proven."""
+        endpoint = self._endpoint
+        identity = self._state.identity
+        trust = Trust(pinned_der=peer.certificate)
+        winner: list[Connection] = []
+
+        async def dial_one(address: HostPort) -> None:
+            try:
+                conn = await endpoint.dial(address, alpn=ALPN_PEER, trust=trust, timeout=PEER_DIAL_TIMEOUT)
+            except DialError as exc:
+                log.debug("dial peer %s at %s failed: %s", peer.label, address, exc)
+                return
+            try:
+                await prove_as_dialer(conn, identity)
+            except (ConnectionLost, StreamReset, ProtocolError) as exc:
+                self._state.handshake_failures += 1
+                log.warning("peer %s at %s refused our proof: %s", peer.label, address, exc)
+                conn.close(CloseCode.PROOF_FAILED)
+                return
+            except BaseException as exc:  # the dialer was cancelled (peer withdrawn, stopping)
+                conn.close(close_code(exc), "dial abandoned")
+                raise
+            winner.append(conn)
+            self._adopt(peer, conn, dialer_hash=identity.hash)
+
+        now = time.monotonic()
+        addresses = [a for a in peer.addresses() if self._dial_limiter.allow(a, now)]
+        if not addresses:
+            return False
+        log.debug("dialing peer %s at %s", peer.label, ", ".join(map(str, addresses)))
+        async with asyncio.TaskGroup() as tg:
+            for address in addresses:
+                tg.create_task(dial_one(address))
+        return bool(winner)
+
+    # ---- accepting -------------------------------------------------------------------------
+
+    async def accept(self) -> None:
+        """Take the connections peers dial to us; each proves its key before it is used."""
+        while True:
+            try:
+                conn = await self._endpoint.accept()
+            except ConnectionLost:
+                return  # the endpoint closed: nothing more will arrive
+            spawn(self._tg, contained(self._verify(conn), "incoming peer connection", log))
+
+    async def _known_peer(self, peer_hash: bytes) -> Peer | None:
+        """The peer with this certificate, waiting a little: its dial can overtake control's news."""
+        state = self._state
+        if not await state.wait_until(lambda: peer_hash in state.peers, UNKNOWN_PEER_GRACE):
+            return None
+        return state.peers[peer_hash]
+
+    def _count_failure(self) -> None:
+        self._state.handshake_failures += 1
+
+    async def _verify(self, conn: Connection) -> None:
+        peer = await verify_dialer(conn, self._state.identity.hash, self._known_peer, self._count_failure)
+        if peer is not None:
+            self._adopt(peer, conn, dialer_hash=peer.hash)
+
+    # ---- proven connections ----------------------------------------------------------------
+
+    def _adopt(self, peer: Peer, conn: Connection, dialer_hash: bytes) -> None:
+        """A proven connection joins the peer. When both dials succeeded, both ends keep the
+        one dialed by the lower certificate hash and let the other drain and close."""
+        if self._state.peers.get(peer.hash) is not peer:
+            conn.close(CloseCode.OK, "peer withdrawn")
+            return
+        pc = PeerConnection(conn, dialer_hash)
+        peer.connections.append(pc)
+        preferred = min(self._state.identity.hash, peer.hash)
+        peer.connections.sort(key=lambda c: (c.dialer_hash != preferred, c.since))
+        for extra in peer.connections[1:]:
+            if not extra.draining:
+                # no new streams; both ends stop its keepalive, so it idles out once its last
+                # stream is delivered (closing it now would cut streams still in flight)
+                extra.draining = True
+                extra.conn.stop_keepalive()
+        log.info(
+            "peer %s connected direct via %s (%s)", peer.label, conn.remote_address,
+            "dialed" if conn.is_dialer else "accepted",
+            extra={"peer": str(conn.remote_address), "path": "direct"},
+        )
+        peer.changed.set()
+        spawn(self._tg, contained(self._serve(peer, pc), f"peer {peer.label}", log))
+        spawn(self._tg, self._state.notify_paths())
+
+    async def _serve(self, peer: Peer, pc: PeerConnection) -> None:
+        """Serve streams the peer opens (it is a source for one of our destinations)."""
+        try:
+            while True:
+                stream = await pc.conn.accept_stream()
+                spawn(self._tg, contained(self._serve_stream(peer, pc, stream),
+                                          f"stream from peer {peer.label}", log))
+        except ConnectionLost as exc:
+            if pc in peer.connections:
+                peer.connections.remove(pc)
+            if not pc.draining:
+                log.info(
+                    "peer %s direct path via %s closed: %s", peer.label, pc.conn.remote_address,
+                    CloseCode.describe(exc.code), extra={"peer": str(pc.conn.remote_address)},
+                )
+            peer.changed.set()

@@ -1,0 +1,273 @@
+"""Sources: the TCP listeners of this client's sources. Each accepted connection is tunneled
+over the best path to a matched destination that works (direct to the peer, or through a
+relay with TLS end to end), or refused with a reset when there is none."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+from connet_core.client.state import ClientState, Peer, PeerConnection, RelayLink
+from connet_core.component import Backoff, spawn
+from connet_core.config import EndpointSettings
+from connet_core.errors import ConfigError, ConnectionLost, ProtocolError, StreamReset
+from connet_core.forward import accept_tcp, pump
+from connet_core.logs import log_listening
+from connet_core.model import HostPort, PathCandidate, PathKind, Role, RoutePolicy
+from connet_core.plugins import Hooks
+from connet_core.protocol.codes import CloseCode
+from connet_core.protocol.messages import Connect, Connected, ConnectRefused
+from connet_core.protocol.streams import MessageStream
+from connet_core.supervise import attempt, contained, describe, pause
+from connet_core.tls_stream import TLSStream
+from connet_core.transport import Connection, Stream
+
+log = logging.getLogger("connet.client")
+
+PATH_WAIT = 5.0  # a source connection waits this long for a first path
+# A stream request moves on to the next path once its connection has heard nothing for this
+# long: with keepalives every second, two silent seconds mean a dead path (the idle timeout
+# declares it at three). A path that is merely busy keeps being heard, and gets up to
+# REPLY_TIMEOUT, as does the last path.
+DEAD_PATH_SILENCE = 2.0
+REPLY_TIMEOUT = 15.0
+
+Via = PeerConnection | RelayLink  # what carries a tunneled stream: a direct connection or a relay link
+
+
+def listen_tcp(source: EndpointSettings, state: ClientState) -> socket.socket:
+    """The listening socket of ``source``; its bound address goes to ``state.source_addresses``.
+    Raises ConfigError with one line when the address cannot be used."""
+    host = source.addr.host or None
+    try:
+        infos = socket.getaddrinfo(host, source.addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"source {source.name!r}: cannot resolve addr {source.addr}: {exc.strerror}") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        # the one line the user sees (exit 2): which source, which address, what the OS said
+        raise ConfigError(f"source {source.name!r}: cannot listen on {source.addr}: "
+                          f"{exc.strerror or exc}") from None
+    sock.setblocking(False)
+    name = sock.getsockname()
+    bound = HostPort(name[0], name[1])
+    state.source_addresses[source.name] = bound
+    log_listening(log, "source", "tcp", bound)
+    return sock
+
+
+class Sources:
+    """Accepts the sources' TCP connections and tunnels each over a path."""
+
+    def __init__(self, state: ClientState, hooks: Hooks, tg: asyncio.TaskGroup) -> None:
+        self._state = state
+        self._hooks = hooks
+        self._tg = tg
+
+    async def accept(self, source: EndpointSettings, sock: socket.socket) -> None:
+        """Accept on ``sock`` until stopped; a failed accept is retried, the listener stays."""
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(0.1, 2.0)
+        while True:
+            with attempt() as tried:
+                conn, _ = await loop.sock_accept(sock)
+                backoff.reset()
+                spawn(self._tg, contained(self._serve_connection(source, conn),
+                                          f"source {source.name!r} connection", log))
+            if tried.error is not None:  # out of file descriptors, say: the listener stays
+                log.warning("source %r: accepting a connection failed: %s; retrying", source.name,
+                            describe(tried.error), extra={"endpoint": source.name})
+                await pause(backoff.next_delay())
+
+    # ---- choosing a path -------------------------------------------------------------------
+
+    def _paths(self, source: EndpointSettings) -> tuple[list[PathCandidate], str | None]:
+        """Usable paths for a new connection, best first, or why there are none."""
+        state = self._state
+        key = (source.name, Role.SOURCE)
+        matched = state.matches.get(key, {})
+        if not matched:
+            return [], f"no destination {source.name!r} is connected"
+        routable = {
+            peer_hash: RoutePolicy(info.route)
+            for peer_hash, info in matched.items()
+            if any(source.route.allows(kind) and RoutePolicy(info.route).allows(kind) for kind in PathKind)
+        }
+        if not routable:
+            theirs = ", ".join(sorted({info.route for info in matched.values()}))
+            return [], f"no route: the source allows {source.route.value}, the destination allows {theirs}"
+        candidates: list[PathCandidate] = []
+        relays = [
+            state.relays[h] for h in state.relays_for.get(key, set())
+            if h in state.relays and state.relays[h].up() and state.relays[h].grants.get(key) in state.relays[h].presented
+        ]
+        for peer_hash, remote in routable.items():
+            peer = state.peers.get(peer_hash)
+            if peer is None:
+                continue
+            pc = peer.active()
+            if pc is not None and remote.allows(PathKind.DIRECT):
+                rtt = pc.conn.stats().smoothed_rtt
+                candidates.append(PathCandidate(PathKind.DIRECT, peer.label, None, rtt, key=(peer, pc)))
+            if remote.allows(PathKind.RELAY):
+                for link in relays:
+                    assert link.conn is not None
+                    rtt = link.conn.stats().smoothed_rtt
+                    candidates.append(PathCandidate(PathKind.RELAY, peer.label, link.label, rtt, key=(peer, link)))
+        policies = set(routable.values())
+        # the hook takes one remote policy: candidates already exclude what their own peer forbids
+        remote_policy = policies.pop() if len(policies) == 1 else RoutePolicy.ANY
+        ordered = self._hooks.select_routes(source.name, source.route, remote_policy, candidates)
+        if not ordered:
+            return [], f"no path to {source.name!r} is up yet"
+        return ordered, None
+
+    async def _wait_paths(self, source: EndpointSettings) -> tuple[list[PathCandidate], str | None]:
+        changed = self._state.paths_changed
+        deadline = time.monotonic() + PATH_WAIT
+        async with changed:
+            while True:
+                paths, why = self._paths(source)
+                remaining = deadline - time.monotonic()
+                if paths or (why or "").startswith("no route") or remaining <= 0:
+                    return paths, why
+                try:
+                    await asyncio.wait_for(changed.wait(), remaining)
+                except TimeoutError:
+                    pass  # one last look above
+
+    # ---- one tunneled connection -----------------------------------------------------------
+
+    async def _serve_connection(self, source: EndpointSettings, sock: socket.socket) -> None:
+        try:
+            end = await accept_tcp(sock)
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            opened = await self._open_some_path(source)
+        except BaseException:
+            end.abort()  # stopping: the program must not take an empty answer for a complete one
+            raise
+        if opened is None:
+            end.abort()  # refused: a reset, not an empty answer
+            return
+        stream, initial, via = opened
+        try:
+            await pump(end, stream, self._state.counters[(source.name, Role.SOURCE)], initial)
+        finally:
+            via.active_streams -= 1
+
+    async def _open_some_path(self, source: EndpointSettings) -> tuple[Stream, bytes, Via] | None:
+        """A tunneled stream over the best path that works, or None (the log says why).
+
+        Paths are tried best first. When a path's connection vanished under the request (a
+        duplicate closed by the other side, a path that just died), the choice is made again:
+        no TCP byte has been read yet, so nothing is lost by retrying."""
+        refused = self._state.refused_connections
+        for _ in range(3):
+            paths, why = await self._wait_paths(source)
+            if not paths:
+                log.warning("source %r: refusing a connection: %s", source.name, why, extra={"endpoint": source.name})
+                refused[(source.name, Role.SOURCE)] += 1
+                return None
+            vanished = False
+            for index, path in enumerate(paths):
+                last = index == len(paths) - 1
+                peer, via = path.key
+                via.active_streams += 1
+                try:
+                    opened = await self._open_path(source.name, peer, via, last)
+                except (ConnectionLost, StreamReset) as exc:
+                    vanished = True
+                    log.debug("source %r: %s path to peer %s went away: %s", source.name, path.kind.value,
+                              peer.label, exc, extra={"endpoint": source.name, "path": path.kind.value})
+                    opened = None
+                except (ProtocolError, TimeoutError) as exc:
+                    log.warning("source %r: %s path to peer %s failed: %s", source.name, path.kind.value,
+                                peer.label, exc, extra={"endpoint": source.name, "path": path.kind.value})
+                    opened = None
+                if opened is None:
+                    via.active_streams -= 1
+                    continue
+                log.debug(
+                    "source %r: connection via %s path to peer %s%s", source.name, path.kind.value, peer.label,
+                    f" (relay {path.relay})" if path.relay else "", extra={"endpoint": source.name, "path": path.kind.value},
+                )
+                return (*opened, via)
+            if not vanished:
+                break
+        log.warning("source %r: no path accepted the connection", source.name, extra={"endpoint": source.name})
+        refused[(source.name, Role.SOURCE)] += 1
+        return None
+
+    async def _open_path(self, name: str, peer: Peer, via: Via, last: bool) -> tuple[Stream, bytes] | None:
+        """Open a tunneled stream to ``peer``'s destination ``name``: the stream to pump and
+        the bytes already read past the reply, or None if the destination refused. A stream
+        given up on is reset, so the destination stops working on it too."""
+        assert via.conn is not None
+        raw = await via.conn.open_stream()
+        try:
+            opened = await self._request(name, peer, via, raw, last)
+        except (ProtocolError, TimeoutError):
+            raw.reset(CloseCode.TIMEOUT)
+            raise
+        if opened is None:
+            raw.reset(CloseCode.OK)
+        return opened
+
+    async def _request(self, name: str, peer: Peer, via: Via, raw: Stream, last: bool) -> tuple[Stream, bytes] | None:
+        assert via.conn is not None
+        stream = raw
+        if isinstance(via, RelayLink):
+            hop = MessageStream(raw)
+            await hop.send(Connect(name, peer=peer.hash))
+            relayed = await _reply(hop, via.conn, last)
+            if isinstance(relayed, ConnectRefused):
+                log.warning("relay %s refused %r: %s", via.label, name, CloseCode.describe(relayed.code),
+                            extra={"endpoint": name})
+                return None
+            stream = TLSStream(raw, server_side=False, contexts=self._state.tls, peer_der=peer.certificate,
+                               initial=hop.take_remaining())
+            await asyncio.wait_for(stream.handshake(), REPLY_TIMEOUT)
+            messages = MessageStream(stream)
+        else:
+            messages = MessageStream(stream)
+            await messages.send(Connect(name))
+        reply = await _reply(messages, via.conn, last)
+        if isinstance(reply, ConnectRefused):
+            log.warning("source %r: peer %s refused: %s", name, peer.label, CloseCode.describe(reply.code),
+                        extra={"endpoint": name})
+            return None
+        return stream, messages.take_remaining()
+
+
+async def _reply(messages: MessageStream, conn: Connection, last: bool) -> Connected | ConnectRefused:
+    """The reply to a stream request. Unless this is the ``last`` path, give up once the
+    connection has been silent for DEAD_PATH_SILENCE (the path died); a busy path that
+    is still heard from gets up to REPLY_TIMEOUT, like the last one."""
+    waiting = asyncio.ensure_future(messages.recv((Connected, ConnectRefused)))
+    try:
+        started = heard_at = time.monotonic()
+        heard = conn.stats().bytes_received
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=DEAD_PATH_SILENCE / 4)
+            if done:
+                return waiting.result()
+            now = time.monotonic()
+            if conn.stats().bytes_received != heard:
+                heard, heard_at = conn.stats().bytes_received, now
+            if now - started >= REPLY_TIMEOUT or (not last and now - heard_at >= DEAD_PATH_SILENCE):
+                raise TimeoutError(f"no reply within {now - started:.1f}s")
+    finally:
+        if not waiting.done():
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
