@@ -33,6 +33,7 @@ from connet_core.model import HostPort
 from connet_core.plugins import Hooks, load_hooks
 from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.messages import ALPN_PEER, PeerInfo
+from connet_core.supervise import TaskGroup
 from connet_core.tls_stream import PinnedContexts
 from connet_core.transport import Endpoint, TLSIdentity
 
@@ -61,7 +62,7 @@ class Client:
             # before any task starts: a source that cannot listen is a configuration error
             for source in self.settings.sources:
                 listeners.append(listen_tcp(source, self.state))
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 self._start(tg, self.endpoint, listeners)
                 self.started.set()
         finally:

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Awaitable, Callable
 
 from connet_core.addresses import DialLimiter
-from connet_core.certs import sign_proof, verify_proof
 from connet_core.client.state import (
     HANDSHAKE_STEP_TIMEOUT,
     PEER_DIAL_TIMEOUT,
     UNKNOWN_PEER_GRACE,
     ClientState,
-    LocalIdentity,
     Peer,
     PeerConnection,
     local_route,
+    prove_over,
     role_of,
 )
 from connet_core.component import Backoff, spawn
@@ -31,9 +29,11 @@ from connet_core.config import ClientSettings
 from connet_core.errors import ConnectionLost, DialError, ProtocolError, StreamReset
 from connet_core.model import HostPort, PathKind, RoutePolicy, certificate_hash
 from connet_core.protocol.codes import CloseCode
-from connet_core.protocol.messages import ALPN_PEER, Challenge, Hello, PeersUpdate, Proof, Welcome
+from connet_core.protocol.identity import Accepted, Authorize, Refused
+from connet_core.protocol.identity_io import verify
+from connet_core.protocol.messages import ALPN_PEER, PeersUpdate
 from connet_core.protocol.streams import MessageStream
-from connet_core.supervise import attempt, checkpoint, close_code, contained, describe
+from connet_core.supervise import TaskGroup, attempt, checkpoint, close_code, contained, describe
 from connet_core.transport import Connection, Endpoint, Stream, Trust
 
 log = logging.getLogger("connet.client")
@@ -46,17 +46,6 @@ ServeStream = Callable[[Peer, PeerConnection, Stream], Awaitable[None]]
 # ---- the identity proof on a direct connection ---------------------------------------------
 
 
-async def prove_as_dialer(conn: Connection, identity: LocalIdentity) -> None:
-    """The dialer's half of the identity proof (the listener was pinned by TLS): sign the
-    listener's nonce with our key. Raises if the listener refuses or goes quiet."""
-    messages = MessageStream(await conn.open_stream())
-    await messages.send(Hello(certificate=identity.certificate))
-    challenge = await messages.recv(Challenge, timeout=HANDSHAKE_STEP_TIMEOUT)
-    listener_hash = certificate_hash(conn.peer_certificate or b"")
-    await messages.send(Proof(sign_proof(identity.key, challenge.nonce, listener_hash, ALPN_PEER)))
-    await messages.recv(Welcome, timeout=HANDSHAKE_STEP_TIMEOUT)
-
-
 async def verify_dialer(
     conn: Connection, local_hash: bytes, known_peer: Callable[[bytes], Awaitable[Peer | None]],
     count_failure: Callable[[], None],
@@ -66,31 +55,30 @@ async def verify_dialer(
     address = conn.remote_address
     try:
         stream = await asyncio.wait_for(conn.accept_stream(), HANDSHAKE_STEP_TIMEOUT)
-        messages = MessageStream(stream)
-        hello = await messages.recv(Hello, timeout=HANDSHAKE_STEP_TIMEOUT)
-        peer = await known_peer(certificate_hash(hello.certificate))
-        if peer is None:
-            count_failure()
-            log.warning("connection from %s with a certificate no matched peer announced", address)
-            conn.close(CloseCode.UNKNOWN_PEER, "unknown peer")
-            return None
-        nonce = os.urandom(32)
-        await messages.send(Challenge(nonce))
-        proof = await messages.recv(Proof, timeout=HANDSHAKE_STEP_TIMEOUT)
-        if not verify_proof(hello.certificate, proof.signature, nonce, local_hash, ALPN_PEER):
-            count_failure()
-            log.warning("peer %s at %s failed the identity proof", peer.label, address)
-            conn.close(CloseCode.PROOF_FAILED, "proof failed")
-            return None
-        await messages.send(Welcome())
     except (TimeoutError, ConnectionLost, StreamReset):
         conn.close(CloseCode.TIMEOUT, "no proof")
         return None
-    except ProtocolError as exc:
-        log.warning("peer at %s: %s", address, exc)
-        conn.close(exc.code, "protocol error")
-        return None
-    return peer
+
+    async def matched(request: Authorize) -> Peer | Refused:
+        # asked at Hello: an unknown certificate is refused before any challenge
+        peer = await known_peer(request.hash)
+        return peer if peer is not None else Refused(CloseCode.UNKNOWN_PEER, "unknown peer")
+
+    outcome = await verify(MessageStream(stream), listener_hash=local_hash, alpn=ALPN_PEER, authorize=matched,
+                           step_timeout=HANDSHAKE_STEP_TIMEOUT)
+    if isinstance(outcome, Accepted):
+        return outcome.context  # type: ignore[return-value]
+    if outcome.code == CloseCode.UNKNOWN_PEER:
+        count_failure()
+        log.warning("connection from %s with a certificate no matched peer announced", address)
+    elif outcome.code == CloseCode.PROOF_FAILED:
+        count_failure()
+        peer = await known_peer(outcome.hash) if outcome.hash else None
+        log.warning("peer %s at %s failed the identity proof", peer.label if peer else "?", address)
+    elif outcome.code != CloseCode.TIMEOUT and not outcome.by_peer:
+        log.warning("peer at %s: %s", address, outcome.reason)
+    conn.close(outcome.code, outcome.reason)
+    return None
 
 
 # ---- peers -----------------------------------------------------------------------------------
@@ -209,7 +197,7 @@ class Peers:
                 log.debug("dial peer %s at %s failed: %s", peer.label, address, exc)
                 return
             try:
-                await prove_as_dialer(conn, identity)
+                await prove_over(conn, identity, ALPN_PEER)
             except (ConnectionLost, StreamReset, ProtocolError) as exc:
                 self._state.handshake_failures += 1
                 log.warning("peer %s at %s refused our proof: %s", peer.label, address, exc)
@@ -226,7 +214,7 @@ class Peers:
         if not addresses:
             return False
         log.debug("dialing peer %s at %s", peer.label, ", ".join(map(str, addresses)))
-        async with asyncio.TaskGroup() as tg:
+        async with TaskGroup() as tg:
             for address in addresses:
                 tg.create_task(dial_one(address))
         return bool(winner)

@@ -9,39 +9,26 @@ import asyncio
 import logging
 from typing import Awaitable, Callable
 
-from connet_core.certs import sign_proof
 from connet_core.client.state import (
     HANDSHAKE_STEP_TIMEOUT,
     PEER_DIAL_TIMEOUT,
     ClientState,
-    LocalIdentity,
     RelayLink,
+    prove_over,
     role_of,
 )
 from connet_core.component import RECONNECT_CEILING, Backoff, spawn
 from connet_core.errors import ConnectionLost, DialError
 from connet_core.model import HostPort, certificate_hash
 from connet_core.protocol.codes import CloseCode
-from connet_core.protocol.messages import ALPN_RELAY, Challenge, Hello, Proof, RelayInfo, RelaysUpdate, Welcome
+from connet_core.protocol.messages import ALPN_RELAY, Hello, RelayInfo, RelaysUpdate, Welcome
 from connet_core.protocol.streams import MessageStream
-from connet_core.supervise import attempt, close_code, contained, describe, pause
+from connet_core.supervise import TaskGroup, attempt, close_code, contained, describe, pause
 from connet_core.transport import Connection, Endpoint, Stream, Trust
 
 log = logging.getLogger("connet.client")
 
 ServeStream = Callable[[RelayLink, Stream], Awaitable[None]]
-
-
-async def prove_to_relay(conn: Connection, identity: LocalIdentity, grants: tuple[bytes, ...]) -> None:
-    """The relay-link dial's identity proof (the relay was pinned by TLS): show the grants
-    for our certificate and sign the relay's nonce with our key. Raises if the relay
-    refuses or goes quiet."""
-    messages = MessageStream(await conn.open_stream())
-    await messages.send(Hello(certificate=identity.certificate, grants=grants))
-    challenge = await messages.recv(Challenge, timeout=HANDSHAKE_STEP_TIMEOUT)
-    relay_hash = certificate_hash(conn.peer_certificate or b"")
-    await messages.send(Proof(sign_proof(identity.key, challenge.nonce, relay_hash, ALPN_RELAY)))
-    await messages.recv(Welcome, timeout=HANDSHAKE_STEP_TIMEOUT)
 
 
 class Relays:
@@ -112,12 +99,12 @@ class Relays:
         conn = await self._endpoint.dial(link.addr, alpn=ALPN_RELAY, trust=trust, timeout=PEER_DIAL_TIMEOUT)
         try:
             grants = tuple(link.grants.values())
-            await prove_to_relay(conn, self._state.identity, grants)
+            await prove_over(conn, self._state.identity, ALPN_RELAY, grants)
             backoff.reset()
             link.conn, link.presented = conn, set(grants)
             log.info("relay %s connected", link.label, extra={"peer": str(link.addr), "path": "relay"})
             await self._state.notify_paths()
-            async with asyncio.TaskGroup() as tg:
+            async with TaskGroup() as tg:
                 tg.create_task(self._present_new_grants(link, conn))
                 while True:
                     stream = await conn.accept_stream()

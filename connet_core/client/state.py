@@ -21,7 +21,10 @@ from connet_core.config import ClientSettings
 from connet_core.errors import ProtocolError
 from connet_core.forward import Counters
 from connet_core.model import HostPort, Role, RoutePolicy, certificate_hash
+from connet_core.protocol.identity import Refused
+from connet_core.protocol.identity_io import prove
 from connet_core.protocol.messages import PeerInfo
+from connet_core.protocol.streams import MessageStream
 from connet_core.tls_stream import PinnedContexts
 from connet_core.transport import Connection, TLSIdentity
 
@@ -63,6 +66,17 @@ class LocalIdentity:
     @cached_property
     def hash(self) -> bytes:
         return certificate_hash(self.certificate)
+
+
+async def prove_over(conn: Connection, identity: LocalIdentity, alpn: str, grants: tuple[bytes, ...] = ()) -> None:
+    """The dialer's half of the identity proof on ``conn``'s first stream (the listener, a
+    peer or a relay, was pinned by TLS): the shared machine of connet_core.protocol.identity.
+    Raises ProtocolError with the listener's code if it refuses or goes quiet."""
+    outcome = await prove(MessageStream(await conn.open_stream()), certificate=identity.certificate,
+                          key=identity.key, listener_hash=certificate_hash(conn.peer_certificate or b""),
+                          alpn=alpn, grants=grants, step_timeout=HANDSHAKE_STEP_TIMEOUT)
+    if isinstance(outcome, Refused):
+        raise ProtocolError(outcome.reason, outcome.code)
 
 
 @dataclass(eq=False)
