@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Coroutine, Generic, Hashable, TypeVar
 
 from connet_core.errors import DialError
+from connet_core.supervise import contained
 
 if TYPE_CHECKING:
     from connet_core.model import HostPort
@@ -67,12 +68,18 @@ def default_store_dir(component: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"connet-{component}-"))
 
 
-def spawn(tg: asyncio.TaskGroup, coro: Coroutine[Any, Any, Any]) -> asyncio.Task | None:
+def spawn(
+    tg: asyncio.TaskGroup, coro: Coroutine[Any, Any, Any], what: str | None = None, logger: logging.Logger | None = None,
+) -> asyncio.Task | None:
     """Start ``coro`` in ``tg`` — unless the group is already shutting down (the component
-    is stopping), in which case nothing new starts. TaskGroup says so with RuntimeError."""
+    is stopping), in which case nothing new starts (TaskGroup says so with RuntimeError) and
+    ``coro`` is closed unstarted. With ``what``, the task is the work of one connection or
+    stream: contained by the supervision rule (a failure ends that task, with one line)."""
+    task = coro if what is None else contained(coro, what, logger or logging.getLogger("connet"))
     try:
-        return tg.create_task(coro)
+        return tg.create_task(task)
     except RuntimeError:
+        task.close()
         coro.close()
         return None
 

@@ -219,10 +219,7 @@ class TcpEnd(asyncio.Protocol):
             return  # closed already: nothing left to reset
         sock = self.transport.get_extra_info("socket")
         if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            except OSError:
-                log.debug("could not set SO_LINGER before abort")
+            _linger_zero(sock)
         self.transport.abort()
 
     async def close(self) -> None:
@@ -240,6 +237,21 @@ class TcpEnd(asyncio.Protocol):
             if self.transport.get_write_buffer_size():
                 self.abort()
             raise
+
+
+def _linger_zero(sock: socket.socket) -> None:
+    """Make the next close send RST instead of FIN."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    except OSError:
+        log.debug("could not set SO_LINGER before a reset")
+
+
+def reset_tcp(sock: socket.socket) -> None:
+    """Close an accepted socket that will never be tunneled with RST: the program learns
+    it was cut, not that the service answered nothing."""
+    _linger_zero(sock)
+    sock.close()
 
 
 async def accept_tcp(sock: socket.socket) -> TcpEnd:

@@ -169,8 +169,7 @@ class RelayService:
         try:
             while True:
                 stream = await conn.accept_stream()
-                spawn(self._tg, contained(self._serve_stream(client, stream),
-                                          f"relay client {address}: stream {stream.stream_id}", log))
+                spawn(self._tg, self._serve_stream(client, stream), f"relay client {address}: stream {stream.stream_id}", log)
         except ConnectionLost:
             pass  # the client is gone; nothing of it is kept
         finally:
@@ -285,6 +284,7 @@ class Relay:
         s = self.settings
         service = self.service
         backoff = Backoff(0.5, RECONNECT_CEILING)
+        refused_backoff = Backoff(5.0, 60.0)  # a refused token will not fix itself soon: wait longer each time
         trust = Trust(server_name=s.control_name, cafile=s.control_cas)
         while True:
             conn = await dial_until_up(service.endpoint, s.control_addr, alpn=ALPN_RELAYS, trust=trust,
@@ -297,7 +297,8 @@ class Relay:
                 raise
             finally:
                 if self.control_connected:  # it was registered: start over with short waits
-                    backoff = Backoff(0.5, RECONNECT_CEILING)
+                    backoff.reset()
+                    refused_backoff.reset()
                 self.control_connected = False
             error = tried.error
             if error is None:
@@ -310,10 +311,8 @@ class Relay:
                 log.warning("relay registration failed: %s; retrying", describe(error))
                 conn.close(close_code(error), "registration failed")
                 refused = False
-            if refused:
-                backoff = Backoff(5.0, 60.0)  # a refused token will not fix itself soon
             conn.close(CloseCode.OK)
-            await pause(backoff.next_delay())
+            await pause(refused_backoff.next_delay() if refused else backoff.next_delay())
 
     async def _registered_session(self, conn: Connection) -> CloseInfo:
         """Register over ``conn`` and stay registered until it closes (how, returned)."""

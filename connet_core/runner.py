@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Protocol
 
 from connet_core.config import Config
@@ -79,8 +80,12 @@ async def serve(component: Component, status: HostPort | None = None, transport:
         log.info("stopping (%s)", signal.Signals(signum).name)
         main.cancel()
         # the stop is bounded by design (connections closed with a code and flushed within
-        # 1 s); this is the backstop should something still hang: exit anyway, and say so
-        loop.call_later(SHUTDOWN_GRACE, overdue)
+        # 1 s); this is the backstop should something still hang: exit anyway, and say so.
+        # A thread, not a loop timer: it must fire while the loop is blocked, and after the
+        # loop is gone (the interpreter joining a worker thread stuck in a read).
+        backstop = threading.Timer(SHUTDOWN_GRACE, overdue)
+        backstop.daemon = True
+        backstop.start()
 
     def overdue() -> None:
         log.error("still stopping %.1f s after the signal: exiting now", SHUTDOWN_GRACE)

@@ -228,7 +228,7 @@ class Peers:
                 conn = await self._endpoint.accept()
             except ConnectionLost:
                 return  # the endpoint closed: nothing more will arrive
-            spawn(self._tg, contained(self._verify(conn), "incoming peer connection", log))
+            spawn(self._tg, self._verify(conn), "incoming peer connection", log)
 
     async def _known_peer(self, peer_hash: bytes) -> Peer | None:
         """The peer with this certificate, waiting a little: its dial can overtake control's news."""
@@ -269,7 +269,7 @@ class Peers:
             extra={"peer": str(conn.remote_address), "path": "direct"},
         )
         peer.changed.set()
-        spawn(self._tg, contained(self._serve(peer, pc), f"peer {peer.label}", log))
+        spawn(self._tg, self._serve(peer, pc), f"peer {peer.label}", log)
         spawn(self._tg, self._state.notify_paths())
 
     async def _serve(self, peer: Peer, pc: PeerConnection) -> None:
@@ -277,8 +277,7 @@ class Peers:
         try:
             while True:
                 stream = await pc.conn.accept_stream()
-                spawn(self._tg, contained(self._serve_stream(peer, pc, stream),
-                                          f"stream from peer {peer.label}", log))
+                spawn(self._tg, self._serve_stream(peer, pc, stream), f"stream from peer {peer.label}", log)
         except ConnectionLost as exc:
             if pc in peer.connections:
                 peer.connections.remove(pc)

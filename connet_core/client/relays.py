@@ -108,8 +108,7 @@ class Relays:
                 tg.create_task(self._present_new_grants(link, conn))
                 while True:
                     stream = await conn.accept_stream()
-                    spawn(tg, contained(self._serve_stream(link, stream),
-                                        f"relayed stream from {link.label}", log))
+                    spawn(tg, self._serve_stream(link, stream), f"relayed stream from {link.label}", log)
         except BaseException as exc:
             conn.close(close_code(exc), "relay link failed")  # the relay learns why (no-op if it closed)
             raise

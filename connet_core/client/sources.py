@@ -13,7 +13,7 @@ from connet_core.client.state import ClientState, Peer, PeerConnection, RelayLin
 from connet_core.component import Backoff, spawn
 from connet_core.config import EndpointSettings
 from connet_core.errors import ConfigError, ConnectionLost, ProtocolError, StreamReset
-from connet_core.forward import accept_tcp, pump
+from connet_core.forward import accept_tcp, pump, reset_tcp
 from connet_core.logs import log_listening
 from connet_core.model import HostPort, PathCandidate, PathKind, Role, RoutePolicy
 from connet_core.plugins import Hooks
@@ -80,8 +80,8 @@ class Sources:
             with attempt() as tried:
                 conn, _ = await loop.sock_accept(sock)
                 backoff.reset()
-                spawn(self._tg, contained(self._serve_connection(source, conn),
-                                          f"source {source.name!r} connection", log))
+                if spawn(self._tg, self._serve_connection(source, conn), f"source {source.name!r} connection", log) is None:
+                    reset_tcp(conn)  # accepted as the client stops: cut, and say so (RST)
             if tried.error is not None:  # out of file descriptors, say: the listener stays
                 log.warning("source %r: accepting a connection failed: %s; retrying", source.name,
                             describe(tried.error), extra={"endpoint": source.name})
