@@ -25,8 +25,12 @@ and a token bucket:
   amplification). Retries themselves are bounded (``RETRY_RATE``).
 - **dropped**, with a cause: a token we did not issue or that expired (``bad_token``),
   a validated client over the pending caps (``pending_full``: its Initial is
-  retransmitted and gets in once a slot frees) or over its host's budget of validated
-  handshakes (``host_rate``), a Retry over its budget (``retry_rate``).
+  retransmitted and gets in once a slot frees) or over its host's or everyone's budget of
+  validated handshakes (``host_rate``, ``validated_rate``), a Retry over its budget
+  (``retry_rate``).
+
+A "host" is an IPv4 address, or an IPv6 /64: one subscriber gets a whole /64, so budgets
+per /128 would give an attacker 2**64 of them.
 
 Validated handshakes have their own pending caps, so unvalidated ones (which are all a
 spoofed flood can create) never take the slots of clients that answered a Retry.
@@ -40,6 +44,7 @@ import collections
 import enum
 import hashlib
 import hmac
+import ipaddress
 import os
 import struct
 from dataclasses import dataclass
@@ -62,6 +67,10 @@ VALIDATED_PENDING_PER_HOST = 64
 VALIDATED_PENDING_PER_SOCKET = 8
 VALIDATED_HOST_RATE = 100.0
 VALIDATED_HOST_BURST = 200
+# ... and all hosts together: an attacker with a real QUIC stack answers Retries, and a
+# handshake that fails is forgotten at once, so the pending caps alone do not bound the rate
+VALIDATED_GLOBAL_RATE = 200.0
+VALIDATED_GLOBAL_BURST = 400
 # Retry packets sent, all hosts together (each is ~70 bytes plus the client's CIDs)
 RETRY_RATE = 5000.0
 RETRY_BURST = 1000
@@ -159,6 +168,16 @@ class Ticket:
     validated: bool
 
 
+def host_key(ip: str) -> str:
+    """What the per-host budgets count by: the IPv4 address, or the IPv6 address's /64."""
+    if ":" not in ip:
+        return ip
+    try:
+        return str(ipaddress.IPv6Network((ip.split("%", 1)[0], 64), strict=False))
+    except ValueError:
+        return ip  # not an address we can parse: counted by itself
+
+
 class _Buckets:
     """Token buckets per host, the least recently used forgotten beyond a bound."""
 
@@ -188,6 +207,7 @@ class Admission:
         self._global = TokenBucket(GLOBAL_RATE, GLOBAL_BURST)
         self._hosts = _Buckets(HOST_RATE, HOST_BURST, MAX_TRACKED_HOSTS)
         self._validated_hosts = _Buckets(VALIDATED_HOST_RATE, VALIDATED_HOST_BURST, MAX_TRACKED_HOSTS)
+        self._validated_global = TokenBucket(VALIDATED_GLOBAL_RATE, VALIDATED_GLOBAL_BURST)
         self._retries = TokenBucket(RETRY_RATE, RETRY_BURST)
         self.always_retry = False  # validate every address (a test hook, and a knob for embedders)
         self.pending_unvalidated = 0
@@ -201,7 +221,7 @@ class Admission:
             return self._retry("always", now)
         if self.pending_unvalidated >= UNVALIDATED_PENDING:
             return self._retry("pending", now)
-        if not self._hosts.take(addr[0], now):
+        if not self._hosts.take(host_key(addr[0]), now):
             return self._retry("host_rate", now)
         if not self._global.take(now):
             return self._retry("global_rate", now)
@@ -225,8 +245,10 @@ class Admission:
                 or self._pending_by_source.get(addr[0], 0) >= VALIDATED_PENDING_PER_HOST
                 or self._pending_by_source.get(addr, 0) >= VALIDATED_PENDING_PER_SOCKET):
             return Decision(Verdict.DROP, "pending_full")
-        if not self._validated_hosts.take(addr[0], now):
+        if not self._validated_hosts.take(host_key(addr[0]), now):
             return Decision(Verdict.DROP, "host_rate")
+        if not self._validated_global.take(now):
+            return Decision(Verdict.DROP, "validated_rate")
         self.pending_validated += 1
         for source in (addr[0], addr):
             self._pending_by_source[source] = self._pending_by_source.get(source, 0) + 1

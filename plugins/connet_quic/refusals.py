@@ -29,6 +29,7 @@ COUNTERS = (
     "quic_dropped_bad_token",  # Initials with a Retry token we did not issue, or expired
     "quic_dropped_pending_full",  # validated Initials over the pending-handshake caps
     "quic_dropped_host_rate",  # validated Initials over their host's budget
+    "quic_dropped_validated_rate",  # validated Initials over the budget of all hosts together
     "quic_dropped_retry_rate",  # Initials that would have had a Retry over its budget
     "quic_dropped_small_initial",  # Initials in datagrams smaller than 1200 bytes
     "quic_dropped_not_quic",  # datagrams without a QUIC header
@@ -39,11 +40,12 @@ COUNTERS = (
 # causes that say the endpoint is attacked or overloaded (a warning); the others also
 # happen without anybody meaning harm (a late packet of a forgotten connection, a port
 # scanner) and are debug lines: the counters show them either way
-_OVERLOAD = frozenset({"bad_token", "pending_full", "host_rate", "retry_rate"})
+_OVERLOAD = frozenset({"bad_token", "pending_full", "host_rate", "validated_rate", "retry_rate"})
 _DETAIL = {
     "bad_token": "an Initial with a Retry token we did not issue or that expired",
     "pending_full": "a validated Initial while the pending handshakes are at their cap",
     "host_rate": "a validated Initial over its host's budget of new handshakes",
+    "validated_rate": "a validated Initial over the budget of new handshakes of all hosts together",
     "retry_rate": "an Initial that would have been asked for a Retry over the Retry budget",
     "small_initial": "an Initial in a datagram under 1200 bytes",
     "not_quic": "not a QUIC packet",

@@ -84,6 +84,35 @@ def test_validated_pending_caps_per_socket() -> None:
     assert gate.initial(ADDR, cid, gate.tokens.issue(ADDR, b"o", cid, 0.0), now=0.0).cause == "pending_full"
 
 
+def test_validated_handshakes_that_fail_at_once_are_bounded_all_hosts_together() -> None:
+    """An attacker with a real QUIC stack answers Retries, and a failed handshake frees its
+    slot at once: the pending caps alone would admit every token-bearing Initial."""
+    gate = Admission()
+    admitted = 0
+    for i in range(5000):  # 1 s of them from 64 hosts, each handshake over at once
+        addr = (f"127.0.1.{i % 64}", 40000 + i)
+        cid = i.to_bytes(8, "big")
+        decision = gate.initial(addr, cid, gate.tokens.issue(addr, b"o", cid, 0.5), now=0.5 + i / 5000)
+        if decision.verdict is Verdict.ACCEPT:
+            admitted += 1
+            gate.finished(decision.ticket)
+        else:
+            assert decision.cause in ("validated_rate", "host_rate")
+    assert admitted <= admission.VALIDATED_GLOBAL_BURST + admission.VALIDATED_GLOBAL_RATE
+
+
+def test_ipv6_hosts_are_counted_by_their_64() -> None:
+    assert admission.host_key("2001:db8:1:2:aaaa::1") == admission.host_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert admission.host_key("2001:db8:1:3::1") != admission.host_key("2001:db8:1:2::1")
+    assert admission.host_key("192.0.2.7") == "192.0.2.7"
+    gate = Admission()
+    # one /64's addresses share one budget of unvalidated handshakes: the rest are asked for a Retry
+    decisions = [gate.initial((f"2001:db8::{i:x}", 4433), i.to_bytes(8, "big"), b"", now=0.0) for i in range(1, 100)]
+    accepted = sum(d.verdict is Verdict.ACCEPT for d in decisions)
+    assert accepted == admission.HOST_BURST
+    assert {d.cause for d in decisions if d.verdict is not Verdict.ACCEPT} == {"host_rate"}
+
+
 def test_cause_log_says_how_many_it_suppressed() -> None:
     log = CauseLog(interval=10.0)
     assert log.note("alpn", 0.0) == 0
