@@ -116,7 +116,9 @@ _LIBRARY_CONNECTION_PREFIX = re.compile(r"^\[[0-9a-fA-F]*\] ")
 
 class _LibraryLogLimit(logging.Filter):
     """On the libraries' logger: each message (the connection ID prefix stripped) at most
-    once per LOG_INTERVAL. Debug lines pass: whoever asked for them asked for all."""
+    once per LOG_INTERVAL. A message with arguments counts by its template, so a peer that
+    varies what it sends (qh3 logs a peer's close reason) cannot make each line new. Debug
+    lines pass: whoever asked for them asked for all."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -126,8 +128,9 @@ class _LibraryLogLimit(logging.Filter):
         if record.levelno < logging.INFO:
             return True
         text = record.getMessage()
+        kind = str(record.msg) if record.args else text
         # the process's clock, not a loop's: the filter outlives the loop it was made in
-        suppressed = self._log.note(_LIBRARY_CONNECTION_PREFIX.sub("", text)[:200], time.monotonic())
+        suppressed = self._log.note(_LIBRARY_CONNECTION_PREFIX.sub("", kind)[:200], time.monotonic())
         if suppressed is None:
             return False
         if suppressed:

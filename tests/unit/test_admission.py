@@ -147,3 +147,14 @@ def test_the_library_warning_is_limited_per_message_not_per_connection(caplog: p
     lines = [r.getMessage() for r in caplog.records if r.name == "quic"]
     assert len(lines) == 2, lines
     assert "a test's own reason" in lines[0] and "another reason" in lines[1]
+
+
+def test_a_peer_varying_its_reason_cannot_make_each_library_line_new(caplog: pytest.LogCaptureFixture) -> None:
+    """qh3 logs a peer's close reason at warning level: the peer chooses the text."""
+    limit_library_log()
+    library = logging.getLogger("quic")
+    with caplog.at_level(logging.WARNING, logger="quic"):
+        for i in range(50):
+            library.warning("Native peer close: %r", f"reason number {i} from a chatty peer")
+    lines = [r.getMessage() for r in caplog.records if r.name == "quic"]
+    assert len(lines) == 1, lines
