@@ -212,6 +212,7 @@ class UdpSink:
         self.sock.setblocking(False)
         self.datagrams = 0
         self.bytes = 0
+        self.dials: set[bytes] = set()  # the destination connection IDs of the Initials seen: one per dial
         self.last_at: float | None = None  # time.monotonic() of the last datagram
 
     @property
@@ -228,6 +229,8 @@ class UdpSink:
             self.datagrams += 1
             self.bytes += len(data)
             self.last_at = time.monotonic()
+            if len(data) > 6 and data[0] & 0xC0 == 0xC0:  # a long header: its DCID names the dial
+                self.dials.add(data[6:6 + data[5]])
 
     async def collect(self, seconds: float) -> None:
         """Count everything that arrives during a measuring window of ``seconds``."""
@@ -241,6 +244,8 @@ class UdpSink:
             self.datagrams += 1
             self.bytes += len(data)
             self.last_at = time.monotonic()
+            if len(data) > 6 and data[0] & 0xC0 == 0xC0:  # a long header: its DCID names the dial
+                self.dials.add(data[6:6 + data[5]])
 
     def close(self) -> None:
         self.sock.close()
