@@ -80,6 +80,7 @@ from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 from connet_core.protocol.codes import CloseCode
 
 from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, SharedLibraryAdapter
+from connet_quic._qh3_trust import accept_exact_anchors
 
 logger = logging.getLogger("connet.quic")
 
@@ -104,6 +105,9 @@ class _Qh3TlsBridge(QuicTlsBridge):
         # set first: the parent serializes the transport parameters in its __init__
         self._connet_max_streams = max_streams
         super().__init__(*args, **kwargs)
+        # a server certificate that is one of the configured CAs (openssl's self-signed
+        # CA:TRUE ones): accepted as aioquic does, which webpki would refuse (_qh3_trust)
+        accept_exact_anchors(self.tls, self.configuration.cadata, is_client=self.configuration.is_client)
 
     def serialize_transport_parameters(self) -> bytes:
         parameters = pull_quic_transport_parameters(Buffer(data=super().serialize_transport_parameters()))
