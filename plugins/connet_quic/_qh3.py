@@ -46,7 +46,15 @@ so the endpoint's glue is reused unchanged. What differs, and what we do about i
   which makes it longer than the 41 bytes a restarted peer answers.
 - **Peer close vs. local close.** qh3 reports both as ``ConnectionTerminated``; the
   native event kind tells them apart, so the connection watches the core's events
-  through a thin proxy.
+  through a proxy (``_qh3_core``).
+- **"reserved stream is missing".** qh3 2.1.0's core loses a connection when a stream
+  completes while a retransmission copied at a PTO is still reserved for it; the same
+  proxy lets the core send before its events are drained and holds events back while such
+  a reservation can wait (``_qh3_core``; docs/performance.md, Known problems).
+- **Self-signed server certificates.** webpki also refuses a ``CA:TRUE`` certificate as the
+  end entity (what ``openssl req -x509`` makes); a leaf byte-identical to one of the
+  configured CA certificates is accepted, with its dates and name checked as aioquic does
+  (``_qh3_trust``).
 - **Certificate pinning.** qh3 verifies chains with webpki rules, which refuse our
   self-signed CA identity certificates as end entities, so a pinned dial turns chain
   verification off and has qh3 assert the exact SHA-256 fingerprint inside the handshake
@@ -80,6 +88,7 @@ from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 from connet_core.protocol.codes import CloseCode
 
 from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, SharedLibraryAdapter
+from connet_quic._qh3_core import CoreProxy
 from connet_quic._qh3_trust import accept_exact_anchors
 
 logger = logging.getLogger("connet.quic")
@@ -116,26 +125,6 @@ class _Qh3TlsBridge(QuicTlsBridge):
         buf = Buffer(capacity=3 * self.configuration.max_datagram_size)
         push_quic_transport_parameters(buf, parameters)
         return buf.data
-
-
-class _CoreProxy:
-    """Forwards everything to qh3's native core, noting the kinds of close events."""
-
-    def __init__(self, core: Any, owner: "Qh3Connection") -> None:
-        self._core = core
-        self._owner = owner
-
-    def next_event(self) -> tuple[Any, ...] | None:
-        event = self._core.next_event()
-        if event is not None and event[0] == "peer_closed":
-            self._owner.closed_by_peer = True
-        return event
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._core, name)
-        if callable(value):
-            setattr(self, name, value)  # next time found without __getattr__ (hot path)
-        return value
 
 
 class Qh3Connection(QuicConnection):
@@ -177,6 +166,32 @@ class Qh3Connection(QuicConnection):
         while (transmit := self._call_core(poll, now)) is not None:
             datagrams.append((transmit[0], transmit[1]))
         return datagrams
+
+    def send_stream_data(self, stream_id: int, data: Any, end_stream: bool = False) -> None:
+        super().send_stream_data(stream_id, data, end_stream)
+        if end_stream and isinstance(self._core, CoreProxy):
+            self._core.local_ended.add(stream_id)
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        super().reset_stream(stream_id, error_code)
+        if isinstance(self._core, CoreProxy):
+            self._core.local_ended.add(stream_id)
+
+    def _peer_closed(self) -> None:
+        self.closed_by_peer = True
+
+    def release_deferred(self, now: float) -> bool:
+        """The core's events, if they were held back while a stream reservation could be
+        waiting (_qh3_core: "reserved stream is missing"), once that is over; True if
+        events came."""
+        core = self._core
+        if not isinstance(core, CoreProxy) or not core.deferring:
+            return False
+        core.poll_early(now)
+        if core.deferring:
+            return False
+        self._drain_core()
+        return True
 
     def stream_credit_due(self, stream_id: int) -> bool:
         """qh3 grants credit as packets arrive, not on reading; what a read can make due is
@@ -293,7 +308,9 @@ class Qh3Connection(QuicConnection):
             0.025,  # max_ack_delay
             now,
         )
-        self._core = _CoreProxy(core, self)  # type: ignore[assignment]
+        self._core = CoreProxy(  # type: ignore[assignment]
+            core, self._peer_closed, lambda: self._handshake_complete
+        )
         self._applied_transport_parameters = None
         self._pre_handshake_state_replayed = False
 
@@ -422,9 +439,11 @@ class Qh3Library(SharedLibraryAdapter):
         return quic.next_admission()
 
     def release_held(self, quic: Qh3Connection, now: float) -> bool:
-        """Datagrams the connection held back while paused go to the core now if they may;
-        True if the caller should take the events (see Qh3Connection.release_held)."""
-        return quic.release_held(now)
+        """Datagrams the connection held back while paused go to the core now if they may,
+        and events the core proxy held back come out once they may (_qh3_core); True if
+        the caller should take the events (see Qh3Connection.release_held)."""
+        held = quic.release_held(now)
+        return quic.release_deferred(now) or held
 
     def receive_segments(self, quic: Qh3Connection, buffer: bytes, segment: int, addr: Any, now: float) -> None:
         """A GRO run of datagrams, handed to the native core in one call."""
