@@ -89,6 +89,7 @@ from connet_core.protocol.codes import CloseCode
 
 from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, SharedLibraryAdapter
 from connet_quic._qh3_core import CoreProxy
+from connet_quic._qh3_fin import FinGate
 from connet_quic._qh3_trust import accept_exact_anchors
 
 logger = logging.getLogger("connet.quic")
@@ -152,6 +153,7 @@ class Qh3Connection(QuicConnection):
         self.dropped = 0  # datagrams dropped while held (queue full), logged at the release
         self._next_admit = 0.0
         self.closed_by_peer = False
+        self._fin_gate = FinGate()  # FINs held until the stream's data is acknowledged (_qh3_fin)
         # maintained by the endpoint glue exactly as for aioquic (see _aioquic.py)
         self.unread_by_stream: dict[int, int] = {}
         self.unread_total = 0
@@ -165,14 +167,27 @@ class Qh3Connection(QuicConnection):
         datagrams = []
         while (transmit := self._call_core(poll, now)) is not None:
             datagrams.append((transmit[0], transmit[1]))
+        if self._fin_gate.waiting:
+            for stream_id in self._fin_gate.due(self._core, self.send_ping):
+                self._write_to_core(stream_id, b"", True)
+            while (transmit := self._call_core(poll, now)) is not None:
+                datagrams.append((transmit[0], transmit[1]))
         return datagrams
 
     def send_stream_data(self, stream_id: int, data: Any, end_stream: bool = False) -> None:
+        if self._handshake_complete and isinstance(self._core, CoreProxy) and self._fin_gate.hold(
+            self._core, stream_id, data, end_stream
+        ):
+            return  # a FIN alone after the data: it goes once that data is acknowledged
+        self._write_to_core(stream_id, data, end_stream)
+
+    def _write_to_core(self, stream_id: int, data: Any, end_stream: bool) -> None:
         super().send_stream_data(stream_id, data, end_stream)
         if end_stream and isinstance(self._core, CoreProxy):
             self._core.local_ended.add(stream_id)
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
+        self._fin_gate.forget(stream_id)
         super().reset_stream(stream_id, error_code)
         if isinstance(self._core, CoreProxy):
             self._core.local_ended.add(stream_id)
