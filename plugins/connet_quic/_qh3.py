@@ -51,6 +51,9 @@ so the endpoint's glue is reused unchanged. What differs, and what we do about i
   completes while a retransmission copied at a PTO is still reserved for it; the same
   proxy lets the core send before its events are drained and holds events back while such
   a reservation can wait (``_qh3_core``; docs/performance.md, Known problems).
+- **A FIN alone, after the data.** qh3 2.1.0 never resends a data-less FIN whose packet is
+  lost while the stream's earlier data is unacknowledged, so such a FIN is held until that
+  data is acknowledged (``_qh3_fin``; docs/performance.md, Known problems).
 - **Self-signed server certificates.** webpki also refuses a ``CA:TRUE`` certificate as the
   end entity (what ``openssl req -x509`` makes); a leaf byte-identical to one of the
   configured CA certificates is accepted, with its dates and name checked as aioquic does
