@@ -37,7 +37,7 @@ ROOM = 1500  # congestion window room (bytes) above which the core has nothing q
 # a retransmission back past the first one (the core's pacing deadline cannot tell: it is
 # reported even when nothing waits), the second then covers it
 CONFIRMATIONS = 2
-PING_BASE = 1 << 62  # PING ids of the gate (the endpoint's keepalive ids count up from 1)
+PING_ID = 1 << 62  # the gate's PING id (the endpoint's keepalive ids count up from 1)
 
 
 class FinGate:
@@ -81,15 +81,18 @@ class FinGate:
         newest = outstanding[-1][0] if outstanding else -1
         losses = (core.loss_total, core.pto_total)
         released = []
+        snapshots = False
         for stream_id, snapshot in list(self.waiting.items()):
             if snapshot is None or snapshot[1:3] != losses:
                 self.waiting[stream_id] = (newest, *losses, 0)
-                ping(PING_BASE + stream_id)
+                snapshots = True
             elif oldest is None or oldest > snapshot[0]:
                 if snapshot[3] + 1 < CONFIRMATIONS:
                     self.waiting[stream_id] = (newest, *losses, snapshot[3] + 1)
-                    ping(PING_BASE + stream_id)
+                    snapshots = True
                 else:
                     del self.waiting[stream_id]
                     released.append(stream_id)
+        if snapshots:
+            ping(PING_ID)  # one for all the snapshots just taken
         return released
