@@ -48,9 +48,8 @@ so the endpoint's glue is reused unchanged. What differs, and what we do about i
   native event kind tells them apart, so the connection watches the core's events
   through a proxy (``_qh3_core``).
 - **"reserved stream is missing".** qh3 2.1.0's core loses a connection when a stream
-  completes while a retransmission copied at a PTO is still reserved for it; the same
-  proxy lets the core send before its events are drained and holds events back while such
-  a reservation can wait (``_qh3_core``; docs/performance.md, Known problems).
+  completes while a retransmission copied at a PTO is still reserved for it; not worked
+  around (``_qh3_core`` says what was tried; docs/performance.md, Known problems).
 - **A FIN alone, after the data.** qh3 2.1.0 never resends a data-less FIN whose packet is
   lost while the stream's earlier data is unacknowledged, so such a FIN is held until that
   data is acknowledged (``_qh3_fin``; docs/performance.md, Known problems).
@@ -186,30 +185,13 @@ class Qh3Connection(QuicConnection):
 
     def _write_to_core(self, stream_id: int, data: Any, end_stream: bool) -> None:
         super().send_stream_data(stream_id, data, end_stream)
-        if end_stream and isinstance(self._core, CoreProxy):
-            self._core.local_ended.add(stream_id)
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         self._fin_gate.forget(stream_id)
         super().reset_stream(stream_id, error_code)
-        if isinstance(self._core, CoreProxy):
-            self._core.local_ended.add(stream_id)
 
     def _peer_closed(self) -> None:
         self.closed_by_peer = True
-
-    def release_deferred(self, now: float) -> bool:
-        """The core's events, if they were held back while a stream reservation could be
-        waiting (_qh3_core: "reserved stream is missing"), once that is over; True if
-        events came."""
-        core = self._core
-        if not isinstance(core, CoreProxy) or not core.deferring:
-            return False
-        core.poll_early(now)
-        if core.deferring:
-            return False
-        self._drain_core()
-        return True
 
     def stream_credit_due(self, stream_id: int) -> bool:
         """qh3 grants credit as packets arrive, not on reading; what a read can make due is
@@ -326,9 +308,7 @@ class Qh3Connection(QuicConnection):
             0.025,  # max_ack_delay
             now,
         )
-        self._core = CoreProxy(  # type: ignore[assignment]
-            core, self._peer_closed, lambda: self._handshake_complete
-        )
+        self._core = CoreProxy(core, self._peer_closed)  # type: ignore[assignment]
         self._applied_transport_parameters = None
         self._pre_handshake_state_replayed = False
 
@@ -457,11 +437,9 @@ class Qh3Library(SharedLibraryAdapter):
         return quic.next_admission()
 
     def release_held(self, quic: Qh3Connection, now: float) -> bool:
-        """Datagrams the connection held back while paused go to the core now if they may,
-        and events the core proxy held back come out once they may (_qh3_core); True if
-        the caller should take the events (see Qh3Connection.release_held)."""
-        held = quic.release_held(now)
-        return quic.release_deferred(now) or held
+        """Datagrams the connection held back while paused go to the core now if they may;
+        True if the caller should take the events (see Qh3Connection.release_held)."""
+        return quic.release_held(now)
 
     def receive_segments(self, quic: Qh3Connection, buffer: bytes, segment: int, addr: Any, now: float) -> None:
         """A GRO run of datagrams, handed to the native core in one call."""

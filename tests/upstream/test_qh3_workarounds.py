@@ -1,11 +1,12 @@
-"""connet's workarounds for two qh3 2.1.0 defects hold: the reproducers' simulated network
+"""qh3 2.1.0's defects against connet's adapter: the reproducers' simulated network
 (``qh3_sim``: real qh3 cores, simulated time, reordering and loss) run with connet's
 ``Qh3Connection`` at both ends, as the endpoint drives it.
 
 The scripts next to this file show the defects with qh3 alone and exit 1 while they are
-there (run by hand, not by pytest); these tests fail if a workaround stops working, e.g.
-after a qh3 upgrade that changes what it works around. Each fails without its workaround
-(checked by disabling it: 11 of 300 runs stalled; the burst failed 4 times).
+there (run by hand, not by pytest). Here: the lost-FIN workaround must hold (the test fails
+with the gate disabled: 11 of 300 runs stall); "reserved stream is missing" is not worked
+around, so its test is a strict xfail: it starts passing, and so failing, once a qh3
+release fixes it (then drop the marker).
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ from upstream.qh3_sim import run  # noqa: E402
 
 
 class EndpointDriven(Qh3Connection):
-    """What the endpoint does before each send: held datagrams and held-back events first."""
+    """What the endpoint does before each send: held datagrams first."""
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
         self.release_held(now)
-        self.release_deferred(now)
         return super().datagrams_to_send(now)
 
 
@@ -41,9 +41,10 @@ def test_a_fin_written_after_the_data_arrives_despite_reordering() -> None:
     assert outcomes == {"ok": 300}
 
 
+@pytest.mark.xfail(strict=True, reason="qh3 2.1.0: 'reserved stream is missing' (_qh3_core.py)")
 def test_a_burst_with_loss_and_reordering_keeps_its_connection() -> None:
-    # qh3 alone fails 4 of these 1300 runs with "reserved stream is missing" (_qh3_core.py);
-    # the other outcomes (a handshake qh3 gives up under 10% loss) are not connet's to fix
+    # qh3 2.1.0 fails about 5 of these 1300 runs with "reserved stream is missing"; the other
+    # outcomes (a handshake qh3 gives up under 10% loss) are not connet's to fix
     outcomes = collections.Counter(run(seed, loss=0.1, new_connection=connection) for seed in range(1300))
     assert not [outcome for outcome in outcomes if "reserved stream" in outcome], outcomes
     assert outcomes["ok"] >= 1280, outcomes
