@@ -24,7 +24,7 @@ acknowledged prefix`` and takes the path that works. A loss or PTO meanwhile (wh
 retransmissions a snapshot may not cover) starts over. A FIN written while data is still
 queued rides on that data's last frame and is not held; nor is the FIN of a stream that
 carried no data. It costs such a FIN about two round trips. Measured with the
-reproducer's simulation: 43 of 1500 runs stall with qh3 alone, 0 of 1500 with connet's
+reproducer's simulation: 39-43 of 1500 runs stall with qh3 alone, 0 of 1500 with connet's
 adapter (``tests/upstream/test_qh3_workarounds.py``).
 """
 

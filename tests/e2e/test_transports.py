@@ -115,8 +115,9 @@ async def test_eight_slow_programs_behind_one_connection(on: ServerInfo, daemons
     assert digests == [sha256(p) for p in payloads]
 
 
-# 1000 on both: qh3 2.1.0 used to fail such a burst now and then with "reserved stream is
-# missing" (worked around in connet_quic/_qh3_core.py; docs/performance.md, Known problems)
+# 1000 on both. qh3 2.1.0 can still lose the connection in such a burst now and then with
+# "reserved stream is missing" (a core bug, not worked around: connet_quic/_qh3_core.py,
+# docs/performance.md, Known problems)
 CONCURRENT = {"aioquic": 1000, "qh3": 1000}
 
 

@@ -55,8 +55,8 @@ def only_aioquic(transport: QuicTransport, reason: str) -> None:
         pytest.skip(reason)
 
 
-# 1000 on both: qh3 2.1.0 used to fail such a burst now and then with "reserved stream is
-# missing" from poll_transmit (worked around in connet_quic/_qh3_core.py;
+# 1000 on both. qh3 2.1.0 can still fail such a burst now and then with "reserved stream is
+# missing" from poll_transmit (a core bug, not worked around: connet_quic/_qh3_core.py,
 # docs/performance.md, Known problems)
 CONCURRENT_STREAMS = {"aioquic": 1000, "qh3": 1000}
 
