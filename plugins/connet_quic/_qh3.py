@@ -46,7 +46,17 @@ so the endpoint's glue is reused unchanged. What differs, and what we do about i
   which makes it longer than the 41 bytes a restarted peer answers.
 - **Peer close vs. local close.** qh3 reports both as ``ConnectionTerminated``; the
   native event kind tells them apart, so the connection watches the core's events
-  through a thin proxy.
+  through a proxy (``_qh3_core``).
+- **"reserved stream is missing".** qh3 2.1.0's core loses a connection when a stream
+  completes while a retransmission copied at a PTO is still reserved for it; not worked
+  around (``_qh3_core`` says what was tried; docs/performance.md, Known problems).
+- **A FIN alone, after the data.** qh3 2.1.0 never resends a data-less FIN whose packet is
+  lost while the stream's earlier data is unacknowledged, so such a FIN is held until that
+  data is acknowledged (``_qh3_fin``; docs/performance.md, Known problems).
+- **Self-signed server certificates.** webpki also refuses a ``CA:TRUE`` certificate as the
+  end entity (what ``openssl req -x509`` makes); a leaf byte-identical to one of the
+  configured CA certificates is accepted, with its dates and name checked as aioquic does
+  (``_qh3_trust``).
 - **Certificate pinning.** qh3 verifies chains with webpki rules, which refuse our
   self-signed CA identity certificates as end entities, so a pinned dial turns chain
   verification off and has qh3 assert the exact SHA-256 fingerprint inside the handshake
@@ -58,6 +68,7 @@ so the endpoint's glue is reused unchanged. What differs, and what we do about i
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import logging
 import ssl
@@ -81,6 +92,9 @@ from connet_core.protocol.codes import CloseCode
 
 from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, SharedLibraryAdapter
 from connet_quic._qh3_amplification import AmplificationBudget, core_receive
+from connet_quic._qh3_core import CoreProxy
+from connet_quic._qh3_fin import FinGate
+from connet_quic._qh3_trust import accept_exact_anchors
 
 logger = logging.getLogger("connet.quic")
 
@@ -105,6 +119,9 @@ class _Qh3TlsBridge(QuicTlsBridge):
         # set first: the parent serializes the transport parameters in its __init__
         self._connet_max_streams = max_streams
         super().__init__(*args, **kwargs)
+        # a server certificate that is one of the configured CAs (openssl's self-signed
+        # CA:TRUE ones): accepted as aioquic does, which webpki would refuse (_qh3_trust)
+        accept_exact_anchors(self.tls, self.configuration.cadata, is_client=self.configuration.is_client)
 
     def serialize_transport_parameters(self) -> bytes:
         parameters = pull_quic_transport_parameters(Buffer(data=super().serialize_transport_parameters()))
@@ -115,34 +132,10 @@ class _Qh3TlsBridge(QuicTlsBridge):
         return buf.data
 
 
-class _CoreProxy:
-    """Forwards everything to qh3's native core, noting the kinds of close events."""
-
-    def __init__(self, core: Any, owner: "Qh3Connection") -> None:
-        self._core = core
-        self._owner = owner
-
-    def receive_datagram(self, data: bytes, address: Any, now: float, datagram_size: int | None = None) -> Any:
-        # a padded datagram's padding counts toward the anti-amplification budget (see
-        # _qh3_amplification)
-        return core_receive(self._core, self._owner, data, address, now, datagram_size)
-
-    def next_event(self) -> tuple[Any, ...] | None:
-        event = self._core.next_event()
-        if event is not None and event[0] == "peer_closed":
-            self._owner.closed_by_peer = True
-        return event
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._core, name)
-        if callable(value):
-            setattr(self, name, value)  # next time found without __getattr__ (hot path)
-        return value
-
-
 class Qh3Connection(AmplificationBudget):
-    """qh3's connection with our stream limit, derived reset token and close bookkeeping, and
-    a server's handshake under the anti-amplification limit fixed (_qh3_amplification)."""
+    """qh3's connection with our stream limit, derived reset token and close bookkeeping, a
+    server's handshake under the anti-amplification limit fixed (_qh3_amplification) and a
+    late FIN held until its stream's data is acknowledged (_qh3_fin)."""
 
     def __init__(
         self,
@@ -166,6 +159,7 @@ class Qh3Connection(AmplificationBudget):
         self.dropped = 0  # datagrams dropped while held (queue full), logged at the release
         self._next_admit = 0.0
         self.closed_by_peer = False
+        self._fin_gate = FinGate()  # FINs held until the stream's data is acknowledged (_qh3_fin)
         # maintained by the endpoint glue exactly as for aioquic (see _aioquic.py)
         self.unread_by_stream: dict[int, int] = {}
         self.unread_total = 0
@@ -179,7 +173,29 @@ class Qh3Connection(AmplificationBudget):
         datagrams = []
         while (transmit := self.poll_transmit_or_wait(poll, now)) is not None:
             datagrams.append((transmit[0], transmit[1]))
+        if self._fin_gate.waiting:
+            for stream_id in self._fin_gate.due(self._core, self.send_ping):
+                self._write_to_core(stream_id, b"", True)
+            while (transmit := self._call_core(poll, now)) is not None:
+                datagrams.append((transmit[0], transmit[1]))
         return datagrams
+
+    def send_stream_data(self, stream_id: int, data: Any, end_stream: bool = False) -> None:
+        if self._handshake_complete and isinstance(self._core, CoreProxy) and self._fin_gate.hold(
+            self._core, stream_id, data, end_stream
+        ):
+            return  # a FIN alone after the data: it goes once that data is acknowledged
+        self._write_to_core(stream_id, data, end_stream)
+
+    def _write_to_core(self, stream_id: int, data: Any, end_stream: bool) -> None:
+        super().send_stream_data(stream_id, data, end_stream)
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        self._fin_gate.forget(stream_id)
+        super().reset_stream(stream_id, error_code)
+
+    def _peer_closed(self) -> None:
+        self.closed_by_peer = True
 
     def stream_credit_due(self, stream_id: int) -> bool:
         """qh3 grants credit as packets arrive, not on reading; what a read can make due is
@@ -296,7 +312,9 @@ class Qh3Connection(AmplificationBudget):
             0.025,  # max_ack_delay
             now,
         )
-        self._core = _CoreProxy(core, self)  # type: ignore[assignment]
+        # a padded datagram's padding counts toward the anti-amplification budget (_qh3_amplification)
+        receive = functools.partial(core_receive, core, self)
+        self._core = CoreProxy(core, self._peer_closed, receive)  # type: ignore[assignment]
         self._applied_transport_parameters = None
         self._pre_handshake_state_replayed = False
 
