@@ -23,6 +23,7 @@ from connet_core.model import PathKind, Role
 from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.messages import Connect, Connected, ConnectRefused, PeerInfo
 from connet_core.protocol.streams import MessageStream
+from connet_core.supervise import describe
 from connet_core.tls_stream import TLSStream
 from connet_core.transport import Stream
 
@@ -108,7 +109,9 @@ class Destinations:
         try:
             end = await asyncio.wait_for(dial_tcp(destination.addr.host, destination.addr.port), DESTINATION_DIAL_TIMEOUT)
         except (OSError, TimeoutError) as exc:
-            log.warning("destination %r: cannot connect to %s: %s", name, destination.addr, exc, extra={"endpoint": name})
+            log.warning("destination %r: cannot connect to %s: %s", name, destination.addr,
+                        "no answer within %.0f s" % DESTINATION_DIAL_TIMEOUT if isinstance(exc, TimeoutError) else describe(exc),
+                        extra={"endpoint": name})
             await _refuse(messages, stream, CloseCode.DESTINATION_UNREACHABLE, "cannot connect")
             return
         if pc is not None:

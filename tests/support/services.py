@@ -34,8 +34,12 @@ def http_server(directory: str) -> Iterator[int]:
 
 @asynccontextmanager
 async def _serve(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> AsyncIterator[int]:
-    """Serves ``handle`` on 127.0.0.1 at an ephemeral port; yields the port."""
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    """Serves ``handle`` on 127.0.0.1 at an ephemeral port; yields the port. The listen
+    backlog is a real server's (the kernel caps it at net.core.somaxconn), not asyncio's
+    default of 100: a burst of 1000 tunneled connections arrives at the service at once,
+    while this loop is busy with the test's own 1000 clients, and SYNs dropped from a full
+    accept queue come back only after the kernel's 1 s and 3 s retransmissions."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=4096)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
