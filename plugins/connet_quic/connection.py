@@ -50,7 +50,7 @@ class QuicEndpointConnection:
         handshake_deadline: float,
         pinned_der: bytes | None = None,
     ) -> None:
-        self._lib = wiring.library
+        self._lib: QuicLibrary[QuicLibraryConnection] = wiring.library
         self._quic = quic
         self._loop = wiring.loop
         self._options = wiring.options
