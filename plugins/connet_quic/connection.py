@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from typing import Callable
 
 from connet_core.errors import ConnectionLost, DialError
 from connet_core.model import HostPort, certificate_hash
@@ -70,6 +71,9 @@ class QuicEndpointConnection:
         self._blocked_writers: set[QuicEndpointStream] = set()
         self._handshake_deadline: float | None = handshake_deadline
         self._handshake_done: asyncio.Future[None] = self._loop.create_future()
+        # whether the handshake completed or failed (established, if not closed): the future's
+        # own method, so that the endpoint's check per GRO run costs no Python call
+        self.handshake_settled: Callable[[], bool] = self._handshake_done.done
         self._next_ping_at: float | None = None
         self._keepalive_stopped = False
         self._ping_uid = 0
@@ -163,11 +167,6 @@ class QuicEndpointConnection:
         """Route datagrams for ``cid`` to this connection."""
         self._cids.add(cid)
         self._wiring.route(cid, self)
-
-    @property
-    def handshake_settled(self) -> bool:
-        """The handshake completed or failed (an established connection if it is not closed)."""
-        return self._handshake_done.done()
 
     async def wait_handshake(self) -> None:
         """Until the handshake completed; raises its DialError if it failed."""
@@ -275,12 +274,12 @@ class QuicEndpointConnection:
     def unsent(self, stream_id: int) -> int:
         return self._lib.unsent(self._quic, stream_id)
 
-    def writer_blocked(self, stream: QuicEndpointStream) -> None:
-        """``stream`` waits for its unsent bytes to fall under the bound (woken by transmit)."""
-        self._blocked_writers.add(stream)
-
-    def writer_unblocked(self, stream: QuicEndpointStream) -> None:
-        self._blocked_writers.discard(stream)
+    @property
+    def blocked_writers(self) -> set[QuicEndpointStream]:
+        """The streams whose drain() waits for room: a stream adds itself while it waits,
+        and each send round wakes those back under ``stream_send_buffer``. A stream keeps
+        the set itself: a drain costs no call more than the set's own."""
+        return self._blocked_writers
 
     def consumed(self, stream: QuicEndpointStream, n: int) -> None:
         """The application read ``n`` bytes of ``stream``: they no longer hold receive credit."""

@@ -338,7 +338,7 @@ class QuicEndpoint:
             if buffer[start] & 0x80 or buffer[start + 1:start + end] != cid:
                 return None
         connection = self._by_cid.get(cid)
-        if connection is None or not connection.handshake_settled:
+        if connection is None or not connection.handshake_settled():
             return None
         return connection
 

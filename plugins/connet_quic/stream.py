@@ -43,6 +43,7 @@ class QuicEndpointStream:
         self._read_waiter: asyncio.Future[None] | None = None
         # every drain() waiting for room (end-to-end TLS may flush while the TCP end drains)
         self._write_waiters: list[asyncio.Future[None]] = []
+        self._blocked_writers = connection.blocked_writers  # where drain() waits (see there)
 
     @property
     def stream_id(self) -> int:
@@ -65,13 +66,10 @@ class QuicEndpointStream:
             self._buffered += len(data)
         if end_stream:
             self._eof_received = True
-        self._wake_reader()
+        self.wake_reader()
         return True
 
     def wake_reader(self) -> None:
-        self._wake_reader()
-
-    def _wake_reader(self) -> None:
         if self._read_waiter is not None and not self._read_waiter.done():
             self._read_waiter.set_result(None)
 
@@ -84,7 +82,7 @@ class QuicEndpointStream:
         """The peer reset its sending side (RESET_STREAM): what is unread is dropped."""
         self._read_reset_code = code
         self._connection.discard_unread(self)
-        self._wake_reader()
+        self.wake_reader()
 
     def peer_stopped_sending(self, code: int) -> None:
         """The peer sent STOP_SENDING: our writes fail from now on."""
@@ -168,13 +166,13 @@ class QuicEndpointStream:
         while connection.unsent(self._stream_id) > bound:
             waiter = asyncio.get_running_loop().create_future()
             self._write_waiters.append(waiter)
-            connection.writer_blocked(self)
+            self._blocked_writers.add(self)
             try:
                 await waiter
             finally:
                 self._write_waiters.remove(waiter)
                 if not self._write_waiters:
-                    connection.writer_unblocked(self)
+                    self._blocked_writers.discard(self)
             self._check_writable()
 
     def _check_writable(self) -> None:
@@ -205,5 +203,5 @@ class QuicEndpointStream:
         self._reset_locally = True
         self._local_reset_code = code
         self._connection.reset_stream(self, code, reset_sending=reset_sending, stop_receiving=stop_receiving)
-        self._wake_reader()
+        self.wake_reader()
         self.wake_writer()
