@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from typing import Any, Sequence
+from typing import Sequence
 
 import connet_core
 from connet_core.model import HostPort
@@ -21,6 +21,7 @@ from connet_core.transport import TLSIdentity, TransportOptions
 
 from connet_quic._aioquic import AioquicLibrary
 from connet_quic.endpoint import QuicEndpoint, QuicEndpointConnection, QuicEndpointStream
+from connet_quic.library import QuicLibrary, QuicLibraryConnection
 
 __all__ = ["QuicTransport", "QuicEndpoint", "QuicEndpointConnection", "QuicEndpointStream"]
 
@@ -28,9 +29,9 @@ __all__ = ["QuicTransport", "QuicEndpoint", "QuicEndpointConnection", "QuicEndpo
 class QuicTransport:
     """A :class:`connet_core.transport.Transport` over one QUIC library adapter."""
 
-    def __init__(self, name: str = "aioquic", library: Any = None) -> None:
+    def __init__(self, name: str = "aioquic", library: QuicLibrary[QuicLibraryConnection] | None = None) -> None:
         self.name = name
-        self._library = library if library is not None else AioquicLibrary()
+        self._library: QuicLibrary[QuicLibraryConnection] = library if library is not None else AioquicLibrary()
 
     async def bind(
         self,

@@ -1,13 +1,14 @@
 """What the endpoint needs of a QUIC library adapter, as typing Protocols.
 
-:mod:`connet_quic.endpoint` drives a sans-I/O QUIC library through an adapter
-(:class:`~connet_quic._aioquic.AioquicLibrary`, :class:`~connet_quic._qh3.Qh3Library`) and
-the adapter's connection objects. These Protocols name exactly the members the endpoint
-uses, each with the contract the endpoint relies on, so a third adapter knows what to
-provide and the endpoint can type its library as ``QuicLibrary[Any]`` instead of one
-concrete adapter. ``tests/unit/test_library_protocol.py`` checks that both adapters and
-their connections provide every member with a compatible signature (``runtime_checkable``
-alone would only check names).
+:mod:`connet_quic.endpoint` (its router and connections) drives a sans-I/O QUIC library
+through an adapter (:class:`~connet_quic._aioquic.AioquicLibrary`,
+:class:`~connet_quic._qh3.Qh3Library`) and the adapter's connection objects. These Protocols
+name exactly the members the endpoint uses, each with the contract the endpoint relies on,
+so a third adapter knows what to provide and the endpoint types its library as
+``QuicLibrary[QuicLibraryConnection]`` instead of one concrete adapter.
+``tests/unit/test_library_protocol.py`` checks that both adapters and their connections
+provide every member with a compatible signature (``runtime_checkable`` alone would only
+check names).
 
 Times are on the endpoint's clock (the event loop's), in seconds; addresses are the
 library's ``(host, port)`` tuples; stream ids are QUIC stream ids.
@@ -28,6 +29,7 @@ class PacketHeader(Protocol):
     version: int | None
     destination_cid: bytes
     source_cid: bytes
+    token: bytes | None  # an Initial's address-validation token (admission reads it)
 
 
 @runtime_checkable
@@ -116,6 +118,7 @@ class QuicLibrary(Protocol[C]):
     name: str  # "aioquic", "qh3": for logs and status
     events: QuicEventTypes
     smallest_max_datagram_size: int  # an Initial datagram shorter than this is dropped unanswered
+    connection_id_length: int  # of the connection IDs we choose (a Retry's source CID too)
 
     # configuration and connections
 
@@ -150,11 +153,13 @@ class QuicLibrary(Protocol[C]):
         max_streams: int,
         reset_token: Callable[[bytes], bytes],
         original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
     ) -> C:
         """A new connection: a dialer's (``config.is_client``) or one accepting the Initial
-        whose destination CID is ``original_destination_connection_id``. It lets the peer
-        open ``max_streams`` bidirectional streams at once and no unidirectional ones, and
-        gives every connection ID it issues the token ``reset_token(cid)`` where the
+        whose destination CID is ``original_destination_connection_id`` (after our Retry,
+        ``retry_source_connection_id`` is the source CID that Retry carried). It lets the
+        peer open ``max_streams`` bidirectional streams at once and no unidirectional ones,
+        and gives every connection ID it issues the token ``reset_token(cid)`` where the
         library lets it (so a restarted endpoint can reset it, see _reset.py)."""
 
     def open_stream(self, quic: C) -> int:
