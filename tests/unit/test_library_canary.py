@@ -211,7 +211,7 @@ EVENT_FIELDS = {
 }
 for _library, _uses in (("aioquic", AIOQUIC), ("qh3", QH3)):
     _uses += [
-        Use(f"{_library}.quic.events:{name}", "reads", "connet_quic.endpoint (_process_events), connet_quic._adapter",
+        Use(f"{_library}.quic.events:{name}", "reads", "connet_quic.connection (_process_events), connet_quic._adapter",
             params=fields)
         for name, fields in EVENT_FIELDS.items()
     ]
