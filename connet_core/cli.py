@@ -343,7 +343,6 @@ def check(
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS, short_help="Make a test CA and server certificate (tests only).")
-@common_options
 @click.option(
     "--out",
     "out_dir",
@@ -360,10 +359,6 @@ def check(
     help="Name or address the server certificate is valid for; repeatable.  [default: localhost, 127.0.0.1, ::1]",
 )
 def cert(
-    config_files: tuple[Path, ...],
-    log_level: str | None,
-    log_format: str | None,
-    transport: str | None,
     out_dir: Path,
     hosts: tuple[str, ...],
 ) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.abc
 import os
+import re
 import subprocess
 import sys
 import types
@@ -63,12 +64,31 @@ def test_help_lists_every_command_from_the_console_script() -> None:
     assert "localhost:19190" in result.stdout  # defaults are shown
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "cert"])
 def test_every_command_has_help_with_the_common_options(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main([command, "--help"], capsys)
     assert code == 0
     for flag in ("--config", "--log-level", "--log-format", "--transport"):
         assert flag in out
+
+
+def test_cert_help_lists_only_what_cert_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    """cert reads no configuration and runs no transport (issue 18)."""
+    code, out, _ = run_main(["cert", "--help"], capsys)
+    assert code == 0
+    assert "--out" in out and "--host" in out
+    for flag in ("--config", "--log-level", "--log-format", "--transport"):
+        assert flag not in out
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS, "version"])
+def test_help_names_only_files_that_exist(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Help that points somewhere points at a file of the repository (issue 18: "see SPEC.md")."""
+    code, out, _ = run_main([*command.split(), "--help"], capsys)
+    assert code == 0
+    root = Path(__file__).resolve().parents[2]
+    for name in re.findall(r"[\w/.-]+\.md\b", out):
+        assert (root / name).is_file(), f"connet {command} --help names {name}, which is not in the repository"
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
