@@ -396,37 +396,31 @@ def version() -> int:
     return 0
 
 
-def _status_url(addr: HostPort) -> str:
-    host = addr.host or "127.0.0.1"  # an every-interface bind is reachable on loopback
-    return f"http://{HostPort(host, addr.port)}/"
-
-
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@common_options
+@click.option(
+    "--config",
+    "config_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="A daemon's TOML file: the dashboard polls its status-addr. Repeat for more daemons; "
+    "each file is read on its own (not layered) and may be partial.",
+)
 @click.argument("urls", nargs=-1, metavar="[STATUS-URL]...")
-def tui(
-    config_files: tuple[Path, ...],
-    log_level: str | None,
-    log_format: str | None,
-    transport: str | None,
-    urls: tuple[str, ...],
-) -> int:
+def tui(config_files: tuple[Path, ...], urls: tuple[str, ...]) -> int:
     """Live dashboard over status endpoints (needs connet[tui]).
 
-    Status URLs come from the arguments and from the status-addr of each --config file.
+    Polls the URLs given, and the status-addr of the [client], [server], [control] or
+    [relay] section of each --config file: one set of rows per daemon.
 
     \b
     connet tui http://127.0.0.1:19180/ http://127.0.0.1:19181/
     connet tui --config client.toml --config server.toml
     """
+    from connet_core.status_targets import status_urls
+
     all_urls = list(urls)
-    flags = common_flags(log_level, log_format, transport)
-    for command in sections_present(config_files) if config_files else []:
-        config = load_config(command, config_files, flags)
-        section = config.client or config.relay or config.control or (config.server and config.server.control)
-        status_addr = getattr(section, "status_addr", None)
-        if isinstance(status_addr, HostPort):
-            all_urls.append(_status_url(status_addr))
+    all_urls += [url for url in status_urls(config_files) if url not in all_urls]
     if not all_urls:
         raise click.UsageError("give at least one STATUS-URL, or a --config whose section has a status-addr")
     try:
