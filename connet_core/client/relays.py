@@ -81,19 +81,27 @@ class Relays:
         """Stay connected to a relay while it holds grants of ours; serve what it sends."""
         backoff = Backoff(0.5, RECONNECT_CEILING)
         trust = Trust(pinned_der=link.certificate)
+        said = False  # this outage has had its line: the retries that follow are debug lines
         while True:
+            up: list[bool] = []
             with attempt() as tried:
-                await self._session(link, trust, backoff)
+                await self._session(link, trust, backoff, up)
+            if up:
+                said = False  # it was up in between: a new outage
             error = tried.error
+            # One warning per outage, not per retry: a relay that restarts (with the server)
+            # fails every dial until control offers it again, often with a new certificate.
+            level = logging.DEBUG if said else logging.WARNING
             if isinstance(error, DialError):
-                log.warning("cannot reach relay %s: %s", link.label, describe(error))
+                log.log(level, "cannot reach relay %s: %s; retrying", link.label, describe(error))
             elif isinstance(error, ConnectionLost):
-                log.warning("relay %s connection closed: %s", link.label, CloseCode.describe(error.code))
+                log.log(level, "relay %s connection closed: %s; retrying", link.label, CloseCode.describe(error.code))
             elif error is not None:
-                log.warning("relay %s: %s; retrying", link.label, describe(error))
+                log.log(level, "relay %s: %s; retrying", link.label, describe(error))
+            said = said or error is not None
             await pause(backoff.next_delay())
 
-    async def _session(self, link: RelayLink, trust: Trust, backoff: Backoff) -> None:
+    async def _session(self, link: RelayLink, trust: Trust, backoff: Backoff, up: list[bool]) -> None:
         """One connection to the relay: prove our key with the grants, then serve its
         streams and show it grants for names announced later, until something fails."""
         conn = await self._endpoint.dial(link.addr, alpn=ALPN_RELAY, trust=trust, timeout=PEER_DIAL_TIMEOUT)
@@ -102,6 +110,7 @@ class Relays:
             await prove_over(conn, self._state.identity, ALPN_RELAY, grants)
             backoff.reset()
             link.conn, link.presented = conn, set(grants)
+            up.append(True)
             log.info("relay %s connected", link.label, extra={"peer": str(link.addr), "path": "relay"})
             await self._state.notify_paths()
             async with TaskGroup() as tg:

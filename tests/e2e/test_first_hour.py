@@ -187,3 +187,40 @@ async def test_a_service_that_resets_is_reported_as_a_reset(daemons: Daemons, se
     finally:
         service.close()
         await service.wait_closed()
+
+
+def test_a_server_restart_says_each_change_once(daemons: Daemons, certs: Path, tmp_path: Path) -> None:
+    """A server restart without store-dir (a new relay certificate on the same address): the
+    client's info log says lost, reconnected, the old relay gone and the new one up, each once,
+    not a warning per retry (issue 18)."""
+    control_port, relay_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+    config = tmp_path / "server.toml"
+    config.write_text(
+        "[server]\n"
+        f'tokens = ["{TOKENS[0]}"]\n'
+        f'cert-file = "{certs / "server.pem"}"\n'
+        f'key-file = "{certs / "server-key.pem"}"\n'
+        f'addr = "127.0.0.1:{control_port}"\n'
+        f'relay-addr = "127.0.0.1:{relay_port}"\n'
+        'relay-hostname = "127.0.0.1"\n'
+    )
+    server = daemons.start("server", ["server", "--config", str(config)])
+    server.listening("relay")
+    client = daemons.start("client", [
+        "--token", TOKENS[0], "--server-addr", f"127.0.0.1:{control_port}",
+        "--server-cas", str(certs / "ca.pem"), "--direct-addr", "127.0.0.1:0",
+        "--dst-name", "web", "--dst-addr", "127.0.0.1:1", "--log-level", "debug",
+    ])
+    client.wait_for(r"relay \S+ connected")
+    mark = client.mark()
+    assert server.stop() == 0
+    # the server stays away for two failed relay dials (debug lines count them)
+    client.wait_for(r"cannot reach relay", start=mark, count=2, timeout=30)
+    again = daemons.start("server-again", ["server", "--config", str(config)])
+    again.listening("relay")
+    client.wait_for(r"relay \S+ connected", start=mark, timeout=30)
+    client.wait_for(r"is no longer offered", start=mark, timeout=30)
+    lines = client.lines[mark:]
+    relay_warnings = [line for line in lines if " WARNING " in line and "relay" in line]
+    assert len(relay_warnings) <= 1, "\n".join(lines)  # the outage, once
+    assert len([line for line in lines if "connected to control server" in line]) == 1, "\n".join(lines)
