@@ -93,11 +93,13 @@ def test_the_original_quick_start_verbatim_carries_a_page(daemons: Daemons, cert
         dst = daemons.start("dst", ["--config", str(destination_file)],
                             env={"CONNET_CLIENT__DIRECT_ADDR": f":{first_direct}"})
         src = daemons.start("src", ["--config", str(source_file)])
+        # up first, then the page: a connection made while the paths are still coming up
+        # may be refused (and say so in a warning), which is not what this test is about
+        for daemon in (dst, src):
+            daemon.wait_for(r"peer \S+ connected direct", 30)
+            daemon.wait_for(r"relay \S+ connected", 30)
         body = fetch_with_retry(f"http://127.0.0.1:{source_port}/index.html")
         assert hashlib.sha256(body.encode()).hexdigest() == hashlib.sha256(page.encode()).hexdigest()
-        for daemon in (dst, src):
-            daemon.wait_for(r"peer \S+ connected direct")
-            daemon.wait_for(r"relay \S+ connected")
         # The healthy start at info level: a handful of lines that each say what is up, once:
         # version and transport, listening (direct; the source's TCP too), connected to
         # control, the peer matched, the relay, the peer's direct path.
