@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import os
 import shutil
-import signal
 import socket
 from pathlib import Path
 
