@@ -156,11 +156,14 @@ def _reject_client_options_with(ctx: click.Context) -> None:
         source = ctx.get_parameter_source(param.name or "")
         if source is not None and source is not click.core.ParameterSource.DEFAULT and param.name != "help":
             flag = param.opts[0] if param.opts else param.name
-            if param.name in ("config_files", *COMMON_FLAG_KEYS):
+            sub = ctx.command.get_command(ctx, ctx.invoked_subcommand or "")  # type: ignore[attr-defined]
+            takes = {p.name for p in sub.params} if sub is not None else set()
+            if param.name in ("config_files", *COMMON_FLAG_KEYS) and param.name in takes:
                 raise click.UsageError(
                     f"{flag} goes after the command: connet {ctx.invoked_subcommand} {flag} ..."
                 )
-            raise click.UsageError(f"{flag} is a client option; it does not apply to '{ctx.invoked_subcommand}'")
+            kind = "" if param.name in ("config_files", *COMMON_FLAG_KEYS) else " is a client option; it"
+            raise click.UsageError(f"{flag}{kind} does not apply to '{ctx.invoked_subcommand}'")
 
 
 @click.group(

@@ -72,6 +72,18 @@ def test_every_command_has_help_with_the_common_options(command: str, capsys: py
         assert flag in out
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--log-level", "debug", "tui"], "--log-level does not apply to 'tui'"),
+    (["--config", "x.toml", "cert"], "--config does not apply to 'cert'"),
+    (["--config", "x.toml", "tui"], "--config goes after the command"),
+])
+def test_an_option_before_a_command_that_does_not_take_it(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_main(argv, capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
 def test_cert_help_lists_only_what_cert_uses(capsys: pytest.CaptureFixture[str]) -> None:
     """cert reads no configuration and runs no transport (issue 18)."""
     code, out, _ = run_main(["cert", "--help"], capsys)
