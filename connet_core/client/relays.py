@@ -53,12 +53,13 @@ class Relays:
                 log.warning("control sent a relay with a bad address %r", info.addr)
                 continue
             fresh[certificate_hash(info.certificate)] = info
+        fresh_addrs = {HostPort.parse(info.addr) for info in fresh.values()}
         for relay_hash in state.relays_for.get(key, set()) - set(fresh):
             link = state.relays.get(relay_hash)
             if link is not None:
                 link.grants.pop(key, None)
                 if not link.grants:
-                    self._drop(relay_hash, link)
+                    self._drop(relay_hash, link, replaced=link.addr in fresh_addrs)
         state.relays_for[key] = set(fresh)
         for relay_hash, info in fresh.items():
             link = state.relays.get(relay_hash)
@@ -69,8 +70,11 @@ class Relays:
             if link.task is None or link.task.done():
                 link.task = spawn(self._tg, self._keep(link))
 
-    def _drop(self, relay_hash: bytes, link: RelayLink) -> None:
-        log.info("relay %s is no longer offered", link.label)
+    def _drop(self, relay_hash: bytes, link: RelayLink, *, replaced: bool = False) -> None:
+        # a relay offered again at its address with another certificate restarted (a server
+        # without store-dir): its "connected" line says the rest, so this one is debug
+        log.log(logging.DEBUG if replaced else logging.INFO, "relay %s is no longer offered%s", link.label,
+                " (offered again with a new certificate: it restarted)" if replaced else "")
         del self._state.relays[relay_hash]
         if link.task is not None:
             link.task.cancel()
