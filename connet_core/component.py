@@ -103,10 +103,15 @@ async def dial_until_up(
     logger: logging.Logger, what: str, hint: Callable[[DialError], str] | None = None,
 ) -> "Connection":
     """Dial until a connection is up, waiting ``backoff`` between attempts (servers that
-    are down or restarting). Each failure is one warning line; ``hint`` may add what to do."""
+    are down or restarting). A failure is a warning line (``hint`` may add what to do) when
+    it differs from the one before; the same failure again is a debug line, so a server that
+    is down for an hour is one warning, not one per retry."""
+    last = None
     while True:
         try:
             return await endpoint.dial(address, alpn=alpn, trust=trust, timeout=timeout)
         except DialError as exc:
-            logger.warning("cannot reach %s %s: %s%s", what, address, exc, hint(exc) if hint else "")
+            level = logging.DEBUG if str(exc) == last else logging.WARNING
+            last = str(exc)
+            logger.log(level, "cannot reach %s %s: %s%s; retrying", what, address, exc, hint(exc) if hint else "")
         await asyncio.sleep(backoff.next_delay())
