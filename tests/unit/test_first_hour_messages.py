@@ -17,3 +17,28 @@ def test_a_close_without_a_code_is_not_called_ok() -> None:
 
 def test_a_close_code_is_named() -> None:
     assert _why_lost(ConnectionLost(CloseCode.SHUTDOWN, "shutdown")) == "shutdown"
+
+
+def test_library_warnings_that_repeat_ours_become_debug() -> None:
+    import logging
+
+    from connet_core.logs import DemoteRepeats
+
+    demote = DemoteRepeats()
+    root = logging.getLogger()
+    before = root.level
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("quic", logging.WARNING, __file__, 1, message, None, None)
+
+    try:
+        root.setLevel(logging.INFO)
+        repeated = record("[4387ebda30a3fd86] Error: 298, reason: self-signed certificate")
+        assert not demote.filter(repeated) and repeated.levelname == "DEBUG"
+        assert not demote.filter(record("Native peer close: ('peer_closed', False, 298, 6, b'x')"))
+        kept = record("Version negotiation packet contains protocol version 1")  # ours says nothing of it
+        assert demote.filter(kept) and kept.levelno == logging.WARNING
+        root.setLevel(logging.DEBUG)  # asked for debug: shown, as a debug line
+        assert demote.filter(record("[ab] Error: 298, reason: self-signed certificate"))
+    finally:
+        root.setLevel(before)
