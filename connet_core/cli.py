@@ -156,11 +156,14 @@ def _reject_client_options_with(ctx: click.Context) -> None:
         source = ctx.get_parameter_source(param.name or "")
         if source is not None and source is not click.core.ParameterSource.DEFAULT and param.name != "help":
             flag = param.opts[0] if param.opts else param.name
-            if param.name in ("config_files", *COMMON_FLAG_KEYS):
+            sub = ctx.command.get_command(ctx, ctx.invoked_subcommand or "")  # type: ignore[attr-defined]
+            takes = {p.name for p in sub.params} if sub is not None else set()
+            if param.name in ("config_files", *COMMON_FLAG_KEYS) and param.name in takes:
                 raise click.UsageError(
                     f"{flag} goes after the command: connet {ctx.invoked_subcommand} {flag} ..."
                 )
-            raise click.UsageError(f"{flag} is a client option; it does not apply to '{ctx.invoked_subcommand}'")
+            kind = "" if param.name in ("config_files", *COMMON_FLAG_KEYS) else " is a client option; it"
+            raise click.UsageError(f"{flag}{kind} does not apply to '{ctx.invoked_subcommand}'")
 
 
 @click.group(
@@ -343,7 +346,6 @@ def check(
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS, short_help="Make a test CA and server certificate (tests only).")
-@common_options
 @click.option(
     "--out",
     "out_dir",
@@ -360,10 +362,6 @@ def check(
     help="Name or address the server certificate is valid for; repeatable.  [default: localhost, 127.0.0.1, ::1]",
 )
 def cert(
-    config_files: tuple[Path, ...],
-    log_level: str | None,
-    log_format: str | None,
-    transport: str | None,
     out_dir: Path,
     hosts: tuple[str, ...],
 ) -> int:
@@ -401,37 +399,31 @@ def version() -> int:
     return 0
 
 
-def _status_url(addr: HostPort) -> str:
-    host = addr.host or "127.0.0.1"  # an every-interface bind is reachable on loopback
-    return f"http://{HostPort(host, addr.port)}/"
-
-
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@common_options
+@click.option(
+    "--config",
+    "config_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="A daemon's TOML file: the dashboard polls its status-addr. Repeat for more daemons; "
+    "each file is read on its own (not layered) and may be partial.",
+)
 @click.argument("urls", nargs=-1, metavar="[STATUS-URL]...")
-def tui(
-    config_files: tuple[Path, ...],
-    log_level: str | None,
-    log_format: str | None,
-    transport: str | None,
-    urls: tuple[str, ...],
-) -> int:
+def tui(config_files: tuple[Path, ...], urls: tuple[str, ...]) -> int:
     """Live dashboard over status endpoints (needs connet[tui]).
 
-    Status URLs come from the arguments and from the status-addr of each --config file.
+    Polls the URLs given, and the status-addr of the [client], [server], [control] or
+    [relay] section of each --config file: one set of rows per daemon.
 
     \b
     connet tui http://127.0.0.1:19180/ http://127.0.0.1:19181/
     connet tui --config client.toml --config server.toml
     """
+    from connet_core.status_targets import status_urls
+
     all_urls = list(urls)
-    flags = common_flags(log_level, log_format, transport)
-    for command in sections_present(config_files) if config_files else []:
-        config = load_config(command, config_files, flags)
-        section = config.client or config.relay or config.control or (config.server and config.server.control)
-        status_addr = getattr(section, "status_addr", None)
-        if isinstance(status_addr, HostPort):
-            all_urls.append(_status_url(status_addr))
+    all_urls += [url for url in status_urls(config_files) if url not in all_urls]
     if not all_urls:
         raise click.UsageError("give at least one STATUS-URL, or a --config whose section has a status-addr")
     try:

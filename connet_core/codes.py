@@ -23,6 +23,7 @@ class CloseCode(enum.IntEnum):
     GRANT_INVALID = 13  # a relay grant that is forged, expired or for another name
     NOT_FOUND = 14  # no destination of that name here
     PEER_RESET = 15  # the peer forgot this connection: it restarted
+    TCP_RESET = 16  # the program at the other end of the tunnel reset its TCP connection
 
     @classmethod
     def describe(cls, code: int) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Coroutine, Generic, Hashable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Generic, Hashable, TypeVar
 
 from connet_core.errors import DialError
 from connet_core.supervise import contained
@@ -64,8 +66,11 @@ class Backoff:
 
 
 def default_store_dir(component: str) -> Path:
-    """SPEC: without store-dir, a new temp subdirectory per run."""
-    return Path(tempfile.mkdtemp(prefix=f"connet-{component}-"))
+    """Without store-dir, a new temp directory per run, removed when the process exits:
+    nothing in it outlives the run anyway (a new identity and secrets next time)."""
+    path = Path(tempfile.mkdtemp(prefix=f"connet-{component}-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def spawn(
@@ -95,13 +100,18 @@ async def persistent_secret(store: "Store", name: str, size: int = 32) -> bytes:
 
 async def dial_until_up(
     endpoint: "Endpoint", address: "HostPort", *, alpn: str, trust: "Trust", timeout: float, backoff: Backoff,
-    logger: logging.Logger, what: str,
+    logger: logging.Logger, what: str, hint: Callable[[DialError], str] | None = None,
 ) -> "Connection":
     """Dial until a connection is up, waiting ``backoff`` between attempts (servers that
-    are down or restarting). Each failure is one warning line."""
+    are down or restarting). A failure is a warning line (``hint`` may add what to do) when
+    it differs from the one before; the same failure again is a debug line, so a server that
+    is down for an hour is one warning, not one per retry."""
+    last = None
     while True:
         try:
             return await endpoint.dial(address, alpn=alpn, trust=trust, timeout=timeout)
         except DialError as exc:
-            logger.warning("cannot reach %s %s: %s", what, address, exc)
+            level = logging.DEBUG if str(exc) == last else logging.WARNING
+            last = str(exc)
+            logger.log(level, "cannot reach %s %s: %s%s; retrying", what, address, exc, hint(exc) if hint else "")
         await asyncio.sleep(backoff.next_delay())

@@ -60,7 +60,10 @@ def _ending(stream: Stream, out: _Outcome) -> Iterator[None]:
     except ProtocolError as exc:  # end-to-end TLS failed: both sides get a reset
         out.reset_code = exc.code
         stream.reset(exc.code)
-    except (ConnectionError, OSError):  # TCP failed: the stream gets a reset
+    except ConnectionResetError:  # the local program reset TCP: the far one sees a reset too
+        out.tcp_error = True
+        stream.reset(CloseCode.TCP_RESET)
+    except (ConnectionError, OSError):  # TCP failed otherwise: the stream gets a reset
         out.tcp_error = True
         stream.reset(CloseCode.DESTINATION_UNREACHABLE)
 
@@ -86,10 +89,16 @@ class TcpEnd(asyncio.Protocol):
         self._stream_error: StreamReset | ConnectionLost | ProtocolError | None = None
         self._eof = False
         self._lost = False
+        self._lost_reset = False  # lost by an RST from the program: the far end is told "tcp-reset"
         self._reader_wake = asyncio.Event()  # one of the four states above changed
         self._write_paused = False
         self._write_waiter: asyncio.Future[None] | None = None
         self._closed = asyncio.get_running_loop().create_future()
+
+    def _lost_error(self) -> ConnectionError:
+        if self._lost_reset:
+            return ConnectionResetError("TCP connection reset")
+        return ConnectionAbortedError("TCP connection lost")
 
     # asyncio.Protocol callbacks
 
@@ -110,6 +119,7 @@ class TcpEnd(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self._lost_reset = isinstance(exc, (ConnectionResetError, BrokenPipeError))
         self._reader_wake.set()
         self._wake_writer()
         if not self._closed.done():
@@ -170,7 +180,7 @@ class TcpEnd(asyncio.Protocol):
                     await stream.write_eof()
                     return
                 if self._lost:
-                    raise ConnectionResetError("TCP connection lost")
+                    raise self._lost_error()
                 self._reader_wake.clear()
                 await self._reader_wake.wait()
 
@@ -182,7 +192,7 @@ class TcpEnd(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         if self._lost:
-            raise ConnectionResetError("TCP connection lost")
+            raise self._lost_error()
         self.transport.write(data)
 
     async def _drain(self) -> None:
@@ -193,7 +203,7 @@ class TcpEnd(asyncio.Protocol):
             finally:
                 self._write_waiter = None
         if self._lost:
-            raise ConnectionResetError("TCP connection lost")
+            raise self._lost_error()
 
     async def _stream_to_tcp(self, out: _Outcome, initial: bytes) -> None:
         stream = self._stream
@@ -294,7 +304,11 @@ async def pump(end: TcpEnd, stream: Stream, counters: Counters, initial: bytes =
         counters.active -= 1
         if out.reset_code is not None:
             # the local program sees a reset: say why, once per connection
-            log.info("tunneled connection cut (%s): resetting its TCP connection", CloseCode.describe(out.reset_code))
+            if out.reset_code == CloseCode.TCP_RESET:
+                log.info("tunneled connection reset by the program at the other end: resetting ours too")
+            else:
+                log.info("tunneled connection cut (%s): resetting its TCP connection",
+                         CloseCode.describe(out.reset_code))
             end.abort()
         elif not finished and not out.tcp_error:
             log.debug("tunneled connection cut (stopping): resetting both ends")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
@@ -38,6 +39,24 @@ class TextFormatter(logging.Formatter):
         return time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
 
 
+# The QUIC libraries' warnings that repeat what our own lines say with more context: a
+# failed handshake or a peer's close (aioquic "[cid] Error: 298, reason: self-signed
+# certificate", qh3 "Native peer close: ..."): the dial error, "lost the control server"
+# or "direct path ... closed" line names the peer and what follows. Shown at debug only.
+_REPEATED_BY_US = re.compile(r"^(\[[0-9a-fA-F]*\] )?(Error: \d+, reason: |Native peer close: |Native protocol error: )")
+
+
+class DemoteRepeats(logging.Filter):
+    """On the "quic" logger: the messages above become debug records (kept when the process
+    logs at debug, dropped otherwise); every other library warning passes as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG or not _REPEATED_BY_US.match(record.getMessage()):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
@@ -47,6 +66,9 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     # libraries below us are chatty at debug and say nothing a user needs at info
     for name in ("quic", "aioquic", "qh3", "asyncio"):
         logging.getLogger(name).setLevel(max(LEVELS[level], logging.WARNING))
+    library = logging.getLogger("quic")
+    if not any(isinstance(f, DemoteRepeats) for f in library.filters):
+        library.addFilter(DemoteRepeats())
 
 
 def log_listening(logger: logging.Logger, role: str, proto: str, addr: HostPort) -> None:

@@ -28,6 +28,7 @@ from connet_core.client.report import client_status
 from connet_core.client.sources import Sources, listen_tcp
 from connet_core.client.state import ClientState, Key, Peer, RelayLink
 from connet_core.config import ClientSettings, EndpointSettings
+from connet_core.errors import TransportError
 from connet_core.logs import log_listening
 from connet_core.model import HostPort
 from connet_core.plugins import Hooks, load_hooks
@@ -54,8 +55,14 @@ class Client:
 
     async def run(self) -> None:
         transport = self.hooks.transport(self.settings.common.transport)
-        self.endpoint = await transport.bind(self.settings.direct_addr, identity=self.state.identity.tls,
-                                             alpns=[ALPN_PEER])
+        try:
+            self.endpoint = await transport.bind(self.settings.direct_addr, identity=self.state.identity.tls,
+                                                 alpns=[ALPN_PEER])
+        except TransportError as exc:
+            # the usual cause is a second client on the same machine: name the key to change
+            raise TransportError(
+                f"direct-addr: {exc} (another client on this machine? give each its own direct-addr)"
+            ) from None
         log_listening(log, "direct", "udp", self.endpoint.local_address)
         listeners: list[socket.socket] = []
         try:

@@ -11,7 +11,7 @@ from connet_core.addresses import local_candidates
 from connet_core.client.state import HANDSHAKE_STEP_TIMEOUT, ClientState, role_of
 from connet_core.component import RECONNECT_CEILING, Backoff, dial_until_up
 from connet_core.config import ClientSettings
-from connet_core.errors import ConnectionLost, ProtocolError
+from connet_core.errors import ConnectionLost, DialError, ProtocolError
 from connet_core.model import HostPort
 from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.messages import (
@@ -74,7 +74,7 @@ class ControlLink:
         while True:
             conn = await dial_until_up(self._endpoint, settings.server_addr, alpn=ALPN_CONTROL, trust=trust,
                                        timeout=CONTROL_DIAL_TIMEOUT, backoff=unreachable, logger=log,
-                                       what="control server")
+                                       what="control server", hint=self._trust_hint)
             try:
                 with attempt() as tried:
                     await self._session(conn)
@@ -89,6 +89,13 @@ class ControlLink:
             backoff = self._failed(conn, tried.error, unreachable, refused)
             await pause(backoff.next_delay())
 
+    def _trust_hint(self, error: DialError) -> str:
+        """Without server-cas only the system store is trusted: a test or self-signed server
+        certificate then fails every dial, and the fix is a key the user may not know."""
+        if self._settings.server_cas is None and "certificate" in str(error).lower():
+            return "; the system trust store does not trust it: set server-cas to the server's CA file"
+        return ""
+
     def _failed(self, conn: Connection, error: BaseException | None, unreachable: Backoff,
                 refused: Backoff) -> Backoff:
         """One line for how the session ended; the backoff before the next one."""
@@ -100,7 +107,7 @@ class ControlLink:
             if error.code == CloseCode.FORBIDDEN:
                 log.error("control server %s refused this client (forbidden); retrying", addr)
                 return refused
-            log.warning("lost the control server %s: %s", addr, CloseCode.describe(error.code))
+            log.warning("lost the control server %s: %s", addr, _why_lost(error))
         elif error is not None:
             log.warning("control session failed: %s; retrying", describe(error))
             conn.close(close_code(error), "protocol error")
@@ -130,3 +137,12 @@ class ControlLink:
                 reason = f"control refused {message.role} {message.name!r}: {CloseCode.describe(message.code)}"
                 state.refused[(message.name, role_of(message.role))] = reason
                 log.error(reason, extra={"endpoint": message.name})
+
+
+def _why_lost(error: ConnectionLost) -> str:
+    """A close code, or for a close without one (code 0: a transport close, a server that
+    closed without saying why) what the transport said, rather than a bare "ok"."""
+    if error.code != CloseCode.OK:
+        return CloseCode.describe(error.code)
+    side = "the server closed the connection" if error.by_peer else "the connection closed"
+    return f"{side} ({error.reason})" if error.reason else side

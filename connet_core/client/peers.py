@@ -108,6 +108,7 @@ class Peers:
             peer = state.peers.get(peer_hash)
             if peer is None:
                 peer = state.peers[peer_hash] = Peer(info.certificate, peer_hash)
+            if key not in peer.matched:  # once per name and role, not per update
                 log.info("peer %s matched for %s %r", peer.label, key[1].value, key[0], extra={"endpoint": key[0]})
             peer.matched[key] = info
             peer.unmatched_since = None
@@ -254,6 +255,7 @@ class Peers:
             conn.close(CloseCode.OK, "peer withdrawn")
             return
         pc = PeerConnection(conn, dialer_hash)
+        had_path = any(not c.draining for c in peer.connections)
         peer.connections.append(pc)
         preferred = min(self._state.identity.hash, peer.hash)
         peer.connections.sort(key=lambda c: (c.dialer_hash != preferred, c.since))
@@ -263,7 +265,11 @@ class Peers:
                 # stream is delivered (closing it now would cut streams still in flight)
                 extra.draining = True
                 extra.conn.stop_keepalive()
-        log.info(
+        # Both ends dial every candidate address and accept the other's dials: one info line
+        # when the peer gets a direct path, the other proven connections (kept as spares
+        # until they idle out) at debug.
+        log.log(
+            logging.DEBUG if had_path else logging.INFO,
             "peer %s connected direct via %s (%s)", peer.label, conn.remote_address,
             "dialed" if conn.is_dialer else "accepted",
             extra={"peer": str(conn.remote_address), "path": "direct"},

@@ -53,12 +53,13 @@ class Relays:
                 log.warning("control sent a relay with a bad address %r", info.addr)
                 continue
             fresh[certificate_hash(info.certificate)] = info
+        fresh_addrs = {HostPort.parse(info.addr) for info in fresh.values()}
         for relay_hash in state.relays_for.get(key, set()) - set(fresh):
             link = state.relays.get(relay_hash)
             if link is not None:
                 link.grants.pop(key, None)
                 if not link.grants:
-                    self._drop(relay_hash, link)
+                    self._drop(relay_hash, link, replaced=link.addr in fresh_addrs)
         state.relays_for[key] = set(fresh)
         for relay_hash, info in fresh.items():
             link = state.relays.get(relay_hash)
@@ -69,8 +70,11 @@ class Relays:
             if link.task is None or link.task.done():
                 link.task = spawn(self._tg, self._keep(link))
 
-    def _drop(self, relay_hash: bytes, link: RelayLink) -> None:
-        log.info("relay %s is no longer offered", link.label)
+    def _drop(self, relay_hash: bytes, link: RelayLink, *, replaced: bool = False) -> None:
+        # a relay offered again at its address with another certificate restarted (a server
+        # without store-dir): its "connected" line says the rest, so this one is debug
+        log.log(logging.DEBUG if replaced else logging.INFO, "relay %s is no longer offered%s", link.label,
+                " (offered again with a new certificate: it restarted)" if replaced else "")
         del self._state.relays[relay_hash]
         if link.task is not None:
             link.task.cancel()
@@ -81,19 +85,27 @@ class Relays:
         """Stay connected to a relay while it holds grants of ours; serve what it sends."""
         backoff = Backoff(0.5, RECONNECT_CEILING)
         trust = Trust(pinned_der=link.certificate)
+        said = False  # this outage has had its line: the retries that follow are debug lines
         while True:
+            up: list[bool] = []
             with attempt() as tried:
-                await self._session(link, trust, backoff)
+                await self._session(link, trust, backoff, up)
+            if up:
+                said = False  # it was up in between: a new outage
             error = tried.error
+            # One warning per outage, not per retry: a relay that restarts (with the server)
+            # fails every dial until control offers it again, often with a new certificate.
+            level = logging.DEBUG if said else logging.WARNING
             if isinstance(error, DialError):
-                log.warning("cannot reach relay %s: %s", link.label, describe(error))
+                log.log(level, "cannot reach relay %s: %s; retrying", link.label, describe(error))
             elif isinstance(error, ConnectionLost):
-                log.warning("relay %s connection closed: %s", link.label, CloseCode.describe(error.code))
+                log.log(level, "relay %s connection closed: %s; retrying", link.label, CloseCode.describe(error.code))
             elif error is not None:
-                log.warning("relay %s: %s; retrying", link.label, describe(error))
+                log.log(level, "relay %s: %s; retrying", link.label, describe(error))
+            said = said or error is not None
             await pause(backoff.next_delay())
 
-    async def _session(self, link: RelayLink, trust: Trust, backoff: Backoff) -> None:
+    async def _session(self, link: RelayLink, trust: Trust, backoff: Backoff, up: list[bool]) -> None:
         """One connection to the relay: prove our key with the grants, then serve its
         streams and show it grants for names announced later, until something fails."""
         conn = await self._endpoint.dial(link.addr, alpn=ALPN_RELAY, trust=trust, timeout=PEER_DIAL_TIMEOUT)
@@ -102,6 +114,7 @@ class Relays:
             await prove_over(conn, self._state.identity, ALPN_RELAY, grants)
             backoff.reset()
             link.conn, link.presented = conn, set(grants)
+            up.append(True)
             log.info("relay %s connected", link.label, extra={"peer": str(link.addr), "path": "relay"})
             await self._state.notify_paths()
             async with TaskGroup() as tg:

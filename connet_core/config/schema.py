@@ -213,7 +213,9 @@ def _listen(value: object) -> HostPort:
 def _dial(value: object) -> HostPort:
     addr = _listen(value)
     if not addr.host:
-        raise _Invalid(f"{value!r} has no host (write host:port)")
+        # As in the original connet: ":3000" means this machine when dialing (and every
+        # interface when listening), so its quick start's files work unchanged.
+        addr = HostPort("localhost", addr.port)
     if addr.port == 0:
         raise _Invalid(f"{value!r}: port 0 cannot be dialed")
     return addr

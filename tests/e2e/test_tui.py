@@ -129,10 +129,38 @@ async def test_dashboard_with_a_direct_and_a_relayed_tunnel(daemons, certs) -> N
             assert [r[PATH] for _, r in relayed_rows] == ["relay"]  # and never direct
             relay_port = (await asyncio.to_thread(server.daemon.listening, "relay"))[1]
             assert relayed_rows[0][1][VIA].endswith(f":{relay_port}")
-            assert relayed_rows[0][1][7] != "—"  # throughput measured between polls
+            assert relayed_rows[0][1][8] != "—"  # throughput measured between polls
             await pilot.pause()
             if os.environ.get("WRITE_DASHBOARD_SVG") == "1":
                 SCREENSHOT.write_text(app.export_screenshot(title="connet tui"))
+            await pilot.press("q")
+
+
+async def test_several_config_files_show_each_daemon(daemons, certs, tmp_path: Path) -> None:
+    """``connet tui --config A --config B --config C`` (issue 18): one set of rows per file,
+    partial files (no token: the dashboard needs only status-addr) accepted."""
+    from connet_core.status_targets import status_urls
+
+    server = start_server(daemons, certs, status_addr=LOCAL)
+    async with echo_server() as echo_port:
+        dst = start_destination(daemons, server, echo_port, status_addr=LOCAL)
+        src, _ = start_source(daemons, server, status_addr=LOCAL)
+        files = []
+        for name, section, daemon in (("a", "server", server.daemon), ("b", "client", dst), ("c", "client", src)):
+            host, port = await asyncio.to_thread(daemon.listening, "status", "tcp")
+            path = tmp_path / f"{name}.toml"
+            path.write_text(f'[{section}]\nstatus-addr = "{host}:{port}"\n')
+            files.append(path)
+        # the command line's own path from files to URLs, as `connet tui` takes it
+        urls = status_urls(files)
+        assert len(urls) == 3
+        app = StatusApp(urls, interval=0.2)
+        async with app.run_test(size=(200, 40)) as pilot:
+            await until(app, lambda: all(health(app, u) == "up" for u in urls), "three endpoints up")
+            await until(app, lambda: all(tunnel_rows(app, u) for u in urls[1:]), "each client's own rows")
+            assert [app.cell_text("endpoints", f"e|{u}")[1] for u in urls] == ["server", "client", "client"]
+            assert {row[1] for _, row in tunnel_rows(app, urls[1])} == {"destination web"}
+            assert {row[1] for _, row in tunnel_rows(app, urls[2])} == {"source web"}
             await pilot.press("q")
 
 

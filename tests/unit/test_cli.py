@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.abc
 import os
+import re
 import subprocess
 import sys
 import types
@@ -63,12 +64,43 @@ def test_help_lists_every_command_from_the_console_script() -> None:
     assert "localhost:19190" in result.stdout  # defaults are shown
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c not in ("cert", "tui")])
 def test_every_command_has_help_with_the_common_options(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main([command, "--help"], capsys)
     assert code == 0
     for flag in ("--config", "--log-level", "--log-format", "--transport"):
         assert flag in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--log-level", "debug", "tui"], "--log-level does not apply to 'tui'"),
+    (["--config", "x.toml", "cert"], "--config does not apply to 'cert'"),
+    (["--config", "x.toml", "tui"], "--config goes after the command"),
+])
+def test_an_option_before_a_command_that_does_not_take_it(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_main(argv, capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_cert_help_lists_only_what_cert_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    """cert reads no configuration and runs no transport (issue 18)."""
+    code, out, _ = run_main(["cert", "--help"], capsys)
+    assert code == 0
+    assert "--out" in out and "--host" in out
+    for flag in ("--config", "--log-level", "--log-format", "--transport"):
+        assert flag not in out
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS, "version"])
+def test_help_names_only_files_that_exist(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Help that points somewhere points at a file of the repository (issue 18: "see SPEC.md")."""
+    code, out, _ = run_main([*command.split(), "--help"], capsys)
+    assert code == 0
+    root = Path(__file__).resolve().parents[2]
+    for name in re.findall(r"[\w/.-]+\.md\b", out):
+        assert (root / name).is_file(), f"connet {command} --help names {name}, which is not in the repository"
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -223,6 +255,46 @@ def test_tui_gets_urls_from_arguments_and_configs(
     code, _, err = run_main(["tui", "http://10.0.0.1:1/", "--config", str(path)], capsys)
     assert code == 0, err
     assert seen == [["http://10.0.0.1:1/", "http://127.0.0.1:19182/"]]
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def test_tui_reads_each_config_file_on_its_own(
+    no_connet_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Three daemons' files, partial ones too: three URLs, not the last file's (issue 18)."""
+    seen: list[list[str]] = []
+    fake = types.ModuleType("connet_tui.app")
+    fake.run = lambda urls: seen.append(list(urls))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "connet_tui.app", fake)
+    import connet_tui
+
+    monkeypatch.setattr(connet_tui, "app", fake, raising=False)
+    files = []
+    for name, text in (("a", '[client]\nstatus-addr = "127.0.0.1:19182"\n'),  # no token: partial
+                       ("b", '[client]\nstatus-addr = "127.0.0.1:19183"\n[client.sources.web]\naddr = ":9000"\n'),
+                       ("c", '[server]\nstatus-addr = "[::1]:19180"\n')):
+        files += ["--config", str(write(tmp_path, f"{name}.toml", text))]
+    code, _, err = run_main(["tui", *files], capsys)
+    assert code == 0, err
+    assert seen == [["http://127.0.0.1:19182/", "http://127.0.0.1:19183/", "http://[::1]:19180/"]]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('[client]\ntoken = "t"\n', "no status-addr"),
+    ('[client]\nstatus-addr = "nope"\n', "client.status-addr"),
+    ('[relay]\nstatus-addr = "127.0.0.1:0"\n', "relay.status-addr"),
+])
+def test_tui_config_without_a_usable_status_addr(
+    no_connet_env: None, capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, needle: str
+) -> None:
+    path = write(tmp_path, "x.toml", text)
+    code, _, err = run_main(["tui", "--config", str(path)], capsys)
+    assert code == 2 and err.count("\n") == 1 and str(path) in err and needle in err, err
 
 
 def test_tui_without_urls_is_a_usage_error(no_connet_env: None, capsys: pytest.CaptureFixture[str]) -> None:

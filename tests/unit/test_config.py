@@ -337,11 +337,25 @@ def test_addresses(text: str, expected: HostPort, tmp_path: Path) -> None:
     assert config.client.server_name == expected.host
 
 
-@pytest.mark.parametrize("text", ["::1:19190", "localhost", "host:port", "[::1]", "[zz::1]:1", "host:70000", ":19190"])
+@pytest.mark.parametrize("text", ["::1:19190", "localhost", "host:port", "[::1]", "[zz::1]:1", "host:70000", ":0"])
 def test_bad_dial_addresses(text: str, tmp_path: Path) -> None:
     path = write(tmp_path, "c.toml", f'[client]\ntoken = "t"\nserver-addr = "{text}"\n')
     message = load_error("client", [path])
     assert message.startswith(f"{path}: client.server-addr: ")
+
+
+def test_a_dialed_address_without_host_means_this_machine(tmp_path: Path) -> None:
+    """As in the original connet (issue 18): ":3000" dials localhost, and listens everywhere."""
+    path = write(tmp_path, "c.toml", '[client]\ntoken = "t"\nserver-addr = ":19190"\n'
+                 '[client.destinations.a]\naddr = ":3000"\n[client.sources.a]\naddr = ":8000"\n')
+    config = load("client", [path])
+    assert config.client is not None
+    assert config.client.server_addr == HostPort("localhost", 19190)
+    assert config.client.server_name == "localhost"
+    assert config.client.destinations[0].addr == HostPort("localhost", 3000)
+    assert config.client.sources[0].addr == HostPort("", 8000)
+    relay = write(tmp_path, "r.toml", '[relay]\ntoken = "r"\ncontrol-addr = ":19190"\n')
+    assert load("relay", [relay]).relay.control_addr == HostPort("localhost", 19190)  # type: ignore[union-attr]
 
 
 def test_listen_address_may_omit_the_host(tmp_path: Path) -> None:

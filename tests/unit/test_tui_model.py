@@ -11,6 +11,7 @@ pytest.importorskip("textual")
 from connet_core.model import HostPort  # noqa: E402
 from connet_core.status import StatusServer  # noqa: E402
 from connet_tui.app import StatusApp  # noqa: E402
+from textual.widgets import DataTable  # noqa: E402
 from connet_tui.fetch import StatusUnavailable, fetch_status, normalize_url, parse_answer  # noqa: E402
 from connet_tui.model import Dashboard, Series, sparkline  # noqa: E402
 
@@ -29,9 +30,10 @@ PATH_KEY = "t|u|source|web|bbbbbbbbbbbb|direct|p:1"
 
 
 def with_bytes(sent: int) -> dict:
+    """The name "web" carried ``sent`` bytes; its path's counters (the whole peer connection's)
+    stay what they were."""
     report = {**CLIENT, "endpoints": [dict(CLIENT["endpoints"][0])]}
-    peer = report["endpoints"][0]["peers"][0]
-    report["endpoints"][0]["peers"] = [{**peer, "paths": [{**peer["paths"][0], "bytes_sent": sent}]}]
+    report["endpoints"][0]["bytes_in"] = sent
     return report
 
 
@@ -40,11 +42,31 @@ def test_throughput_is_the_counter_difference_between_polls() -> None:
     model.record("u", with_bytes(1000), None, now=10.0)
     model.record("u", with_bytes(3000), None, now=12.0)
     model.record("u", with_bytes(500), None, now=13.0)  # a new connection: counters restart
-    assert list(model.series[PATH_KEY].rates) == [1000.0, 0.0]
+    assert list(model.series["n|u|source|web"].rates) == [1000.0, 0.0]
     (key, row), = model.tunnel_rows()
     assert key == PATH_KEY
     assert row[4].plain == "direct" and row[5] == "p:1" and row[6] == "1.5 ms"
-    assert row[9] == "2/5" and row[10] == "2"
+    assert row[7] == "500 B" and row[8] == "0 B/s"
+    assert row[10] == "2/5" and row[11] == "2"
+
+
+def test_bytes_and_rate_are_per_name_not_per_path() -> None:
+    """Two names over one peer connection: the idle one shows no traffic (issue 18)."""
+    def report(busy: int) -> dict:
+        path = {"kind": "direct", "addr": "p:1", "rtt": 0.001, "bytes_sent": busy, "bytes_received": 0}
+        peers = [{"id": "bbbbbbbbbbbb", "paths": [path]}]
+        return {**CLIENT, "endpoints": [
+            {**CLIENT["endpoints"][0], "name": "busy", "peers": peers, "bytes_in": busy, "bytes_out": 0},
+            {**CLIENT["endpoints"][0], "name": "idle", "peers": peers, "bytes_in": 0, "bytes_out": 0},
+        ]}
+
+    model = Dashboard(["u"])
+    model.record("u", report(0), None, now=1.0)
+    model.record("u", report(4096), None, now=2.0)
+    rows = {row[1]: row for _, row in model.tunnel_rows()}
+    assert rows["source busy"][7:9] == ("4.0 KiB", "4.0 KiB/s")
+    assert rows["source idle"][7:9] == ("0 B", "0 B/s")
+    assert model.series_for("t|u|source|idle|bbbbbbbbbbbb|direct|p:1").rate == 0.0
 
 
 def test_an_endpoint_down_keeps_its_rows_as_stale_and_recovers() -> None:
@@ -67,8 +89,8 @@ def test_rows_for_endpoints_without_peers_or_paths_and_degraded_health() -> None
     model = Dashboard(["u"])
     model.record("u", report, None)
     rows = dict(model.tunnel_rows())
-    assert rows["t|u|source|web|-|-|-"][11].plain == "forbidden"
-    assert rows["t|u|source|db|x|-|-"][11] == "no path"
+    assert rows["t|u|source|web|-|-|-"][12].plain == "forbidden"
+    assert rows["t|u|source|db|x|-|-"][12] == "no path"
     assert model.endpoint_rows()[0][1][2].plain == "degraded: no control, refused web"
 
 
@@ -152,7 +174,11 @@ async def test_app_shows_rows_detail_and_an_endpoint_failing() -> None:
             await pilot.press("escape")
             fake.broken = True
             await until(app, lambda: app.cell_text("endpoints", f"e|{url}")[2].startswith("DOWN"))
-            assert app.cell_text("endpoints", f"e|{url}")[2].endswith("HTTP 500 Internal Server Error")
+            health = app.cell_text("endpoints", f"e|{url}")[2]
+            assert health.endswith("HTTP 500 Internal Server Error")
+            # on screen whole: the column grew from "polling"/"up" (issue 18: "DOWN 4")
+            column = app.query_one("#endpoints", DataTable).columns["health"]  # type: ignore[index]
+            assert column.content_width >= len(health)
             assert app.cell_text("tunnels", key)[4] == "stale"
             fake.broken = False
             await until(app, lambda: app.cell_text("endpoints", f"e|{url}")[2] == "up")

@@ -20,7 +20,7 @@ from rich.json import JSON
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Sparkline, Static
 
@@ -44,7 +44,10 @@ class DetailScreen(Screen):
         yield Label(id="detail-title")
         yield Label(id="detail-rate")
         yield Sparkline([], id="detail-spark")
-        yield Static(id="detail-body")
+        # the objects scroll on their own, under the title and the sparkline: the screen's
+        # scrollbar beside them read as stray sparkline glyphs (issue 18)
+        with VerticalScroll(id="detail-scroll"):
+            yield Static(id="detail-body")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -56,10 +59,10 @@ class DetailScreen(Screen):
         kind, url, *rest = self.key.split("|")
         what = "endpoint" if kind == "e" else "tunnel " + " ".join(p for p in rest if p != "-")
         self.query_one("#detail-title", Label).update(Text(f"{url} — {what}", style="bold"))
-        series = model.series.get(self.key)
+        series = model.series_for(self.key)
         rates = list(series.rates) if series else []
         self.query_one("#detail-rate", Label).update(
-            f"throughput {human_rate(series.rate if series else None)} (last {len(rates)} polls)"
+            f"throughput of the name {human_rate(series.rate if series else None)} (last {len(rates)} polls)"
             if kind == "t" else "")
         self.query_one("#detail-spark", Sparkline).data = rates
         self.query_one("#detail-body", Static).update(JSON.from_data(model.details.get(self.key, {}), default=str))
@@ -75,6 +78,7 @@ class StatusApp(App):
     .caption { padding: 0 1; color: $text-muted; }
     #detail-spark { height: 4; margin: 0 1; }
     #detail-title, #detail-rate { padding: 0 1; }
+    #detail-scroll { height: 1fr; scrollbar-size-vertical: 1; }
     #detail-body { padding: 0 1; }
     """
     BINDINGS = [Binding("q", "quit", "quit"), Binding("r", "poll_now", "poll now")]
@@ -94,7 +98,8 @@ class StatusApp(App):
         with Vertical():
             yield Label("endpoints", classes="caption")
             yield DataTable(id="endpoints", cursor_type="row", zebra_stripes=True)
-            yield Label("tunnels (per client: destinations and sources, their peers and paths)", classes="caption")
+            yield Label("tunnels (per client: destinations and sources, their peers and paths; "
+                        "bytes, rate and trend per name)", classes="caption")
             yield DataTable(id="tunnels", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
@@ -153,7 +158,9 @@ class StatusApp(App):
             else:
                 for column, before, after in zip(columns, old, cells):
                     if before != after:
-                        table.update_cell(key, column, after)
+                        # the width follows the content: "DOWN 12s: connection refused" replaces
+                        # "polling" and must not be cut to the old width
+                        table.update_cell(key, column, after, update_width=True)
             known[key] = cells
         for key in set(known) - {key for key, _ in rows}:
             table.remove_row(key)

@@ -1,8 +1,10 @@
 """What the dashboard shows, computed from status reports: no widgets here, so it is easy to test.
 
 Rows have stable keys (``e|<url>`` for an endpoint, ``t|<url>|<role>|<name>|<peer>|<kind>|<addr>``
-for a tunnel path), so the app updates cells in place instead of rebuilding its tables, and
-throughput is the difference of byte counters between two polls of the same row.
+for a tunnel path), so the app updates cells in place instead of rebuilding its tables.
+Bytes and throughput are per name (a destination's or source's own byte counters, the
+difference between two polls): a path's counters are the whole peer connection's, shared by
+every name that uses it, so an idle name on a busy peer would show the busy one's rate.
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ TREND = 12  # of which the table's inline sparkline shows the last few
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 ENDPOINT_COLUMNS = ("status URL", "role", "health", "summary", "uptime", "version")
-TUNNEL_COLUMNS = ("client", "endpoint", "route", "peer", "path", "via", "rtt", "throughput", "trend",
+TUNNEL_COLUMNS = ("client", "endpoint", "route", "peer", "path", "via", "rtt", "bytes", "rate", "trend",
                   "conns", "streams", "errors")
+
+
+def name_key(url: str, endpoint: dict) -> str:
+    """The key of a name's throughput series: ``n|<url>|<role>|<name>``."""
+    return f"n|{url}|{endpoint.get('role')}|{endpoint.get('name')}"
 
 
 @dataclass
@@ -104,6 +111,11 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def _bytes(endpoint: dict) -> int:
+    """A name's bytes both ways: what its tunnels carried, whatever path they took."""
+    return _int(endpoint.get("bytes_in")) + _int(endpoint.get("bytes_out"))
+
+
 class Dashboard:
     """The state behind the screen: endpoints, their last reports, throughput series."""
 
@@ -125,20 +137,17 @@ class Dashboard:
         if report is None:
             return  # keep the last report: its rows stay, marked as stale
         endpoint.report = report
-        for key, _, total in self._counters(url, report):
-            self.series.setdefault(key, Series()).feed(now, total)
+        if report.get("role") == "client":
+            for name in _list(report.get("endpoints")):
+                self.series.setdefault(name_key(url, name), Series()).feed(now, _bytes(name))
 
-    def _counters(self, url: str, report: dict) -> list[tuple[str, dict, int]]:
-        """(row key, the path or endpoint dict, its byte total) for every tunnel row."""
-        out = []
-        for key, endpoint, peer, path in self._tunnels(url, report):
-            source = path if path is not None else endpoint
-            if path is not None:
-                total = _int(path.get("bytes_sent")) + _int(path.get("bytes_received"))
-            else:
-                total = _int(endpoint.get("bytes_in")) + _int(endpoint.get("bytes_out"))
-            out.append((key, source, total))
-        return out
+    def series_for(self, row_key: str) -> Series | None:
+        """The throughput series a row shows: its name's, for a tunnel row."""
+        details = self.details.get(row_key) or {}
+        endpoint = details.get("endpoint")
+        if row_key.startswith("t|") and isinstance(endpoint, dict):
+            return self.series.get(name_key(details["url"], endpoint))
+        return None
 
     def _tunnels(self, url: str, report: dict) -> list[tuple[str, dict, dict | None, dict | None]]:
         """Every (key, endpoint, peer, path) of a client report; a peer without paths and an
@@ -239,7 +248,7 @@ class Dashboard:
                 continue
             stale = not state.up
             for key, endpoint, peer, path in self._tunnels(url, state.report):
-                series = self.series.get(key, Series())
+                series = self.series.get(name_key(url, endpoint), Series())
                 self.details[key] = {"url": url, "endpoint": endpoint, "peer": peer, "path": path}
                 kind = str(path.get("kind")) if path else "none"
                 if stale:
@@ -266,6 +275,7 @@ class Dashboard:
                     path_cell,
                     str(path.get("addr")) if path else "—",
                     "—" if stale or path is None else _rtt(path.get("rtt")),
+                    human_bytes(_bytes(endpoint)),
                     "—" if stale else human_rate(series.rate),
                     sparkline(list(series.rates)[-TREND:]),
                     f"{_int(endpoint.get('active_connections'))}/{_int(endpoint.get('total_connections'))}",
