@@ -1,11 +1,20 @@
-"""The plugin manager and the one typed facade through which connet calls hooks."""
+"""The plugin manager and the one typed facade through which connet calls hooks.
+
+Containment: the decision hooks (authentication, route selection) are called one
+implementation at a time, so that whatever one plugin raises or returns is caught, checked
+and reported as a :class:`PluginError` naming that plugin and the hook. The engines refuse
+just the connection or request that needed the decision; nothing a plugin does ends a
+daemon. ``Hooks.errors`` counts the failures by (plugin, hook) for the status report.
+"""
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import pluggy
 
@@ -20,6 +29,10 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "connet"
 DEFAULT_PLUGINS = ("tokens", "cidr", "routes", "filestore", "quic")
+
+# Hooks the facade calls one implementation at a time (see the module docstring). A hook
+# wrapper around them would run outside that containment, so wrappers are refused there.
+CONTAINED_HOOKS = ("connet_admit_address", "connet_authenticate", "connet_authorize", "connet_select_routes")
 
 
 def entry_point_names() -> list[str]:
@@ -51,7 +64,27 @@ def make_plugin_manager(
         raise PluginError(f"plugin {exc.plugin!r}: {exc}") from None
     except (ImportError, AttributeError) as exc:
         raise PluginError(f"a plugin failed to load: {exc}") from None
+    for hook in CONTAINED_HOOKS:
+        for impl in getattr(pm.hook, hook).get_hookimpls():
+            if impl.hookwrapper or impl.wrapper:
+                raise PluginError(f"plugin {plugin_label(pm, impl.plugin)!r}: {hook} may not be a hook wrapper "
+                                  "(connet calls each implementation on its own; see docs/hooks.md)")
     return pm
+
+
+def plugin_label(pm: pluggy.PluginManager, plugin: object) -> str:
+    """The name a plugin goes by in logs and metrics: its entry point name (pluggy registers
+    entry points under it), a module's name, or for an object an embedding program
+    registered, its class name (pluggy's own name for it is an id)."""
+    name = pm.get_name(plugin)
+    if name is None or name == str(id(plugin)):
+        return type(plugin).__name__
+    return name
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Hooks:
@@ -60,17 +93,61 @@ class Hooks:
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
         self._hook = pm.hook
+        self.errors: Counter[tuple[str, str]] = Counter()  # plugin failures by (plugin, hook)
+        self._labels: dict[int, str] = {}
+
+    def _label(self, plugin: object) -> str:
+        label = self._labels.get(id(plugin))
+        if label is None:
+            label = self._labels[id(plugin)] = plugin_label(self.pm, plugin)
+        return label
+
+    def _failed(self, plugin: str, hook: str, what: str) -> PluginError:
+        self.errors[(plugin, hook)] += 1
+        return PluginError(f"plugin {plugin!r} failed in {hook}: {what}", plugin=plugin, hook=hook)
+
+    def _call(self, caller: Any, check: Callable[[object], bool], expected: str, *, first: bool,
+              **kwargs: object) -> list[tuple[str, Any]]:
+        """Call each implementation of ``caller`` in pluggy's order and return the non-None
+        results with the plugin that gave each (only the first if ``first``). An exception
+        (not a cancellation) or a result ``check`` refuses becomes a PluginError."""
+        hook = caller.name
+        results: list[tuple[str, Any]] = []
+        for impl in reversed(caller.get_hookimpls()):  # pluggy calls the last registered first
+            try:
+                result = impl.function(*(kwargs[arg] for arg in impl.argnames))
+            except Exception as exc:  # a plugin's bug or outage: this decision fails, nothing else
+                raise self._failed(self._label(impl.plugin), hook, f"raised {_describe(exc)}") from exc
+            if result is None:
+                continue
+            if not check(result):
+                if inspect.iscoroutine(result):
+                    result.close()  # an async implementation by mistake: never awaited, say so once
+                raise self._failed(self._label(impl.plugin), hook,
+                                   f"returned {type(result).__name__}, expected {expected} or None")
+            results.append((self._label(impl.plugin), result))
+            if first:
+                break
+        return results
+
+    def error_report(self) -> list[dict[str, object]]:
+        """The plugin failures for a status report: one entry per (plugin, hook)."""
+        return [{"plugin": plugin, "hook": hook, "count": count}
+                for (plugin, hook), count in sorted(self.errors.items())]
 
     # authentication
     def admit_address(
         self, settings: "AuthSettings", kind: PrincipalKind, address: ipaddress.IPv4Address | ipaddress.IPv6Address
     ) -> str | None:
         """The first refusal reason, or None if every plugin admits ``address``."""
-        reasons = self._hook.connet_admit_address(settings=settings, kind=kind, address=address)
-        return next((r for r in reasons if r is not None), None)
+        reasons = self._call(self._hook.connet_admit_address, _is_str, "a reason string", first=False,
+                             settings=settings, kind=kind, address=address)
+        return reasons[0][1] if reasons else None
 
     def authenticate(self, settings: "AuthSettings", kind: PrincipalKind, token: str) -> Principal | None:
-        return self._hook.connet_authenticate(settings=settings, kind=kind, token=token)
+        found = self._call(self._hook.connet_authenticate, _is_principal, "a Principal", first=True,
+                           settings=settings, kind=kind, token=token)
+        return found[0][1] if found else None
 
     def authorize(
         self,
@@ -80,10 +157,9 @@ class Hooks:
         name: str | None = None,
         role: Role | None = None,
     ) -> str | None:
-        reasons = self._hook.connet_authorize(
-            settings=settings, principal=principal, address=address, name=name, role=role
-        )
-        return next((r for r in reasons if r is not None), None)
+        reasons = self._call(self._hook.connet_authorize, _is_str, "a reason string", first=False,
+                             settings=settings, principal=principal, address=address, name=name, role=role)
+        return reasons[0][1] if reasons else None
 
     # route selection
     def select_routes(
@@ -93,12 +169,27 @@ class Hooks:
         remote_policy: RoutePolicy,
         candidates: Sequence[PathCandidate],
     ) -> list[PathCandidate]:
-        """Ordered paths to try; paths either policy forbids are always dropped."""
-        ordered = self._hook.connet_select_routes(
-            name=name, local_policy=local_policy, remote_policy=remote_policy, candidates=list(candidates)
-        )
-        if ordered is None:
-            ordered = list(candidates)
+        """Ordered paths to try; paths either policy forbids are always dropped.
+
+        The result must be candidates that were offered. A path returned as an equal copy
+        (a plugin rebuilding PathCandidate objects) stands for the one offered candidate it
+        equals; anything else is the plugin's error."""
+        candidates = list(candidates)
+        chosen = self._call(self._hook.connet_select_routes, _is_path_list, "a list of PathCandidate",
+                            first=True, name=name, local_policy=local_policy, remote_policy=remote_policy,
+                            candidates=list(candidates))
+        if not chosen:
+            ordered = candidates
+        else:
+            plugin, returned = chosen[0]
+            ordered = []
+            for path in returned:
+                offered = _offered(path, candidates)
+                if offered is None:
+                    raise self._failed(plugin, "connet_select_routes",
+                                       f"returned a path that was not a candidate: {path.kind.value} to {path.peer}")
+                if not any(offered is o for o in ordered):
+                    ordered.append(offered)
         return [c for c in ordered if local_policy.allows(c.kind) and remote_policy.allows(c.kind)]
 
     # storage
@@ -121,6 +212,27 @@ class Hooks:
             known = ", ".join(self.transport_names()) or "none"
             raise PluginError(f"transport {name!r} is not provided by any plugin (known: {known})")
         return transport
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _is_principal(value: object) -> bool:
+    return isinstance(value, Principal)
+
+
+def _is_path_list(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(p, PathCandidate) for p in value)
+
+
+def _offered(path: PathCandidate, candidates: list[PathCandidate]) -> PathCandidate | None:
+    """The offered candidate ``path`` stands for: itself, or the only one equal to it."""
+    for candidate in candidates:
+        if candidate is path:
+            return candidate
+    equal = [c for c in candidates if c == path]
+    return equal[0] if len(equal) == 1 else None
 
 
 def load_hooks(disable: Iterable[str] = (), extra_plugins: Sequence[object] = ()) -> Hooks:

@@ -85,7 +85,7 @@ class Client:
         tg.create_task(peers.retire_unmatched())
 
     def status(self) -> dict:
-        return client_status(self.settings, self.state, self.endpoint)
+        return {**client_status(self.settings, self.state, self.endpoint), "plugin_errors": self.hooks.error_report()}
 
     # ---- read-only views of the state, for embedding and tests -------------------------------
 

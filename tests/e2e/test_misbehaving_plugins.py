@@ -1,0 +1,95 @@
+"""Misbehaving plugins against real daemons: a plugin installed by entry point raises or
+returns the wrong thing for one peer; that peer alone is refused, the daemon keeps serving
+a checksummed transfer, and the failures are counted in the status report and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from pathlib import Path
+
+from support.cluster import TOKENS, start_destination, start_server, start_source
+from support.daemons import Daemon
+from support.plugin_dist import plugin_on_path
+from support.services import echo_server, exchange_through, sha256, wait_tunnel
+
+LOCAL = "127.0.0.1:0"
+
+MISBEHAVING = """
+    from connet_core import hookimpl
+    from connet_core.model import PathCandidate
+
+    @hookimpl
+    def connet_authenticate(settings, kind, token):
+        if token == "token-raises":
+            raise RuntimeError("the directory is down")
+        if token == "token-wrong-type":
+            return "yes"  # not a Principal
+        return None  # the tokens plugin decides
+
+    @hookimpl
+    def connet_authorize(settings, principal, address, name, role):
+        if name == "raises-here":
+            raise KeyError(name)
+        return None
+
+    @hookimpl
+    def connet_select_routes(name, local_policy, remote_policy, candidates):
+        # equal but new objects, as a plugin that rebuilds its answer returns them
+        return [PathCandidate(c.kind, c.peer, c.relay, c.rtt) for c in candidates]
+"""
+
+
+def status(daemon: Daemon) -> dict:
+    host, port = daemon.listening("status", "tcp")
+    with urllib.request.urlopen(f"http://{host}:{port}/", timeout=5) as response:
+        return json.load(response)
+
+
+def metrics(daemon: Daemon) -> str:
+    host, port = daemon.listening("status", "tcp")
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+async def test_a_failing_plugin_refuses_one_peer_and_the_daemons_keep_serving(daemons, certs, tmp_path: Path):
+    env = plugin_on_path(tmp_path / "site", "misbehaving", "misbehaving_plugin", MISBEHAVING)
+    server = start_server(daemons, certs, status_addr=LOCAL, env=env)
+    server.daemon.wait_for(r"listening status tcp")
+    async with echo_server() as echo_port:
+        start_destination(daemons, server, echo_port, env=env)
+        src, source_port = start_source(daemons, server, status_addr=LOCAL, env=env)
+        await wait_tunnel(source_port)  # through the route plugin's equal-but-new paths
+
+        # a token the plugin raises for, one it answers wrongly for: each refused alone
+        mark = server.daemon.mark()
+        start_destination(daemons, server, echo_port, name="raises", endpoint="other", token="token-raises")
+        start_destination(daemons, server, echo_port, name="wrong", endpoint="other", token="token-wrong-type")
+        server.daemon.wait_for(r"client \S+ refused: plugin 'misbehaving' failed in connet_authenticate: "
+                               r"raised RuntimeError: the directory is down", start=mark)
+        server.daemon.wait_for(r"client \S+ refused: plugin 'misbehaving' failed in connet_authenticate: "
+                               r"returned str, expected a Principal or None", start=mark)
+        # an announcement the plugin raises for: that one refused, its session kept
+        announcer = start_destination(daemons, server, echo_port, name="announcer", endpoint="raises-here",
+                                      token=TOKENS[2])
+        server.daemon.wait_for(r"may not announce destination 'raises-here': plugin 'misbehaving' failed "
+                               r"in connet_authorize: raised KeyError", start=mark)
+        announcer.wait_for(r"control refused destination 'raises-here': internal-error")
+
+        # the tunnel through the same daemons carries every byte
+        payload = os.urandom(4 << 20)
+        received = await exchange_through(source_port, payload)
+        assert sha256(received) == sha256(payload)
+
+    assert server.daemon.proc.poll() is None and src.proc.poll() is None
+    report = status(server.daemon)["control"]
+    errors = {(e["plugin"], e["hook"]): e["count"] for e in report["plugin_errors"]}
+    assert errors[("misbehaving", "connet_authenticate")] >= 2
+    assert errors[("misbehaving", "connet_authorize")] >= 1
+    assert report["counters"]["plugin_errors"] == sum(errors.values())
+    # the announcer's session outlived its refused announcement
+    assert any(c["principal"] == "token#2" for c in report["clients"])
+    assert 'connet_plugin_errors_total{plugin="misbehaving",hook="connet_authorize"}' in metrics(server.daemon)
+    # the route plugin's copies were used, not counted as failures
+    assert status(src)["plugin_errors"] == []
