@@ -74,7 +74,7 @@ class Control:
 
     def __init__(self, settings: ControlSettings, hooks: Hooks | None = None) -> None:
         self.settings = settings
-        self.hooks = hooks or load_hooks(settings.common.disable_plugins)
+        self.hooks = hooks or load_hooks(settings.common.disable_plugins, plugin_settings=settings.common.plugins)
         self.matcher = Matcher()
         self.sessions: dict[int, ClientSession] = {}
         self._ids = itertools.count(1)

@@ -7,6 +7,11 @@ Objects that do I/O (stores, transports) are handed out by factory hooks.
 
 Settings objects passed to hooks are the frozen dataclasses of :mod:`connet_core.config`, so
 plugins keep no global state and several components can live in one process.
+
+Every hook but the transport ones may also name a ``plugin_settings`` argument: it gets the
+calling plugin's own settings (:class:`connet_core.plugin_settings.PluginSettings`, the keys
+it declared with ``connet_plugin_keys``, defaults filled in). pluggy passes an
+implementation only the arguments it names, so a plugin without settings ignores it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from connet_core.config import AuthSettings
+    from connet_core.plugin_settings import PluginKey, PluginSettings
     from connet_core.store import Store
     from connet_core.transport import Transport
 
@@ -31,11 +37,28 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+# --- settings -----------------------------------------------------------------------------
+
+
+@hookspec
+def connet_plugin_keys() -> "Sequence[PluginKey]":
+    """The settings this plugin takes: a list of :class:`connet_core.plugin_settings.PluginKey`
+    (key, kind, default, one-line doc).
+
+    Every implementation is called once, when the hooks are loaded. Users set the keys in a
+    ``[plugins.NAME]`` table or as ``CONNET_PLUGINS__NAME__KEY`` (NAME: the plugin's entry
+    point name); connet validates them like its own keys and hands the values to this
+    plugin's hooks as ``plugin_settings``. A bad declaration stops loading with one line.
+    """
+
+
 # --- authentication ---------------------------------------------------------------------
 
 
 @hookspec
-def connet_admit_address(settings: "AuthSettings", kind: PrincipalKind, address: IPAddress) -> str | None:
+def connet_admit_address(
+    settings: "AuthSettings", kind: PrincipalKind, address: IPAddress, plugin_settings: "PluginSettings"
+) -> str | None:
     """Decide whether ``address`` may talk to this server at all, before any token is read.
 
     ``kind`` says whether a client or a relay is connecting. ``address`` is already folded
@@ -45,7 +68,9 @@ def connet_admit_address(settings: "AuthSettings", kind: PrincipalKind, address:
 
 
 @hookspec(firstresult=True)
-def connet_authenticate(settings: "AuthSettings", kind: PrincipalKind, token: str) -> Principal | None:
+def connet_authenticate(
+    settings: "AuthSettings", kind: PrincipalKind, token: str, plugin_settings: "PluginSettings"
+) -> Principal | None:
     """Map a presented token to a principal.
 
     The first non-None result wins. None means "not a token I know"; when every
@@ -62,6 +87,7 @@ def connet_authorize(
     address: IPAddress,
     name: str | None,
     role: Role | None,
+    plugin_settings: "PluginSettings",
 ) -> str | None:
     """Decide whether ``principal`` connecting from ``address`` may announce ``name`` as ``role``.
 
@@ -80,6 +106,7 @@ def connet_select_routes(
     local_policy: RoutePolicy,
     remote_policy: RoutePolicy,
     candidates: Sequence[PathCandidate],
+    plugin_settings: "PluginSettings",
 ) -> list[PathCandidate] | None:
     """Order the paths a source should try for a new connection to a destination ``name``.
 
@@ -93,7 +120,7 @@ def connet_select_routes(
 
 
 @hookspec(firstresult=True)
-def connet_open_store(component: str, store_dir: "Path") -> "Store | None":
+def connet_open_store(component: str, store_dir: "Path", plugin_settings: "PluginSettings") -> "Store | None":
     """Open the store for ``component`` ("control" or "relay") rooted at ``store_dir``.
 
     The first non-None result wins. Raise :class:`connet_core.errors.StoreError` for a store

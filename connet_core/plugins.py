@@ -14,13 +14,14 @@ import ipaddress
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import pluggy
 
 from connet_core import hookspecs
-from connet_core.errors import PluginError
+from connet_core.errors import PluginError, StoreError
 from connet_core.model import PathCandidate, Principal, PrincipalKind, Role, RoutePolicy
+from connet_core.plugin_settings import PluginKey, PluginSettings, with_defaults
 
 if TYPE_CHECKING:
     from connet_core.config import AuthSettings
@@ -90,11 +91,19 @@ def _describe(exc: BaseException) -> str:
 class Hooks:
     """Typed facade over the hooks: keyword arguments only, results checked and combined."""
 
-    def __init__(self, pm: pluggy.PluginManager) -> None:
+    def __init__(self, pm: pluggy.PluginManager,
+                 plugin_settings: Mapping[str, Mapping[str, object]] | None = None) -> None:
+        """``plugin_settings``: the validated values of ``[plugins.NAME]`` by plugin name, as
+        the configuration built them; each plugin's hooks get its own, defaults filled in."""
         self.pm = pm
         self._hook = pm.hook
         self.errors: Counter[tuple[str, str]] = Counter()  # plugin failures by (plugin, hook)
         self._labels: dict[int, str] = {}
+        self.declared = self.plugin_keys()
+        given = plugin_settings or {}
+        self.settings: dict[str, PluginSettings] = {
+            name: with_defaults(keys, given.get(name, {})) for name, keys in self.declared.items()
+        }
 
     def _label(self, plugin: object) -> str:
         label = self._labels.get(id(plugin))
@@ -115,7 +124,7 @@ class Hooks:
         results: list[tuple[str, Any]] = []
         for impl in reversed(caller.get_hookimpls()):  # pluggy calls the last registered first
             try:
-                result = impl.function(*(kwargs[arg] for arg in impl.argnames))
+                result = impl.function(*self._arguments(impl, kwargs))
             except Exception as exc:  # a plugin's bug or outage: this decision fails, nothing else
                 raise self._failed(self._label(impl.plugin), hook, f"raised {_describe(exc)}") from exc
             if result is None:
@@ -130,10 +139,31 @@ class Hooks:
                 break
         return results
 
+    def _arguments(self, impl: Any, kwargs: Mapping[str, object]) -> list[object]:
+        """The arguments ``impl`` names; ``plugin_settings`` is its own plugin's."""
+        return [self.settings.get(self._label(impl.plugin), _NO_SETTINGS) if arg == "plugin_settings"
+                else kwargs[arg] for arg in impl.argnames]
+
     def error_report(self) -> list[dict[str, object]]:
         """The plugin failures for a status report: one entry per (plugin, hook)."""
         return [{"plugin": plugin, "hook": hook, "count": count}
                 for (plugin, hook), count in sorted(self.errors.items())]
+
+    # settings
+    def plugin_keys(self) -> dict[str, tuple[PluginKey, ...]]:
+        """The keys each plugin declares, by plugin name. A bad declaration (not PluginKey
+        objects, an unusable key, a key declared twice) is a PluginError naming the plugin."""
+        declared: dict[str, tuple[PluginKey, ...]] = {}
+        for plugin, keys in self._call(self._hook.connet_plugin_keys, _is_key_list, "a list of PluginKey",
+                                       first=False):
+            seen: set[str] = set()
+            for key in keys:
+                problem = key.problem() or (f"key {key.key!r} declared twice" if key.key in seen else None)
+                if problem is not None:
+                    raise self._failed(plugin, "connet_plugin_keys", problem)
+                seen.add(key.key)
+            declared[plugin] = declared.get(plugin, ()) + tuple(keys)
+        return declared
 
     # authentication
     def admit_address(
@@ -194,10 +224,19 @@ class Hooks:
 
     # storage
     def open_store(self, component: str, store_dir: Path) -> "Store":
-        store = self._hook.connet_open_store(component=component, store_dir=store_dir)
-        if store is None:
-            raise PluginError("no plugin provides storage (is the 'filestore' plugin disabled?)")
-        return store
+        """The first store a plugin opens. A StoreError (an unusable store) propagates as
+        it is; any other failure is the plugin's, named."""
+        caller = self._hook.connet_open_store
+        for impl in reversed(caller.get_hookimpls()):
+            try:
+                store = impl.function(*self._arguments(impl, {"component": component, "store_dir": store_dir}))
+            except (StoreError, PluginError):
+                raise
+            except Exception as exc:  # a bug in the plugin: stop the component, saying whose
+                raise self._failed(self._label(impl.plugin), caller.name, f"raised {_describe(exc)}") from exc
+            if store is not None:
+                return store
+        raise PluginError("no plugin provides storage (is the 'filestore' plugin disabled?)")
 
     # transport
     def transport_names(self) -> list[str]:
@@ -212,6 +251,13 @@ class Hooks:
             known = ", ".join(self.transport_names()) or "none"
             raise PluginError(f"transport {name!r} is not provided by any plugin (known: {known})")
         return transport
+
+
+_NO_SETTINGS = PluginSettings()
+
+
+def _is_key_list(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(k, PluginKey) for k in value)
 
 
 def _is_str(value: object) -> bool:
@@ -235,5 +281,6 @@ def _offered(path: PathCandidate, candidates: list[PathCandidate]) -> PathCandid
     return equal[0] if len(equal) == 1 else None
 
 
-def load_hooks(disable: Iterable[str] = (), extra_plugins: Sequence[object] = ()) -> Hooks:
-    return Hooks(make_plugin_manager(disable, extra_plugins))
+def load_hooks(disable: Iterable[str] = (), extra_plugins: Sequence[object] = (),
+               plugin_settings: Mapping[str, Mapping[str, object]] | None = None) -> Hooks:
+    return Hooks(make_plugin_manager(disable, extra_plugins), plugin_settings)

@@ -47,7 +47,7 @@ class Client:
 
     def __init__(self, settings: ClientSettings, hooks: Hooks | None = None) -> None:
         self.settings = settings
-        self.hooks = hooks or load_hooks(settings.common.disable_plugins)
+        self.hooks = hooks or load_hooks(settings.common.disable_plugins, plugin_settings=settings.common.plugins)
         self.state = ClientState(settings)
         self.endpoint: Endpoint | None = None
         self.started = asyncio.Event()  # set once every socket is bound and the parts run

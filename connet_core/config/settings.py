@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from connet_core.model import HostPort, Role, RoutePolicy
 
@@ -21,6 +22,9 @@ class CommonSettings:
     log_format: str = "text"  # text | json
     transport: str = "auto"  # the quic plugin: qh3 when it imports, else aioquic
     disable_plugins: tuple[str, ...] = ()
+    # [plugins.NAME] as given (validated against what each plugin declares), by plugin name;
+    # the plugins' hooks get them with defaults filled in (connet_core.plugin_settings)
+    plugins: Mapping[str, Mapping[str, object]] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
