@@ -14,10 +14,20 @@ from typing import Any
 from connet_core.addresses import sanitize
 from connet_core.certs import load_identity
 from connet_core.component import Outbox, default_store_dir, persistent_secret, spawn
-from connet_core.config import AuthSettings, ControlSettings
+from connet_core.config import ControlSettings
 from connet_core.errors import ConnectionLost, PluginError, ProtocolError, StreamReset
 from connet_core.logs import log_listening
-from connet_core.model import HostPort, PathKind, Principal, PrincipalKind, Role, RoutePolicy, certificate_hash
+from connet_core.model import (
+    AuthSettings,
+    HostPort,
+    PathKind,
+    Principal,
+    PrincipalKind,
+    Role,
+    RoutePolicy,
+    Veto,
+    certificate_hash,
+)
 from connet_core.plugins import Hooks, load_hooks
 from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.matching import Announcement, Matcher, Push
@@ -191,9 +201,15 @@ class Control:
             return None
         try:
             principal = self.hooks.authenticate(auth, kind, hello.token)
-            reason = None if principal is None else self.hooks.authorize(auth, principal, ip)
+            reason = self.hooks.authorize(auth, principal, ip) if isinstance(principal, Principal) else None
         except PluginError as exc:
             self._plugin_failed(conn, f"{who} {address}", exc)
+            return None
+        if isinstance(principal, Veto):
+            log.warning("%s %s refused: plugin %r vetoed the token: %s", who, address, principal.plugin,
+                        principal.reason, extra={"peer": str(address)})
+            self.counters["auth_failed"] += 1
+            conn.close(CloseCode.AUTH_FAILED, "auth-failed")
             return None
         if principal is None:
             log.warning("%s %s refused: unknown token", who, address, extra={"peer": str(address)})
@@ -365,7 +381,7 @@ class Control:
                     # no decision about this token now: close this session only, like a new one
                     self._plugin_failed(session.conn, f"client {session.address}", exc)
                     continue
-                if principal is None:
+                if not isinstance(principal, Principal):  # gone, expired, or vetoed now
                     log.warning("client %s: token revoked, closing its session", session.address)
                     session.conn.close(CloseCode.AUTH_FAILED, "auth-failed")
 

@@ -26,7 +26,7 @@ from connet_core.model import PathCandidate, Principal, PrincipalKind, Role, Rou
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from connet_core.config import AuthSettings
+    from connet_core.model import AuthSettings
     from connet_core.plugin_settings import PluginKey, PluginSettings
     from connet_core.store import Store
     from connet_core.transport import Transport
@@ -67,14 +67,18 @@ def connet_admit_address(
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def connet_authenticate(
     settings: "AuthSettings", kind: PrincipalKind, token: str, plugin_settings: "PluginSettings"
 ) -> Principal | None:
-    """Map a presented token to a principal.
+    """Map a presented token to a principal, or veto it.
 
-    The first non-None result wins. None means "not a token I know"; when every
-    implementation returns None the peer is refused with ``auth-failed``. Implementations
+    Every implementation is asked (the veto rule): return a ``Principal`` to accept the
+    token, None for "not a token I know", or ``connet_core.model.Veto(reason)`` to refuse it
+    whatever the other plugins say. Any veto refuses; otherwise the first Principal wins
+    (installed plugins are asked before the ``trylast`` defaults); when every implementation
+    returns None the peer is refused with ``auth-failed``. A vetoed peer gets ``auth-failed``
+    too; only the log has the reason and the vetoing plugin. Implementations
     must compare tokens in constant time and never log them. Called again for live sessions
     whenever tokens may have changed: a session whose token now yields None is closed.
     """

@@ -20,11 +20,11 @@ import pluggy
 
 from connet_core import hookspecs
 from connet_core.errors import PluginError, StoreError
-from connet_core.model import PathCandidate, Principal, PrincipalKind, Role, RoutePolicy
+from connet_core.model import PathCandidate, Principal, PrincipalKind, Role, RoutePolicy, Veto
 from connet_core.plugin_settings import PluginKey, PluginSettings, with_defaults
 
 if TYPE_CHECKING:
-    from connet_core.config import AuthSettings
+    from connet_core.model import AuthSettings
     from connet_core.store import Store
     from connet_core.transport import Transport
 
@@ -174,9 +174,16 @@ class Hooks:
                              settings=settings, kind=kind, address=address)
         return reasons[0][1] if reasons else None
 
-    def authenticate(self, settings: "AuthSettings", kind: PrincipalKind, token: str) -> Principal | None:
-        found = self._call(self._hook.connet_authenticate, _is_principal, "a Principal", first=True,
-                           settings=settings, kind=kind, token=token)
+    def authenticate(self, settings: "AuthSettings", kind: PrincipalKind, token: str) -> Principal | Veto | None:
+        """The veto rule: every implementation is asked; if any returns a :class:`Veto`, the
+        token is refused (the first veto, its plugin named), whatever the others say;
+        otherwise the first Principal wins (installed plugins before the trylast defaults);
+        None if nobody knows the token."""
+        found = self._call(self._hook.connet_authenticate, _is_principal_or_veto, "a Principal or a Veto",
+                           first=False, settings=settings, kind=kind, token=token)
+        for plugin, result in found:
+            if isinstance(result, Veto):
+                return Veto(result.reason, plugin)
         return found[0][1] if found else None
 
     def authorize(
@@ -264,8 +271,8 @@ def _is_str(value: object) -> bool:
     return isinstance(value, str)
 
 
-def _is_principal(value: object) -> bool:
-    return isinstance(value, Principal)
+def _is_principal_or_veto(value: object) -> bool:
+    return isinstance(value, (Principal, Veto))
 
 
 def _is_path_list(value: object) -> bool:

@@ -185,8 +185,17 @@ def _auth(
     token_ip_key: str,
     token_rule_key: str | None,
     required: bool,
+    tokens_plugin: bool = True,
 ) -> AuthSettings | None:
-    which = _one_of(section, tokens_keys, required)
+    """The authentication settings of one kind of principal. ``tokens_plugin``: whether the
+    tokens plugin is enabled; without it, another plugin authenticates, no token list is
+    required (and per-token rules, positional in the list, cannot be given)."""
+    which = _one_of(section, tokens_keys, required and tokens_plugin)
+    if which is None and not tokens_plugin and required:
+        for key in (token_ip_key, token_rule_key):
+            if key is not None and key in section.values:
+                raise section.error(key, f"needs {tokens_keys[0]} or {tokens_keys[1]}")
+        return AuthSettings(tokens=TokenSource(), ip_restriction=_cidr_rule(section.get(ip_key)))
     if which is None:
         for key in (ip_key, token_ip_key):
             if key in section.values:
@@ -259,7 +268,8 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
 
 def _build_server(section: _Section, common: CommonSettings) -> ServerSettings:
     cert_file, key_file = _cert_files(section)
-    client_auth = _auth(section, ("tokens", "tokens-file"), "ip-restriction", "token-ip-restriction", "token-restriction", True)
+    client_auth = _auth(section, ("tokens", "tokens-file"), "ip-restriction", "token-ip-restriction", "token-restriction", True,
+                        _tokens_plugin(common))
     assert client_auth is not None
     control = ControlSettings(
         cert_file=cert_file,
@@ -279,6 +289,11 @@ def _build_server(section: _Section, common: CommonSettings) -> ServerSettings:
     )
 
 
+def _tokens_plugin(common: CommonSettings) -> bool:
+    """Whether the tokens plugin runs: only then is a list of client tokens required."""
+    return "tokens" not in common.disable_plugins
+
+
 def _build_control(section: _Section, common: CommonSettings) -> ControlSettings:
     cert_file, key_file = _cert_files(section)
     client_auth = _auth(
@@ -288,6 +303,7 @@ def _build_control(section: _Section, common: CommonSettings) -> ControlSettings
         "client-token-ip-restriction",
         "client-token-restriction",
         True,
+        _tokens_plugin(common),
     )
     assert client_auth is not None
     relay_auth = _auth(

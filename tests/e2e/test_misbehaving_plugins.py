@@ -69,7 +69,7 @@ async def test_a_failing_plugin_refuses_one_peer_and_the_daemons_keep_serving(da
         server.daemon.wait_for(r"client \S+ refused: plugin 'misbehaving' failed in connet_authenticate: "
                                r"raised RuntimeError: the directory is down", start=mark)
         server.daemon.wait_for(r"client \S+ refused: plugin 'misbehaving' failed in connet_authenticate: "
-                               r"returned str, expected a Principal or None", start=mark)
+                               r"returned str, expected a Principal or a Veto or None", start=mark)
         # an announcement the plugin raises for: that one refused, its session kept
         announcer = start_destination(daemons, server, echo_port, name="announcer", endpoint="raises-here",
                                       token=TOKENS[2])
