@@ -177,7 +177,7 @@ class Control:
         assert ip is not None  # the transport reports IP literals
         who = kind.value
         try:
-            reason = self.hooks.admit_address(auth, kind, ip)
+            reason = await self.hooks.admit_address_async(auth, kind, ip)
         except PluginError as exc:
             self._plugin_failed(conn, f"{who} {address}", exc)
             return None
@@ -200,8 +200,8 @@ class Control:
             conn.close(exc.code, "protocol error")
             return None
         try:
-            principal = self.hooks.authenticate(auth, kind, hello.token)
-            reason = self.hooks.authorize(auth, principal, ip) if isinstance(principal, Principal) else None
+            principal = await self.hooks.authenticate_async(auth, kind, hello.token)
+            reason = await self.hooks.authorize_async(auth, principal, ip) if isinstance(principal, Principal) else None
         except PluginError as exc:
             self._plugin_failed(conn, f"{who} {address}", exc)
             return None
@@ -288,7 +288,7 @@ class Control:
             while True:
                 message = await messages.recv((Announce, Withdraw))
                 if isinstance(message, Announce):
-                    self._announce(session, message)
+                    await self._announce(session, message)
                 else:
                     self._withdraw(session, message)
         except (ConnectionLost, StreamReset):
@@ -314,13 +314,13 @@ class Control:
         except ValueError:
             raise ProtocolError(f"bad role {role[:20]!r} or route {str(route)[:20]!r}") from None
 
-    def _announce(self, session: ClientSession, message: Announce) -> None:
+    async def _announce(self, session: ClientSession, message: Announce) -> None:
         role, route = self._parse_endpoint(message.name, message.role, message.route)
         ip = session.address.ip()
         assert ip is not None
         code = CloseCode.FORBIDDEN
         try:
-            reason = self.hooks.authorize(self.client_auth, session.principal, ip, message.name, role)
+            reason = await self.hooks.authorize_async(self.client_auth, session.principal, ip, message.name, role)
         except PluginError as exc:
             # this announcement is refused; the session and its other names stay
             reason, code = str(exc), CloseCode.INTERNAL_ERROR
@@ -376,7 +376,8 @@ class Control:
             await asyncio.sleep(TOKEN_RECHECK_INTERVAL)
             for session in list(self.sessions.values()):
                 try:
-                    principal = self.hooks.authenticate(self.client_auth, PrincipalKind.CLIENT, session.token)
+                    principal = await self.hooks.authenticate_async(self.client_auth, PrincipalKind.CLIENT,
+                                                                    session.token)
                 except PluginError as exc:
                     # no decision about this token now: close this session only, like a new one
                     self._plugin_failed(session.conn, f"client {session.address}", exc)

@@ -1,8 +1,9 @@
 """Every hook connet calls, in one place. Each docstring is the contract.
 
 Plugins implement these with ``@connet_core.hookimpl``; the rest of connet calls them only
-through :class:`connet_core.plugins.Hooks`. Decision hooks are synchronous and pure (an async
-implementation of a ``firstresult`` hook would return a coroutine, which is not None, and win).
+through :class:`connet_core.plugins.Hooks`. The authentication hooks may be async
+(``async def``): the engine awaits them with a time limit (``Hooks.hook_timeout``, 5 s), and
+a timeout refuses the one request. Route selection must be synchronous and pure.
 Objects that do I/O (stores, transports) are handed out by factory hooks.
 
 Settings objects passed to hooks are the frozen dataclasses of :mod:`connet_core.config`, so
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from connet_core.model import AuthSettings
+    import click
+
     from connet_core.plugin_settings import PluginKey, PluginSettings
     from connet_core.store import Store
     from connet_core.transport import Transport
@@ -49,6 +52,16 @@ def connet_plugin_keys() -> "Sequence[PluginKey]":
     ``[plugins.NAME]`` table or as ``CONNET_PLUGINS__NAME__KEY`` (NAME: the plugin's entry
     point name); connet validates them like its own keys and hands the values to this
     plugin's hooks as ``plugin_settings``. A bad declaration stops loading with one line.
+    """
+
+
+@hookspec
+def connet_cli_commands() -> "Sequence[click.Command]":
+    """Commands this plugin adds to the ``connet`` command line: a list of ``click.Command``
+    (or ``click.Group``) objects, each named (``connet NAME ...``). Every implementation is
+    called when a command that is not built in is run, or ``connet --help`` lists them. A
+    name that exists already stops with one line; raise ``click.ClickException`` (or a
+    ``connet_core.errors.ConfigError``) for a one-line error of your command.
     """
 
 

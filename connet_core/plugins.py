@@ -9,6 +9,7 @@ daemon. ``Hooks.errors`` counts the failures by (plugin, hook) for the status re
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import ipaddress
 from collections import Counter
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from connet_core.transport import Transport
 
 ENTRY_POINT_GROUP = "connet"
+# How long the engines wait for an async hook (an LDAP or HTTP service, a database) before
+# refusing the one request that needed it.
+HOOK_TIMEOUT = 5.0
 DEFAULT_PLUGINS = ("tokens", "cidr", "routes", "filestore", "quic")
 
 # Hooks the facade calls one implementation at a time (see the module docstring). A hook
@@ -99,6 +103,7 @@ class Hooks:
         self._hook = pm.hook
         self.errors: Counter[tuple[str, str]] = Counter()  # plugin failures by (plugin, hook)
         self._labels: dict[int, str] = {}
+        self.hook_timeout = HOOK_TIMEOUT
         self.declared = self.plugin_keys()
         given = plugin_settings or {}
         self.settings: dict[str, PluginSettings] = {
@@ -135,6 +140,35 @@ class Hooks:
                 raise self._failed(self._label(impl.plugin), hook,
                                    f"returned {type(result).__name__}, expected {expected} or None")
             results.append((self._label(impl.plugin), result))
+            if first:
+                break
+        return results
+
+    async def _acall(self, caller: Any, check: Callable[[object], bool], expected: str, *, first: bool,
+                     **kwargs: object) -> list[tuple[str, Any]]:
+        """:meth:`_call` for the engines: an implementation may be async, and is awaited for
+        at most ``hook_timeout`` seconds; a timeout is that plugin's failure. A cancellation
+        of the caller propagates (it is no plugin's failure)."""
+        hook = caller.name
+        results: list[tuple[str, Any]] = []
+        for impl in reversed(caller.get_hookimpls()):
+            label = self._label(impl.plugin)
+            limit = asyncio.timeout(self.hook_timeout)
+            try:
+                result = impl.function(*self._arguments(impl, kwargs))
+                if inspect.isawaitable(result):
+                    async with limit:
+                        result = await result
+            except TimeoutError as exc:
+                what = f"timed out after {self.hook_timeout:g}s" if limit.expired() else f"raised {_describe(exc)}"
+                raise self._failed(label, hook, what) from exc
+            except Exception as exc:  # a plugin's bug or outage: this decision fails, nothing else
+                raise self._failed(label, hook, f"raised {_describe(exc)}") from exc
+            if result is None:
+                continue
+            if not check(result):
+                raise self._failed(label, hook, f"returned {type(result).__name__}, expected {expected} or None")
+            results.append((label, result))
             if first:
                 break
         return results
@@ -179,12 +213,43 @@ class Hooks:
         token is refused (the first veto, its plugin named), whatever the others say;
         otherwise the first Principal wins (installed plugins before the trylast defaults);
         None if nobody knows the token."""
-        found = self._call(self._hook.connet_authenticate, _is_principal_or_veto, "a Principal or a Veto",
-                           first=False, settings=settings, kind=kind, token=token)
-        for plugin, result in found:
-            if isinstance(result, Veto):
-                return Veto(result.reason, plugin)
-        return found[0][1] if found else None
+        return _verdict(self._call(self._hook.connet_authenticate, _is_principal_or_veto, "a Principal or a Veto",
+                                   first=False, settings=settings, kind=kind, token=token))
+
+    # the engines' calls: async implementations awaited, with a time limit
+    async def admit_address_async(
+        self, settings: "AuthSettings", kind: PrincipalKind, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> str | None:
+        reasons = await self._acall(self._hook.connet_admit_address, _is_str, "a reason string", first=False,
+                                    settings=settings, kind=kind, address=address)
+        return reasons[0][1] if reasons else None
+
+    async def authenticate_async(self, settings: "AuthSettings", kind: PrincipalKind,
+                                 token: str) -> Principal | Veto | None:
+        return _verdict(await self._acall(self._hook.connet_authenticate, _is_principal_or_veto,
+                                          "a Principal or a Veto", first=False, settings=settings, kind=kind,
+                                          token=token))
+
+    async def authorize_async(
+        self,
+        settings: "AuthSettings",
+        principal: Principal,
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+        name: str | None = None,
+        role: Role | None = None,
+    ) -> str | None:
+        reasons = await self._acall(self._hook.connet_authorize, _is_str, "a reason string", first=False,
+                                    settings=settings, principal=principal, address=address, name=name, role=role)
+        return reasons[0][1] if reasons else None
+
+    # command line
+    def cli_commands(self) -> list[Any]:
+        """The click commands plugins add to ``connet``."""
+        commands: list[Any] = []
+        for _, group in self._call(self._hook.connet_cli_commands, _is_command_list, "a list of click commands",
+                                   first=False):
+            commands.extend(group)
+        return commands
 
     def authorize(
         self,
@@ -269,6 +334,20 @@ def _is_key_list(value: object) -> bool:
 
 def _is_str(value: object) -> bool:
     return isinstance(value, str)
+
+
+def _verdict(found: list[tuple[str, Any]]) -> Principal | Veto | None:
+    """The veto rule: any Veto (the first, its plugin named) refuses; else the first Principal."""
+    for plugin, result in found:
+        if isinstance(result, Veto):
+            return Veto(result.reason, plugin)
+    return found[0][1] if found else None
+
+
+def _is_command_list(value: object) -> bool:
+    import click  # the command line's library, only when a plugin adds commands
+
+    return isinstance(value, (list, tuple)) and all(isinstance(c, click.Command) and c.name for c in value)
 
 
 def _is_principal_or_veto(value: object) -> bool:

@@ -4,6 +4,7 @@ a checksummed transfer, and the failures are counted in the status report and me
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import urllib.request
@@ -17,15 +18,22 @@ from support.services import echo_server, exchange_through, sha256, wait_tunnel
 LOCAL = "127.0.0.1:0"
 
 MISBEHAVING = """
+    import asyncio
+
     from connet_core import hookimpl
-    from connet_core.model import PathCandidate
+    from connet_core.model import PathCandidate, Principal
 
     @hookimpl
-    def connet_authenticate(settings, kind, token):
+    async def connet_authenticate(settings, kind, token):
         if token == "token-raises":
             raise RuntimeError("the directory is down")
         if token == "token-wrong-type":
             return "yes"  # not a Principal
+        if token == "token-hangs":
+            await asyncio.Event().wait()  # a directory that never answers
+        if token == "token-slow":
+            await asyncio.sleep(0.5)  # slow, within the limit: accepted
+            return Principal(kind, label="slow-but-fine")
         return None  # the tokens plugin decides
 
     @hookimpl
@@ -70,6 +78,14 @@ async def test_a_failing_plugin_refuses_one_peer_and_the_daemons_keep_serving(da
                                r"raised RuntimeError: the directory is down", start=mark)
         server.daemon.wait_for(r"client \S+ refused: plugin 'misbehaving' failed in connet_authenticate: "
                                r"returned str, expected a Principal or a Veto or None", start=mark)
+        # one that hangs is refused at the time limit; a slow one is served; neither holds the loop
+        start_destination(daemons, server, echo_port, name="hangs", endpoint="other", token="token-hangs")
+        start_destination(daemons, server, echo_port, name="slow", endpoint="slow", token="token-slow")
+        server.daemon.wait_for(r"client \S+ connected \(slow-but-fine\)", start=mark)
+        hung = asyncio.ensure_future(exchange_through(source_port, b"alongside" * 1000))
+        assert await hung == b"alongside" * 1000  # while the hanging plugin is awaited
+        server.daemon.wait_for(r"client \S+ refused: plugin 'misbehaving' failed in connet_authenticate: "
+                               r"timed out after 5s", start=mark)
         # an announcement the plugin raises for: that one refused, its session kept
         announcer = start_destination(daemons, server, echo_port, name="announcer", endpoint="raises-here",
                                       token=TOKENS[2])
@@ -85,7 +101,7 @@ async def test_a_failing_plugin_refuses_one_peer_and_the_daemons_keep_serving(da
     assert server.daemon.proc.poll() is None and src.proc.poll() is None
     report = status(server.daemon)["control"]
     errors = {(e["plugin"], e["hook"]): e["count"] for e in report["plugin_errors"]}
-    assert errors[("misbehaving", "connet_authenticate")] >= 2
+    assert errors[("misbehaving", "connet_authenticate")] >= 3
     assert errors[("misbehaving", "connet_authorize")] >= 1
     assert report["counters"]["plugin_errors"] == sum(errors.values())
     # the announcer's session outlived its refused announcement
