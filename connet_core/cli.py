@@ -147,7 +147,9 @@ def _tokens(source: object) -> str:
     tokens = getattr(source, "tokens", None)
     if tokens is not None:
         return _plural(len(tokens), "token")
-    return f"tokens from {getattr(source, 'file', '?')}"
+    if getattr(source, "file", None) is None:  # the tokens plugin is disabled: another authenticates
+        return "no token list"
+    return f"tokens from {source.file}"  # type: ignore[attr-defined]
 
 
 def _reject_client_options_with(ctx: click.Context) -> None:
