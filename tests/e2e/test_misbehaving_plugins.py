@@ -10,10 +10,12 @@ import os
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from support.cluster import TOKENS, start_destination, start_server, start_source
 from support.daemons import Daemon
 from support.plugin_dist import plugin_on_path
-from support.services import echo_server, exchange_through, sha256, wait_tunnel
+from support.services import echo_server, exchange, exchange_through, sha256, wait_tunnel
 
 LOCAL = "127.0.0.1:0"
 
@@ -44,6 +46,8 @@ MISBEHAVING = """
 
     @hookimpl
     def connet_select_routes(name, local_policy, remote_policy, candidates):
+        if name == "routes-raise":
+            raise ZeroDivisionError("no route today")
         # equal but new objects, as a plugin that rebuilds its answer returns them
         return [PathCandidate(c.kind, c.peer, c.relay, c.rtt) for c in candidates]
 """
@@ -92,6 +96,20 @@ async def test_a_failing_plugin_refuses_one_peer_and_the_daemons_keep_serving(da
         server.daemon.wait_for(r"may not announce destination 'raises-here': plugin 'misbehaving' failed "
                                r"in connet_authorize: raised KeyError", start=mark)
         announcer.wait_for(r"control refused destination 'raises-here': internal-error")
+
+        # a source whose route plugin raises: that TCP connection is reset, the listener stays
+        start_destination(daemons, server, echo_port, name="dst-raise", endpoint="routes-raise", token=TOKENS[0])
+        src_raise, raise_port = start_source(daemons, server, name="src-raise", endpoint="routes-raise",
+                                             status_addr=LOCAL, env=env)
+        for _ in range(2):
+            mark_src = src_raise.mark()
+            with pytest.raises((ConnectionError, OSError)):  # reset, not an empty answer
+                assert await exchange(raise_port, b"x" * 1000) == b"x" * 1000
+            src_raise.wait_for(r"source 'routes-raise': refusing a connection: plugin 'misbehaving' failed in "
+                               r"connet_select_routes: raised ZeroDivisionError: no route today", start=mark_src)
+        assert src_raise.proc.poll() is None
+        assert {(e["plugin"], e["hook"]) for e in status(src_raise)["plugin_errors"]} == {
+            ("misbehaving", "connet_select_routes")}
 
         # the tunnel through the same daemons carries every byte
         payload = os.urandom(4 << 20)
