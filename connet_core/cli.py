@@ -147,7 +147,9 @@ def _tokens(source: object) -> str:
     tokens = getattr(source, "tokens", None)
     if tokens is not None:
         return _plural(len(tokens), "token")
-    return f"tokens from {getattr(source, 'file', '?')}"
+    if getattr(source, "file", None) is None:  # the tokens plugin is disabled: another authenticates
+        return "no token list"
+    return f"tokens from {source.file}"  # type: ignore[attr-defined]
 
 
 def _reject_client_options_with(ctx: click.Context) -> None:
@@ -166,7 +168,33 @@ def _reject_client_options_with(ctx: click.Context) -> None:
             raise click.UsageError(f"{flag}{kind} does not apply to '{ctx.invoked_subcommand}'")
 
 
+class _PluginCommands(click.Group):
+    """The built-in commands, then those plugins add (``connet_cli_commands``). Plugins are
+    loaded only when a name is not built in, or for the command list (``--help``), so the
+    built-in commands start as quickly as before."""
+
+    _loaded: dict[str, click.Command] | None = None
+
+    def _plugin_commands(self) -> dict[str, click.Command]:
+        if self._loaded is None:
+            from connet_core.plugins import load_hooks
+
+            self._loaded = {}
+            for command in load_hooks().cli_commands():
+                if command.name in self.commands or command.name in self._loaded:
+                    raise PluginError(f"a plugin adds a command {command.name!r}, which exists already")
+                self._loaded[str(command.name)] = command
+        return self._loaded
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or self._plugin_commands().get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *sorted(self._plugin_commands())]
+
+
 @click.group(
+    cls=_PluginCommands,
     invoke_without_command=True,
     context_settings=CONTEXT_SETTINGS,
     epilog="Configuration keys, defaults and CONNET_* variables: see docs/configuration.md. "

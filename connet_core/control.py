@@ -14,10 +14,20 @@ from typing import Any
 from connet_core.addresses import sanitize
 from connet_core.certs import load_identity
 from connet_core.component import Outbox, default_store_dir, persistent_secret, spawn
-from connet_core.config import AuthSettings, ControlSettings
-from connet_core.errors import ConnectionLost, ProtocolError, StreamReset
+from connet_core.config import ControlSettings
+from connet_core.errors import ConnectionLost, PluginError, ProtocolError, StreamReset
 from connet_core.logs import log_listening
-from connet_core.model import HostPort, PathKind, Principal, PrincipalKind, Role, RoutePolicy, certificate_hash
+from connet_core.model import (
+    AuthSettings,
+    HostPort,
+    PathKind,
+    Principal,
+    PrincipalKind,
+    Role,
+    RoutePolicy,
+    Veto,
+    certificate_hash,
+)
 from connet_core.plugins import Hooks, load_hooks
 from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.matching import Announcement, Matcher, Push
@@ -74,7 +84,7 @@ class Control:
 
     def __init__(self, settings: ControlSettings, hooks: Hooks | None = None) -> None:
         self.settings = settings
-        self.hooks = hooks or load_hooks(settings.common.disable_plugins)
+        self.hooks = hooks or load_hooks(settings.common.disable_plugins, plugin_settings=settings.common.plugins)
         self.matcher = Matcher()
         self.sessions: dict[int, ClientSession] = {}
         self._ids = itertools.count(1)
@@ -83,7 +93,7 @@ class Control:
         self._tg: asyncio.TaskGroup | None = None
         self.relays: dict[bytes, RelayEntry] = {}  # by certificate hash
         # events for /metrics: refusals by reason, sessions that never started
-        self.counters = {"auth_failed": 0, "forbidden": 0, "handshake_failures": 0}
+        self.counters = {"auth_failed": 0, "forbidden": 0, "handshake_failures": 0, "plugin_errors": 0}
         self._grant_secret: bytes | None = None
 
     @property
@@ -166,7 +176,11 @@ class Control:
         ip = address.ip()
         assert ip is not None  # the transport reports IP literals
         who = kind.value
-        reason = self.hooks.admit_address(auth, kind, ip)
+        try:
+            reason = await self.hooks.admit_address_async(auth, kind, ip)
+        except PluginError as exc:
+            self._plugin_failed(conn, f"{who} {address}", exc)
+            return None
         if reason is not None:
             log.warning("%s %s refused: %s", who, address, reason, extra={"peer": str(address)})
             self.counters["forbidden"] += 1
@@ -185,19 +199,36 @@ class Control:
             self.counters["handshake_failures"] += 1
             conn.close(exc.code, "protocol error")
             return None
-        principal = self.hooks.authenticate(auth, kind, hello.token)
+        try:
+            principal = await self.hooks.authenticate_async(auth, kind, hello.token)
+            reason = await self.hooks.authorize_async(auth, principal, ip) if isinstance(principal, Principal) else None
+        except PluginError as exc:
+            self._plugin_failed(conn, f"{who} {address}", exc)
+            return None
+        if isinstance(principal, Veto):
+            log.warning("%s %s refused: plugin %r vetoed the token: %s", who, address, principal.plugin,
+                        principal.reason, extra={"peer": str(address)})
+            self.counters["auth_failed"] += 1
+            conn.close(CloseCode.AUTH_FAILED, "auth-failed")
+            return None
         if principal is None:
             log.warning("%s %s refused: unknown token", who, address, extra={"peer": str(address)})
             self.counters["auth_failed"] += 1
             conn.close(CloseCode.AUTH_FAILED, "auth-failed")
             return None
-        reason = self.hooks.authorize(auth, principal, ip)
         if reason is not None:
             log.warning("%s %s (%s) refused: %s", who, address, principal.label, reason, extra={"peer": str(address)})
             self.counters["forbidden"] += 1
             conn.close(CloseCode.FORBIDDEN, "forbidden")
             return None
         return principal, messages, hello
+
+    def _plugin_failed(self, conn: Connection, who: str, exc: PluginError) -> None:
+        """A plugin failed deciding about one connection: refuse that one (the plugin's
+        fault, so INTERNAL_ERROR, not a verdict on the peer), one line, counted."""
+        log.warning("%s refused: %s", who, exc, extra={"peer": str(conn.remote_address)})
+        self.counters["plugin_errors"] += 1
+        conn.close(CloseCode.INTERNAL_ERROR, "internal-error")
 
     async def _serve_relay(self, conn: Connection) -> None:
         auth = self.settings.relay_auth
@@ -257,7 +288,7 @@ class Control:
             while True:
                 message = await messages.recv((Announce, Withdraw))
                 if isinstance(message, Announce):
-                    self._announce(session, message)
+                    await self._announce(session, message)
                 else:
                     self._withdraw(session, message)
         except (ConnectionLost, StreamReset):
@@ -283,19 +314,26 @@ class Control:
         except ValueError:
             raise ProtocolError(f"bad role {role[:20]!r} or route {str(route)[:20]!r}") from None
 
-    def _announce(self, session: ClientSession, message: Announce) -> None:
+    async def _announce(self, session: ClientSession, message: Announce) -> None:
         role, route = self._parse_endpoint(message.name, message.role, message.route)
         ip = session.address.ip()
         assert ip is not None
-        reason = self.hooks.authorize(self.client_auth, session.principal, ip, message.name, role)
+        code = CloseCode.FORBIDDEN
+        try:
+            reason = await self.hooks.authorize_async(self.client_auth, session.principal, ip, message.name, role)
+        except PluginError as exc:
+            # this announcement is refused; the session and its other names stay
+            reason, code = str(exc), CloseCode.INTERNAL_ERROR
+            self.counters["plugin_errors"] += 1
         if reason is not None:
             log.warning(
                 "client %s (%s) may not announce %s %r: %s",
                 session.address, session.principal.label, role.value, message.name, reason,
                 extra={"peer": str(session.address), "endpoint": message.name},
             )
-            self.counters["forbidden"] += 1
-            refusal = AnnounceRefused(message.name, role.value, CloseCode.FORBIDDEN, "forbidden")
+            if code == CloseCode.FORBIDDEN:
+                self.counters["forbidden"] += 1
+            refusal = AnnounceRefused(message.name, role.value, code, CloseCode.describe(code))
             session.outbox.put(("refused", message.name, role.value), refusal)
             return
         addresses = sanitize(list(message.addresses), session.address)
@@ -337,7 +375,14 @@ class Control:
         while True:
             await asyncio.sleep(TOKEN_RECHECK_INTERVAL)
             for session in list(self.sessions.values()):
-                if self.hooks.authenticate(self.client_auth, PrincipalKind.CLIENT, session.token) is None:
+                try:
+                    principal = await self.hooks.authenticate_async(self.client_auth, PrincipalKind.CLIENT,
+                                                                    session.token)
+                except PluginError as exc:
+                    # no decision about this token now: close this session only, like a new one
+                    self._plugin_failed(session.conn, f"client {session.address}", exc)
+                    continue
+                if not isinstance(principal, Principal):  # gone, expired, or vetoed now
                     log.warning("client %s: token revoked, closing its session", session.address)
                     session.conn.close(CloseCode.AUTH_FAILED, "auth-failed")
 
@@ -353,5 +398,6 @@ class Control:
             "relays": [{"addr": e.addr, "builtin": e.conn is None} for e in self.relays.values()],
             # with the endpoint's own (an optional transport attribute: Retry, datagrams dropped)
             "counters": {**self.counters, **getattr(self.endpoint, "counters", {})},
+            "plugin_errors": self.hooks.error_report(),
             "names": self.matcher.names(),
         }

@@ -4,7 +4,7 @@
 
     ConnetError                      base of everything connet raises on purpose
     ├── ConfigError                  bad configuration: one line naming the key and its origin
-    ├── PluginError                  a plugin failed to load, is misspelled, or is unknown
+    ├── PluginError                  a plugin failed to load, is misspelled, unknown, or failed in a hook
     ├── StoreError                   the store is unreadable, corrupt or not writable
     ├── ProtocolError                a malformed, oversized or unexpected message (carries a CloseCode)
     ├── AuthError                    authentication or authorization refused (carries a CloseCode)
@@ -30,7 +30,13 @@ class ConfigError(ConnetError):
 
 
 class PluginError(ConnetError):
-    """A plugin could not be loaded or validated."""
+    """A plugin could not be loaded or validated, or failed in a hook. ``plugin`` (its entry
+    point name) and ``hook`` say which, when one plugin's call failed."""
+
+    def __init__(self, message: str, *, plugin: str | None = None, hook: str | None = None) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+        self.hook = hook
 
 
 class StoreError(ConnetError):

@@ -1,12 +1,18 @@
 """Every hook connet calls, in one place. Each docstring is the contract.
 
 Plugins implement these with ``@connet_core.hookimpl``; the rest of connet calls them only
-through :class:`connet_core.plugins.Hooks`. Decision hooks are synchronous and pure (an async
-implementation of a ``firstresult`` hook would return a coroutine, which is not None, and win).
+through :class:`connet_core.plugins.Hooks`. The authentication hooks may be async
+(``async def``): the engine awaits them with a time limit (``Hooks.hook_timeout``, 5 s), and
+a timeout refuses the one request. Route selection must be synchronous and pure.
 Objects that do I/O (stores, transports) are handed out by factory hooks.
 
 Settings objects passed to hooks are the frozen dataclasses of :mod:`connet_core.config`, so
 plugins keep no global state and several components can live in one process.
+
+Every hook but the transport ones may also name a ``plugin_settings`` argument: it gets the
+calling plugin's own settings (:class:`connet_core.plugin_settings.PluginSettings`, the keys
+it declared with ``connet_plugin_keys``, defaults filled in). pluggy passes an
+implementation only the arguments it names, so a plugin without settings ignores it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from connet_core.model import PathCandidate, Principal, PrincipalKind, Role, Rou
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from connet_core.config import AuthSettings
+    from connet_core.model import AuthSettings
+    import click
+
+    from connet_core.plugin_settings import PluginKey, PluginSettings
     from connet_core.store import Store
     from connet_core.transport import Transport
 
@@ -31,11 +40,38 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+# --- settings -----------------------------------------------------------------------------
+
+
+@hookspec
+def connet_plugin_keys() -> "Sequence[PluginKey]":
+    """The settings this plugin takes: a list of :class:`connet_core.plugin_settings.PluginKey`
+    (key, kind, default, one-line doc).
+
+    Every implementation is called once, when the hooks are loaded. Users set the keys in a
+    ``[plugins.NAME]`` table or as ``CONNET_PLUGINS__NAME__KEY`` (NAME: the plugin's entry
+    point name); connet validates them like its own keys and hands the values to this
+    plugin's hooks as ``plugin_settings``. A bad declaration stops loading with one line.
+    """
+
+
+@hookspec
+def connet_cli_commands() -> "Sequence[click.Command]":
+    """Commands this plugin adds to the ``connet`` command line: a list of ``click.Command``
+    (or ``click.Group``) objects, each named (``connet NAME ...``). Every implementation is
+    called when a command that is not built in is run, or ``connet --help`` lists them. A
+    name that exists already stops with one line; raise ``click.ClickException`` (or a
+    ``connet_core.errors.ConfigError``) for a one-line error of your command.
+    """
+
+
 # --- authentication ---------------------------------------------------------------------
 
 
 @hookspec
-def connet_admit_address(settings: "AuthSettings", kind: PrincipalKind, address: IPAddress) -> str | None:
+def connet_admit_address(
+    settings: "AuthSettings", kind: PrincipalKind, address: IPAddress, plugin_settings: "PluginSettings"
+) -> str | None:
     """Decide whether ``address`` may talk to this server at all, before any token is read.
 
     ``kind`` says whether a client or a relay is connecting. ``address`` is already folded
@@ -44,12 +80,18 @@ def connet_admit_address(settings: "AuthSettings", kind: PrincipalKind, address:
     """
 
 
-@hookspec(firstresult=True)
-def connet_authenticate(settings: "AuthSettings", kind: PrincipalKind, token: str) -> Principal | None:
-    """Map a presented token to a principal.
+@hookspec
+def connet_authenticate(
+    settings: "AuthSettings", kind: PrincipalKind, token: str, plugin_settings: "PluginSettings"
+) -> Principal | None:
+    """Map a presented token to a principal, or veto it.
 
-    The first non-None result wins. None means "not a token I know"; when every
-    implementation returns None the peer is refused with ``auth-failed``. Implementations
+    Every implementation is asked (the veto rule): return a ``Principal`` to accept the
+    token, None for "not a token I know", or ``connet_core.model.Veto(reason)`` to refuse it
+    whatever the other plugins say. Any veto refuses; otherwise the first Principal wins
+    (installed plugins are asked before the ``trylast`` defaults); when every implementation
+    returns None the peer is refused with ``auth-failed``. A vetoed peer gets ``auth-failed``
+    too; only the log has the reason and the vetoing plugin. Implementations
     must compare tokens in constant time and never log them. Called again for live sessions
     whenever tokens may have changed: a session whose token now yields None is closed.
     """
@@ -62,6 +104,7 @@ def connet_authorize(
     address: IPAddress,
     name: str | None,
     role: Role | None,
+    plugin_settings: "PluginSettings",
 ) -> str | None:
     """Decide whether ``principal`` connecting from ``address`` may announce ``name`` as ``role``.
 
@@ -80,6 +123,7 @@ def connet_select_routes(
     local_policy: RoutePolicy,
     remote_policy: RoutePolicy,
     candidates: Sequence[PathCandidate],
+    plugin_settings: "PluginSettings",
 ) -> list[PathCandidate] | None:
     """Order the paths a source should try for a new connection to a destination ``name``.
 
@@ -93,7 +137,7 @@ def connet_select_routes(
 
 
 @hookspec(firstresult=True)
-def connet_open_store(component: str, store_dir: "Path") -> "Store | None":
+def connet_open_store(component: str, store_dir: "Path", plugin_settings: "PluginSettings") -> "Store | None":
     """Open the store for ``component`` ("control" or "relay") rooted at ``store_dir``.
 
     The first non-None result wins. Raise :class:`connet_core.errors.StoreError` for a store

@@ -6,6 +6,11 @@ import enum
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Role(str, enum.Enum):
@@ -103,12 +108,29 @@ def certificate_hash(der: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a token belongs to. ``token_index`` is the token's position in the configured
-    list (per-token restrictions are positional); ``kind`` tells a client from a relay."""
+    """Who a token belongs to, as the plugin that authenticated it says.
+
+    ``kind`` tells a client from a relay; ``label`` is for logs only (never the token
+    itself). ``claims`` is what the authenticating plugin knows about the principal, for the
+    authorize hooks: the keys of a per-token rule (``allow-cidrs``, ``deny-cidrs``,
+    ``name-matches``, ``role-matches``) are enforced by the cidr plugin whoever set them;
+    others are the plugin's own. ``token_index`` is the tokens plugin's: the token's position
+    in the configured list, None for a principal another plugin made."""
 
     kind: PrincipalKind
-    token_index: int
-    label: str = ""  # for logs only: never the token itself
+    token_index: int | None = None
+    label: str = ""
+    claims: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Veto:
+    """What ``connet_authenticate`` returns to refuse a token whatever the other plugins say
+    (docs/hooks.md, "the veto rule"). ``reason`` goes to the log, never to the peer;
+    ``plugin`` is filled in by connet."""
+
+    reason: str
+    plugin: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,3 +145,38 @@ class PathCandidate:
     relay: str | None = None
     rtt: float | None = None
     key: object = field(default=None, compare=False, hash=False)  # the engine's handle; opaque to plugins
+
+
+# --- authentication data of the default plugins (tokens, cidr) ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSource:
+    """Tokens given inline, or a file read (and re-read on change) by the tokens plugin."""
+
+    tokens: tuple[str, ...] | None = None
+    file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CidrRule:
+    allow: tuple[IPNetwork, ...] = ()
+    deny: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRule:
+    """Per-token restriction, matched to tokens by position."""
+
+    cidr: CidrRule = CidrRule()
+    name_matches: str | None = None  # a regular expression that must match the whole name
+    role_matches: Role | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """What the authentication hooks get: one set per kind of principal."""
+
+    tokens: TokenSource
+    ip_restriction: CidrRule = CidrRule()
+    token_rules: tuple[TokenRule, ...] | None = None  # None: no per-token rules

@@ -259,7 +259,7 @@ class Relay:
 
     def __init__(self, settings: RelaySettings, hooks: Hooks | None = None) -> None:
         self.settings = settings
-        self.hooks = hooks or load_hooks(settings.common.disable_plugins)
+        self.hooks = hooks or load_hooks(settings.common.disable_plugins, plugin_settings=settings.common.plugins)
         self.service: RelayService | None = None
         self.started = asyncio.Event()
         self.control_connected = False

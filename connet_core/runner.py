@@ -110,7 +110,7 @@ async def serve(component: Component, status: HostPort | None = None, transport:
 def run(config: Config) -> int:
     """Run the component for ``config`` until a signal; the process exit code."""
     try:
-        hooks = load_hooks(config.common.disable_plugins)
+        hooks = load_hooks(config.common.disable_plugins, plugin_settings=config.common.plugins)
         component = build(config, hooks)
         # what ``auto`` (or a plugin's own name) resolves to: creating a transport does no I/O
         transport = hooks.transport(config.common.transport).name

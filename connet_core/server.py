@@ -18,7 +18,7 @@ class Server:
 
     def __init__(self, settings: ServerSettings, hooks: Hooks | None = None) -> None:
         self.settings = settings
-        self.hooks = hooks or load_hooks(settings.common.disable_plugins)
+        self.hooks = hooks or load_hooks(settings.common.disable_plugins, plugin_settings=settings.common.plugins)
         self.control = Control(settings.control, self.hooks)
         self.relay: RelayService | None = None
         self.started = self.control.started

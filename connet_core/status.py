@@ -342,6 +342,12 @@ def render_metrics(report: dict[str, Any]) -> str:
             _control_metrics(m, report["control"])
         if isinstance(report.get("relay"), dict):
             _relay_metrics(m, report["relay"])
+    # a server's hooks are its control part's (the built-in relay makes no plugin decisions)
+    control = report.get("control") if role == "server" and isinstance(report.get("control"), dict) else report
+    for entry in _items(control.get("plugin_errors")):
+        m.add("connet_plugin_errors_total", "counter",
+              "Hook calls that failed in a plugin (raised, wrong result, timed out); each refused one request.",
+              entry.get("count"), plugin=entry.get("plugin"), hook=entry.get("hook"))
     return m.render()
 
 

@@ -48,7 +48,7 @@ class Client:
 
     def __init__(self, settings: ClientSettings, hooks: Hooks | None = None) -> None:
         self.settings = settings
-        self.hooks = hooks or load_hooks(settings.common.disable_plugins)
+        self.hooks = hooks or load_hooks(settings.common.disable_plugins, plugin_settings=settings.common.plugins)
         self.state = ClientState(settings)
         self.endpoint: Endpoint | None = None
         self.started = asyncio.Event()  # set once every socket is bound and the parts run
@@ -92,7 +92,7 @@ class Client:
         tg.create_task(peers.retire_unmatched())
 
     def status(self) -> dict:
-        return client_status(self.settings, self.state, self.endpoint)
+        return {**client_status(self.settings, self.state, self.endpoint), "plugin_errors": self.hooks.error_report()}
 
     # ---- read-only views of the state, for embedding and tests -------------------------------
 

@@ -12,7 +12,7 @@ import time
 from connet_core.client.state import ClientState, Peer, PeerConnection, RelayLink
 from connet_core.component import Backoff, spawn
 from connet_core.config import EndpointSettings
-from connet_core.errors import ConfigError, ConnectionLost, ProtocolError, StreamReset
+from connet_core.errors import ConfigError, ConnectionLost, PluginError, ProtocolError, StreamReset
 from connet_core.forward import accept_tcp, pump, reset_tcp
 from connet_core.logs import log_listening
 from connet_core.model import HostPort, PathCandidate, PathKind, Role, RoutePolicy
@@ -174,7 +174,11 @@ class Sources:
         no TCP byte has been read yet, so nothing is lost by retrying."""
         refused = self._state.refused_connections
         for _ in range(3):
-            paths, why = await self._wait_paths(source)
+            try:
+                paths, why = await self._wait_paths(source)
+            except PluginError as exc:
+                # the route plugin failed for this connection: refuse it, keep the listener
+                paths, why = [], str(exc)
             if not paths:
                 log.warning("source %r: refusing a connection: %s", source.name, why, extra={"endpoint": source.name})
                 refused[(source.name, Role.SOURCE)] += 1

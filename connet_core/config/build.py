@@ -9,8 +9,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from connet_core.config.layers import _env_layer, _flag_layer, _to_tree, file_layer
 from connet_core.config.merge import Table as _Table
-from connet_core.config.merge import layer
-from connet_core.config.schema import _MISPLACED, SCHEMA, _Array, _convert, _describe, _dotted, _Invalid, _Named, _Spec, _suggest, _Value
+from connet_core.config.merge import layer, unknown_hint
+from connet_core.config.plugin_keys import PLUGINS, _PluginLeaf, declared_keys, schema_with_plugins
+from connet_core.config.schema import _Array, _convert, _describe, _dotted, _Invalid, _Named, _Spec, _Value
 from connet_core.config.settings import (
     COMMANDS,
     ENV_PREFIX,
@@ -29,6 +30,8 @@ from connet_core.config.settings import (
 from connet_core.config_limits import token_problem
 from connet_core.errors import ConfigError
 from connet_core.files import FileRefused
+from connet_core.plugin_settings import PluginKey
+from connet_core.plugin_settings import convert as convert_plugin_value
 from connet_core.model import HostPort, Role, RoutePolicy
 from connet_core.token_files import read_token_file
 
@@ -45,8 +48,7 @@ def _validate_table(
         key_path = (*path, key)
         dotted = _dotted(key_path)
         if key not in schema:
-            hint = f" ({_MISPLACED[dotted]})" if dotted in _MISPLACED else _suggest(key, schema)
-            raise ConfigError(f"{node.origin}: {dotted}: unknown key{hint}")
+            raise ConfigError(f"{node.origin}: {dotted}: unknown key{unknown_hint(key_path, schema)}")
         spec = schema[key]
         if isinstance(spec, dict):
             if not isinstance(node, _Table):
@@ -84,8 +86,11 @@ def _validate_table(
             if isinstance(node, _Table):
                 raise ConfigError(f"{node.origin}: {dotted}: expected a value, got a table")
             try:
-                out[key] = _convert(spec, node)
-            except _Invalid as exc:
+                if isinstance(spec, _PluginLeaf):
+                    out[key] = convert_plugin_value(spec.kind, node.value, node.base_dir)
+                else:
+                    out[key] = _convert(spec, node)
+            except (_Invalid, ValueError) as exc:
                 raise ConfigError(f"{node.origin}: {dotted}: {exc}") from None
             origins[dotted] = node.origin
     return out
@@ -180,8 +185,17 @@ def _auth(
     token_ip_key: str,
     token_rule_key: str | None,
     required: bool,
+    tokens_plugin: bool = True,
 ) -> AuthSettings | None:
-    which = _one_of(section, tokens_keys, required)
+    """The authentication settings of one kind of principal. ``tokens_plugin``: whether the
+    tokens plugin is enabled; without it, another plugin authenticates, no token list is
+    required (and per-token rules, positional in the list, cannot be given)."""
+    which = _one_of(section, tokens_keys, required and tokens_plugin)
+    if which is None and not tokens_plugin and required:
+        for key in (token_ip_key, token_rule_key):
+            if key is not None and key in section.values:
+                raise section.error(key, f"needs {tokens_keys[0]} or {tokens_keys[1]}")
+        return AuthSettings(tokens=TokenSource(), ip_restriction=_cidr_rule(section.get(ip_key)))
     if which is None:
         for key in (ip_key, token_ip_key):
             if key in section.values:
@@ -254,7 +268,8 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
 
 def _build_server(section: _Section, common: CommonSettings) -> ServerSettings:
     cert_file, key_file = _cert_files(section)
-    client_auth = _auth(section, ("tokens", "tokens-file"), "ip-restriction", "token-ip-restriction", "token-restriction", True)
+    client_auth = _auth(section, ("tokens", "tokens-file"), "ip-restriction", "token-ip-restriction", "token-restriction", True,
+                        _tokens_plugin(common))
     assert client_auth is not None
     control = ControlSettings(
         cert_file=cert_file,
@@ -274,6 +289,11 @@ def _build_server(section: _Section, common: CommonSettings) -> ServerSettings:
     )
 
 
+def _tokens_plugin(common: CommonSettings) -> bool:
+    """Whether the tokens plugin runs: only then is a list of client tokens required."""
+    return "tokens" not in common.disable_plugins
+
+
 def _build_control(section: _Section, common: CommonSettings) -> ControlSettings:
     cert_file, key_file = _cert_files(section)
     client_auth = _auth(
@@ -283,6 +303,7 @@ def _build_control(section: _Section, common: CommonSettings) -> ControlSettings
         "client-token-ip-restriction",
         "client-token-restriction",
         True,
+        _tokens_plugin(common),
     )
     assert client_auth is not None
     relay_auth = _auth(
@@ -329,6 +350,7 @@ def _common(values: dict[str, object], origins: dict[str, str], transport_names:
         log_format=values.get("log-format", "text"),  # type: ignore[arg-type]
         transport=values.get("transport", "auto"),  # type: ignore[arg-type]
         disable_plugins=values.get("disable-plugins", ()),  # type: ignore[arg-type]
+        plugins=values.get(PLUGINS, {}),  # type: ignore[arg-type]
     )
     from connet_core import plugins  # the plugin manager is needed only to check names
 
@@ -353,11 +375,13 @@ def _common(values: dict[str, object], origins: dict[str, str], transport_names:
     return common
 
 
-def sections_present(files: Sequence[Path], environ: Mapping[str, str] | None = None) -> list[str]:
+def sections_present(files: Sequence[Path], environ: Mapping[str, str] | None = None, *,
+                     plugin_keys: Mapping[str, Sequence[PluginKey]] | None = None) -> list[str]:
     """The command sections ([client], [server], [control], [relay]) the files and the
     environment define, in :data:`COMMANDS` order: how ``connet check`` infers what to check."""
     environ = os.environ if environ is None else environ
-    layered = layer([*(file_layer(Path(f)) for f in files), _env_layer(environ, Path.cwd())])
+    schema = schema_with_plugins(declared_keys() if plugin_keys is None else plugin_keys)
+    layered = layer([*(file_layer(Path(f)) for f in files), _env_layer(environ, Path.cwd(), schema)], schema)
     return [command for command in COMMANDS if command in layered]
 
 
@@ -368,6 +392,7 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     *,
     transport_names: Iterable[str] | None = None,
+    plugin_keys: Mapping[str, Sequence[PluginKey]] | None = None,
 ) -> Config:
     """Layer ``files``, then ``CONNET_*`` variables of ``environ`` (default: os.environ), then
     ``flags`` (dotted key path -> value, e.g. ``{"client.server-addr": "h:1"}``; a
@@ -376,6 +401,8 @@ def load_config(
 
     ``transport_names``: the transports to accept; default, those the plugins provide
     (an embedding program with its own transport plugin passes its names).
+    ``plugin_keys``: the keys ``[plugins.NAME]`` may hold, by plugin name; default, what the
+    installed plugins declare (``connet_plugin_keys``).
 
     Raises :class:`ConfigError` with one line naming the key and where it came from; a
     token-file is read here (its token lands in ``token``).
@@ -384,10 +411,12 @@ def load_config(
         raise ConfigError(f"unknown command {command!r} (one of {', '.join(COMMANDS)})")
     environ = os.environ if environ is None else environ
     cwd = Path.cwd()
-    layered = layer([*(file_layer(Path(f)) for f in files), _env_layer(environ, cwd), _flag_layer(flags or {}, cwd)])
+    schema = schema_with_plugins(declared_keys() if plugin_keys is None else plugin_keys)
+    layered = layer([*(file_layer(Path(f)) for f in files), _env_layer(environ, cwd, schema),
+                     _flag_layer(flags or {}, cwd)], schema)
 
     origins: dict[str, str] = {}
-    values = _validate_table(layered, SCHEMA, (), origins)
+    values = _validate_table(layered, schema, (), origins)
     common = _common(values, origins, transport_names)
     where = ", ".join(str(f) for f in files)
     section = _Section(command, values.get(command, {}), origins, where)  # type: ignore[arg-type]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from connet_core.config.settings import AuthSettings, Config
+from connet_core.config.settings import Config
+from connet_core.model import AuthSettings
 from connet_core.errors import ConfigError
 from connet_core.files import FileRefused, read_file
 from connet_core.token_files import read_tokens_file

@@ -76,16 +76,21 @@ def read_config_file(path: Path) -> dict[str, object]:
     return data
 
 
-def _env_layer(environ: Mapping[str, str], cwd: Path) -> Table:
+def _env_layer(environ: Mapping[str, str], cwd: Path, schema: Mapping[str, _Spec] = SCHEMA) -> Table:
+    from connet_core.config.plugin_keys import _PluginLeaf, env_part  # (imports schema: not at the top)
+    from connet_core.plugin_settings import env_kind_is_toml
+
     tree = Table("environment", ENVIRONMENT)
     for name in sorted(environ):
         if not name.upper().startswith(ENV_PREFIX):
             continue
         raw = environ[name]
         path = [part.lower().replace("_", "-") for part in name[len(ENV_PREFIX) :].split("__")]
-        key = _dotted(path)
-        spec: _Spec = SCHEMA
+        spec: _Spec = schema
         for depth, part in enumerate(path):
+            if isinstance(spec, dict):
+                path[depth] = part = env_part(part, spec)
+            key = _dotted(path)
             if not isinstance(spec, dict) or part not in spec:
                 hint = f" ({_MISPLACED[key]})" if key in _MISPLACED else _suggest(part, spec)
                 raise ConfigError(f"{name}: {key}: unknown key{hint}")
@@ -97,8 +102,18 @@ def _env_layer(environ: Mapping[str, str], cwd: Path) -> Table:
                 )
         if not isinstance(spec, _Leaf):
             raise ConfigError(f"{name}: {key}: is a table; set one of its keys, e.g. {name}__<KEY>")
+        key = _dotted(path)
         value: object = raw
-        if spec.kind in _LIST_KINDS:
+        if isinstance(spec, _PluginLeaf) and env_kind_is_toml(spec.kind):
+            # a plugin's integer, number, boolean or array: the variable holds a TOML value
+            try:
+                check_toml_text(raw)
+                value = tomllib.loads(f"value = {raw}")["value"]
+                check_depth(value, 1)
+            except (TooDeep, tomllib.TOMLDecodeError):
+                raise ConfigError(f"{name}: {key}: expected a TOML value of its type "
+                                  f"(like 5, 2.5, true or [\"a\", \"b\"])") from None
+        elif spec.kind in _LIST_KINDS:
             try:
                 check_toml_text(raw)
                 value = tomllib.loads(f"value = {raw}")["value"]

@@ -67,8 +67,7 @@ def check_keys(tree: Table, schema: Mapping[str, _Spec] = SCHEMA, path: tuple[st
         key_path = (*path, key)
         dotted = _dotted(key_path)
         if key not in schema:
-            hint = f" ({_MISPLACED[dotted]})" if dotted in _MISPLACED else _suggest(key, schema)
-            raise ConfigError(f"{node.origin}: {dotted}: unknown key{hint}")
+            raise ConfigError(f"{node.origin}: {dotted}: unknown key{unknown_hint(key_path, schema)}")
         spec = schema[key]
         if not isinstance(node, Table):
             continue
@@ -78,6 +77,18 @@ def check_keys(tree: Table, schema: Mapping[str, _Spec] = SCHEMA, path: tuple[st
             for name, sub in node.items():
                 if isinstance(sub, Table):
                     check_keys(sub, spec.schema, (*key_path, name))
+
+
+def unknown_hint(path: tuple[str, ...], schema: Mapping[str, _Spec]) -> str:
+    """What to say after "unknown key": where the key belongs, a close spelling, or, for a
+    plugins table, that no installed plugin declares settings by that name."""
+    dotted = _dotted(path)
+    if dotted in _MISPLACED:
+        return f" ({_MISPLACED[dotted]})"
+    if len(path) == 2 and path[0] == "plugins":
+        known = ", ".join(sorted(schema)) or "none"
+        return f" (no installed plugin named {path[1]!r} takes settings; plugins with settings: {known})"
+    return _suggest(path[-1], schema)
 
 
 def check_file_groups(trees: Sequence[Table]) -> None:
@@ -189,22 +200,22 @@ def _new_settings():  # -> dynaconf.Dynaconf
     )
 
 
-def layer(trees: Sequence[Table]) -> Table:
+def layer(trees: Sequence[Table], schema: Mapping[str, _Spec] = SCHEMA) -> Table:
     """Layer ``trees`` (lowest first: files in order, then environment, then flags) through
     dynaconf and return the merged tree. Raises ConfigError for an unknown key or a token group
-    split across files, naming the source."""
+    split across files, naming the source. ``schema``: SCHEMA with the plugins' keys."""
     from dynaconf.loaders.base import SourceMetadata
 
     for tree in trees:
-        check_keys(tree)
+        check_keys(tree, schema)
     check_file_groups([tree for tree in trees if tree.rank == 0])
     settings = _new_settings()
     for tree in trees:
         source = SourceMetadata("connet", tree.origin, "global")
-        for key, value in _to_store(tree, SCHEMA).items():
+        for key, value in _to_store(tree, schema).items():
             if key != _ORIGIN_KEY:
                 settings.set(key, value, loader_identifier=source, merge=True)
-    merged = {key.lower(): value for key, value in settings.as_dict().items() if key.lower() in SCHEMA}
-    result = _from_store(merged, SCHEMA)
+    merged = {key.lower(): value for key, value in settings.as_dict().items() if key.lower() in schema}
+    result = _from_store(merged, schema)
     _drop_lower_group_members(result)
     return result

@@ -6,13 +6,13 @@ knows how the configuration was layered.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
-from connet_core.model import HostPort, Role, RoutePolicy
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# the authentication data lives with the rest of the shared data (connet_core.model): the
+# hooks and plugins use it without importing the configuration; named here for old imports
+from connet_core.model import AuthSettings, CidrRule, HostPort, IPNetwork, Role, RoutePolicy, TokenRule, TokenSource  # noqa: F401
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,38 +21,9 @@ class CommonSettings:
     log_format: str = "text"  # text | json
     transport: str = "auto"  # the quic plugin: qh3 when it imports, else aioquic
     disable_plugins: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TokenSource:
-    """Tokens given inline, or a file read (and re-read on change) by the tokens plugin."""
-
-    tokens: tuple[str, ...] | None = None
-    file: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CidrRule:
-    allow: tuple[IPNetwork, ...] = ()
-    deny: tuple[IPNetwork, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRule:
-    """Per-token restriction, matched to tokens by position."""
-
-    cidr: CidrRule = CidrRule()
-    name_matches: str | None = None  # a regular expression that must match the whole name
-    role_matches: Role | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AuthSettings:
-    """What the authentication hooks get: one set per kind of principal."""
-
-    tokens: TokenSource
-    ip_restriction: CidrRule = CidrRule()
-    token_rules: tuple[TokenRule, ...] | None = None  # None: no per-token rules
+    # [plugins.NAME] as given (validated against what each plugin declares), by plugin name;
+    # the plugins' hooks get them with defaults filled in (connet_core.plugin_settings)
+    plugins: Mapping[str, Mapping[str, object]] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)

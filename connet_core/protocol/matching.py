@@ -68,12 +68,17 @@ class Matcher:
         return self._fan_out(name, role)
 
     def drop_session(self, session: int) -> list[Push]:
-        pushes: list[Push] = []
-        for name, role in sorted(self._by_session.pop(session, set())):
+        # every announcement of the session goes before anyone is told: a session holding
+        # both roles of a name must not be told, while it vanishes, about its own other half
+        # (found by tests/property/test_stateful_protocol.py)
+        held = sorted(self._by_session.pop(session, set()))
+        for name, role in held:
             entries = self._by_key.get((name, role), {})
             entries.pop(session, None)
             if not entries:
                 self._by_key.pop((name, role), None)
+        pushes: list[Push] = []
+        for name, role in held:
             pushes.extend(self._fan_out(name, role))
         return pushes
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from collections.abc import Mapping
 
 from connet_core import hookimpl
-from connet_core.config import AuthSettings, CidrRule
-from connet_core.model import Principal, PrincipalKind, Role
+from connet_core.model import AuthSettings, CidrRule, Principal, PrincipalKind, Role, TokenRule
 
 __all__ = ["address_allowed", "cidr_refusal", "connet_admit_address", "connet_authorize", "fold_address"]
 
@@ -79,15 +79,40 @@ def connet_authorize(
     name: str | None,
     role: Role | None,
 ) -> str | None:
+    who = principal.label or f"token#{principal.token_index}"
+    if principal.claims:
+        reason = _claims_refusal(who, principal.claims, address, name, role)
+        if reason is not None:
+            return reason
     rules = settings.token_rules
     if rules is None:
         return None
-    who = principal.label or f"token#{principal.token_index}"
-    if not 0 <= principal.token_index < len(rules):
+    if principal.token_index is None or not 0 <= principal.token_index < len(rules):
         # rules are positional: a token without a rule is a configuration that slipped past
         # validation (or a third-party token source); refusing is the safe reading
         return f"{who}: no per-token restriction at position {principal.token_index} ({len(rules)} configured)"
-    rule = rules[principal.token_index]
+    return _rule_refusal(who, rules[principal.token_index], address, name, role)
+
+
+def _claims_refusal(who: str, claims: object, address: IPAddress, name: str | None, role: Role | None) -> str | None:
+    """A principal's own rule, as the plugin that authenticated it put it in ``claims``
+    (``allow-cidrs``, ``deny-cidrs``: CIDR strings; ``name-matches``: a regular expression;
+    ``role-matches``: destination or source). A claim that cannot be read refuses."""
+    assert isinstance(claims, Mapping)
+    try:
+        cidr = CidrRule(
+            allow=tuple(ipaddress.ip_network(c, strict=False) for c in claims.get("allow-cidrs", ())),
+            deny=tuple(ipaddress.ip_network(c, strict=False) for c in claims.get("deny-cidrs", ())),
+        )
+        wanted = claims.get("role-matches")
+        rule = TokenRule(cidr=cidr, name_matches=claims.get("name-matches"),
+                         role_matches=Role(wanted) if wanted not in (None, "any") else None)
+    except (TypeError, ValueError) as exc:
+        return f"{who}: unreadable claims ({exc})"
+    return _rule_refusal(who, rule, address, name, role)
+
+
+def _rule_refusal(who: str, rule: TokenRule, address: IPAddress, name: str | None, role: Role | None) -> str | None:
     reason = cidr_refusal(address, rule.cidr)
     if reason is not None:
         return f"{who} token restriction: {reason}"

@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connet_core import hookimpl
-from connet_core.config import AuthSettings
 from connet_core.files import FileRefused
-from connet_core.model import Principal, PrincipalKind
+from connet_core.model import AuthSettings, Principal, PrincipalKind
 from connet_core.token_files import read_tokens_file
 
 log = logging.getLogger("connet.tokens")

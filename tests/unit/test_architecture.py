@@ -94,6 +94,61 @@ def test_no_import_circles() -> None:
     assert cycles(graph) == []
 
 
+def all_imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """Every import of ``name`` wherever it is written: inside functions (imported on use)
+    and under ``if TYPE_CHECKING`` (read by type checkers and readers) too."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {m for m in found if m in modules and m != name}
+
+
+# The seam between the configuration, the plugin manager and the hooks: none of them may
+# reach the others in a circle, not even by a deferred or type-only import (issue 17: the
+# hooks took the configuration's AuthSettings, so config, plugins and hookspecs imported
+# each other). The authentication data lives in connet_core.model, below all three.
+SEAM = ("connet_core.config", "connet_core.plugins", "connet_core.hookspecs", "connet_core.model",
+        "connet_core.plugin_settings")
+
+
+def seam_graph() -> dict[str, set[str]]:
+    modules = project_modules()
+
+    def group(module: str) -> str:  # the config package counts as one module
+        return next((s for s in SEAM if module == s or module.startswith(s + ".")), module)
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        if group(name) in SEAM:
+            graph.setdefault(group(name), set()).update(
+                group(m) for m in all_imports(name, path, modules) if group(m) in SEAM and group(m) != group(name))
+    return graph
+
+
+def test_no_import_circle_between_config_plugins_and_hooks_even_deferred() -> None:
+    graph = seam_graph()
+    assert "connet_core.hookspecs" in graph["connet_core.plugins"], "the scan sees the seam's imports"
+    assert cycles(graph) == []
+
+
+def test_the_deferred_import_scan_sees_function_and_type_checking_imports(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.a\n"
+                     "def f():\n    from pkg.b import c\n")
+    modules = {"pkg.a": probe, "pkg.b": probe, "pkg.b.c": probe, "probe": probe}
+    assert all_imports("probe", probe, modules) == {"pkg.a", "pkg.b", "pkg.b.c"}
+    assert module_level_imports("probe", probe, modules) == set()
+
+
 def test_the_cycle_finder_finds_one() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 

@@ -37,21 +37,22 @@ def hookspec_names() -> list[str]:
 
 def facade_hooks(source: str) -> dict[str, set[str]]:
     """Facade method name -> the hook names it calls (``self._hook.<hook>(...)``), read from
-    the source of the ``Hooks`` class."""
+    the source of the ``Hooks`` class (``self._hook.<hook>`` named anywhere in the method)."""
     tree = ast.parse(source)
     (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Hooks"]
     mapping: dict[str, set[str]] = {}
     for method in cls.body:
         if not isinstance(method, ast.FunctionDef) or method.name.startswith("_"):
             continue
+        # ``self._hook.connet_x(...)`` or ``self._call(self._hook.connet_x, ...)``: either way
+        # the method names the hook as an attribute of the hook relay
         called = {
-            node.func.attr
+            node.attr
             for node in ast.walk(method)
-            if isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr.startswith("connet_")
-            and isinstance(node.func.value, ast.Attribute)
-            and node.func.value.attr == "_hook"
+            if isinstance(node, ast.Attribute)
+            and node.attr.startswith("connet_")
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "_hook"
         }
         if called:
             mapping[method.name] = called
@@ -159,6 +160,9 @@ def test_facade_map_reads_calls_on_the_hook_relay():
             def authenticate(self, settings, kind, token):
                 return self._hook.connet_authenticate(settings=settings, kind=kind, token=token)
 
+            def authorize(self, settings):
+                return self._call(self._hook.connet_authorize, check, "a reason", first=False, settings=settings)
+
             def unrelated(self):
                 return connet_authorize()
 
@@ -166,7 +170,7 @@ def test_facade_map_reads_calls_on_the_hook_relay():
                 return self._hook.connet_transport(name="x")
         """
     )
-    assert facade_hooks(source) == {"authenticate": {"connet_authenticate"}}
+    assert facade_hooks(source) == {"authenticate": {"connet_authenticate"}, "authorize": {"connet_authorize"}}
 
 
 def test_documented_hooks_needs_a_level_two_heading():
