@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)  # ```python title="..." too
 SHELL = {"sh", "console", "bash", "shell"}
 # an unlabeled block that starts like a command is a shell block too: label it
 COMMAND = re.compile(r"^(\$ |python3? |pip |eval |docker |podman |curl |nix |systemctl |connet [a-z-]+ )")
