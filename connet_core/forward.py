@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -104,6 +105,12 @@ class TcpEnd(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # Until the tunnel ends cleanly, any close is a reset, also the kernel's when this
+        # process dies (SIGKILL, OOM): a crash must not look like the end of a transfer to the
+        # program. close() restores the normal FIN for a tunnel that finished.
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            _linger_zero(sock)
 
     def data_received(self, data: bytes) -> None:
         if self._stream is None:
@@ -236,6 +243,12 @@ class TcpEnd(asyncio.Protocol):
         """Close after what is queued was sent, and wait until it is closed (with RST if
         the program has not taken it within TCP_CLOSE_TIMEOUT, or if the process stops
         before the last bytes left this process: what the kernel holds still arrives)."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and not self._lost:
+            try:  # a tunnel that finished ends with FIN after the last byte, not a reset
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
+            except OSError:
+                log.debug("could not restore SO_LINGER before a clean close")
         self.transport.close()
         try:
             async with asyncio.timeout(TCP_CLOSE_TIMEOUT):
@@ -249,10 +262,14 @@ class TcpEnd(asyncio.Protocol):
             raise
 
 
+_LINGER_ZERO = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}: close sends RST
+_LINGER_OFF = struct.pack("ii", 0, 0)
+
+
 def _linger_zero(sock: socket.socket) -> None:
     """Make the next close send RST instead of FIN."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
     except OSError:
         log.debug("could not set SO_LINGER before a reset")
 

@@ -322,6 +322,24 @@ async def test_sigterm_to_the_source_mid_download_resets_both_ends(
 
 
 @pytest.mark.parametrize("route", ROUTES)
+async def test_sigkill_of_the_source_mid_download_is_a_reset_not_an_end(
+    on: ServerInfo, daemons: Daemons, transport: str, route: str
+) -> None:
+    """kill -9 gives connet no chance to say anything; the kernel closes its sockets. A socket
+    with nothing unread used to end with FIN, so the program saw a clean end of its download.
+    Every tunneled socket resets on close until its tunnel finished cleanly: the program gets
+    ECONNRESET, and the service at the far end is reset once the peer is found gone."""
+    async with program_service(send=True) as (service_port, programs):
+        dst = start_destination(daemons, on, service_port, route=route)
+        src, source_port = start_source(daemons, on, route=route)
+        download = await flowing_connection(source_port, programs, send=False)
+        src.kill()
+        assert await download.ending() == "reset"
+        assert await programs[-1].ending(timeout=15.0) == "reset"  # after the 3 s idle timeout
+        assert dst.proc.poll() is None
+
+
+@pytest.mark.parametrize("route", ROUTES)
 async def test_sigterm_to_the_destination_mid_upload_resets_both_ends(
     on: ServerInfo, daemons: Daemons, transport: str, route: str
 ) -> None:
