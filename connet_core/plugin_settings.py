@@ -82,7 +82,8 @@ class PluginSettings(Mapping[str, object]):
 
 
 
-def _describe(value: object) -> str:
+def describe_value(value: object) -> str:
+    """What kind of TOML value ``value`` is, for messages ("an integer", "a table")."""
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, int):
@@ -102,28 +103,28 @@ def convert(kind: str, value: object, base_dir: Path) -> object:
     """``value`` as ``kind``; raises ValueError with the reason (no key, no origin)."""
     if kind == "string" or kind == "path":
         if not isinstance(value, str):
-            raise ValueError(f"expected {KINDS[kind]}, got {_describe(value)}")
+            raise ValueError(f"expected {KINDS[kind]}, got {describe_value(value)}")
         if not value.strip():
             raise ValueError("must not be empty")
         return value if kind == "string" else base_dir / Path(value).expanduser()
     if kind == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected an integer, got {_describe(value)}")
+            raise ValueError(f"expected an integer, got {describe_value(value)}")
         return value
     if kind == "number":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"expected a number, got {_describe(value)}")
+            raise ValueError(f"expected a number, got {describe_value(value)}")
         return value
     if kind == "boolean":
         if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {_describe(value)}")
+            raise ValueError(f"expected true or false, got {describe_value(value)}")
         return value
     if kind == "strings":
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"expected an array of strings, got {_describe(value)}")
+            raise ValueError(f"expected an array of strings, got {describe_value(value)}")
         for index, item in enumerate(value, 1):
             if not isinstance(item, str) or not item.strip():
-                raise ValueError(f"item {index}: expected a non-empty string, got {_describe(item)}")
+                raise ValueError(f"item {index}: expected a non-empty string, got {describe_value(item)}")
         return tuple(value)
     raise ValueError(f"unknown kind {kind!r}")
 

@@ -14,6 +14,7 @@ from typing import Callable, Mapping, Sequence, Union
 
 from connet_core.config.settings import LOG_FORMATS, LOG_LEVELS
 from connet_core.model import HostPort, Role, RoutePolicy
+from connet_core.plugin_settings import describe_value as _describe  # one wording for both key sets
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -163,22 +164,6 @@ def _dotted(path: Sequence[str]) -> str:
 
 
 # --- converters -----------------------------------------------------------------------------
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, str):
-        return "a string"
-    return type(value).__name__
 
 
 def _text(value: object) -> str:

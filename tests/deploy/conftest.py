@@ -8,14 +8,12 @@ refuses unknown CONNET_* variables, and every daemon a test starts inherits the 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from support.daemons import CONNET, Daemons
+# the same daemons and test certificates as the end-to-end tests
+from e2e.conftest import certs, daemons, pytest_runtest_makereport  # noqa: F401 - fixtures re-exported
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,27 +26,3 @@ def require(reason: str | None) -> None:
         pytest.fail(f"DEPLOY_REQUIRED=1 but {reason}", pytrace=False)
     pytest.skip(reason)
 
-
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("certs")
-    subprocess.run([*CONNET, "cert", "--out", str(out), "--host", "localhost", "--host", "127.0.0.1"],
-                   check=True, capture_output=True)
-    return out
-
-
-@pytest.fixture
-def daemons(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Daemons]:
-    ds = Daemons(tmp_path)
-    yield ds
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        sys.stderr.write(ds.dump())
-    ds.close()
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    report = yield
-    setattr(item, "rep_" + report.when, report)
-    return report
