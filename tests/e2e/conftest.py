@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,19 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([*CONNET, "cert", "--out", str(out), "--host", "localhost", "--host", "127.0.0.1"],
                    check=True, capture_output=True)
     return out
+
+
+TRANSPORTS = ["aioquic", "qh3"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Once per QUIC library: CONNET_TRANSPORT is the root key `transport`, and every daemon
+    the test starts (server, relay, clients) inherits it from the environment."""
+    if request.param == "qh3" and importlib.util.find_spec("qh3") is None:
+        pytest.skip("qh3 is not installed")
+    monkeypatch.setenv("CONNET_TRANSPORT", request.param)
+    yield request.param
 
 
 @pytest.fixture

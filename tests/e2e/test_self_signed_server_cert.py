@@ -11,28 +11,16 @@ dates), so this works on qh3 as it does on aioquic.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from support.cluster import start_destination, start_server, start_source
 from support.daemons import Daemons
 from support.services import echo_server, exchange, sha256, wait_tunnel
-
-TRANSPORTS = ["aioquic", "qh3"]
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if request.param == "qh3" and importlib.util.find_spec("qh3") is None:
-        pytest.skip("qh3 is not installed")
-    monkeypatch.setenv("CONNET_TRANSPORT", request.param)  # every daemon inherits it
-    yield request.param
 
 
 def openssl_self_signed(out: Path, subject_alt_name: str) -> Path:

@@ -10,7 +10,6 @@ connection ended: "eof" (the peer's FIN) or "reset" (ECONNRESET).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import signal
@@ -22,7 +21,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator
 
 import pytest
 
@@ -43,17 +42,7 @@ from support.services import sha256, wait_tunnel
 # code and flushes it (bounded by the UDP flush, 1 s); the runner's backstop is 1.5 s.
 STOP_BOUND = 3.0
 MUTE_RELAY = str(Path(__file__).resolve().parent.parent / "support" / "mute_relay.py")
-TRANSPORTS = ["aioquic", "qh3"]
 FLOWING = 4 * 1024 * 1024  # bytes through a tunnel before the stop: it is mid-transfer
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """As in test_transports.py: every daemon of the test inherits CONNET_TRANSPORT."""
-    if request.param == "qh3" and importlib.util.find_spec("qh3") is None:
-        pytest.skip("qh3 is not installed")
-    monkeypatch.setenv("CONNET_TRANSPORT", request.param)
-    yield request.param
 
 
 # ---- the programs at the ends of a tunnel ------------------------------------------------

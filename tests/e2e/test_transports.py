@@ -7,11 +7,9 @@ tunnels: an HTTP page, 64 MiB both ways, 1000 concurrent connections, a relayed 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import re
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -36,19 +34,6 @@ from support.services import (
     upload_for_digest,
     wait_tunnel,
 )
-
-
-TRANSPORTS = ["aioquic", "qh3"]
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if request.param == "qh3" and importlib.util.find_spec("qh3") is None:
-        pytest.skip("qh3 is not installed")
-    # CONNET_TRANSPORT is the root key `transport`: every daemon started in this test,
-    # server, relay and clients, inherits it from the environment
-    monkeypatch.setenv("CONNET_TRANSPORT", request.param)
-    yield request.param
 
 
 @pytest.fixture
