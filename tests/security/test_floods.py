@@ -475,7 +475,9 @@ async def test_wrong_alpn_initials_at_the_relay_do_not_hurt_an_established_tunne
     await transfer_ok(source_port)
     counters = server_counters(server)
     assert counters["relay.quic_retries_sent"] > 0 and counters["relay.quic_handshakes_failed"] > 0, counters
-    assert log_lines_per_window(server.daemon, r"No common ALPN") <= 2
+    # a warning at most twice per 10 s (connet_core.logs demotes the repeats to debug lines,
+    # which a daemon at --log-level debug still prints: whoever asked for them asked for all)
+    assert log_lines_per_window(server.daemon, r"(WARNING|ERROR) quic: .*No common ALPN") <= 2
     assert log_lines_per_window(server.daemon, r"under load \(host rate\)") <= 2
     assert "Traceback" not in server.daemon.log()
 
