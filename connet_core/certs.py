@@ -5,7 +5,7 @@
 - :func:`write_test_certificates`: a CA and a server certificate for ``connet cert``.
 - :func:`load_identity`: a configured ``cert-file``/``key-file`` pair, checked.
 - :func:`sign_proof` / :func:`verify_proof`: the dialer's proof of key on a connection's
-  first stream (DESIGN.md "Peer identity").
+  first stream (docs/protocol.md, the identity proof).
 """
 
 from __future__ import annotations

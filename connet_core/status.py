@@ -1,4 +1,4 @@
-"""The status endpoint: a tiny HTTP/1.1 server beside a component (SPEC.md "Status endpoint").
+"""The status endpoint: a tiny HTTP/1.1 server beside a component (docs/status.md).
 
 ``GET /`` answers the component's ``status()`` as JSON (plus ``version``, ``uptime`` and ``transport``),
 ``GET /metrics`` the same numbers as Prometheus text (exposition format 0.0.4). Anything

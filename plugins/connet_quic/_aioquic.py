@@ -4,7 +4,7 @@ The endpoint (:mod:`connet_quic.endpoint`) talks to a QUIC library only through
 :class:`AioquicLibrary`; a library mirroring aioquic's sans-I/O API can reuse the endpoint
 by providing an adapter with the same methods.
 
-What we change in aioquic (DESIGN.md, "The things people underestimate"):
+What we change in aioquic, and why (docs/architecture.md lists the transport's modules):
 
 - **Receive windows follow what the application consumed.** aioquic doubles
   MAX_STREAM_DATA / MAX_DATA whenever half of the window has *arrived*, so a peer can push

@@ -24,7 +24,7 @@ TOKEN_SIZE = 16
 # The RFC's smallest reset: 5 bytes that look like a header (38 unpredictable bits at
 # least) + the token. Anything shorter cannot be one, so we never compare it.
 MIN_RESET_SIZE = 5 + TOKEN_SIZE  # 21
-# We answer only datagrams of at least this size (DESIGN.md), so a reset can be one byte
+# We answer only datagrams of at least this size (RFC 9000 10.3: never amplify), so a reset can be one byte
 # shorter than its trigger and still be long enough to pass as a short-header packet.
 MIN_TRIGGER_SIZE = 41
 # A reset never needs to be long; cap it so a flood of large datagrams costs us little.

@@ -7,7 +7,7 @@ regular file, larger than 4 MiB, not UTF-8; or a token too long for the protocol
 last good set in force and logs an error once.
 With per-token rules (matched by position), a reloaded file with a different number of
 tokens than rules is refused with an error, and the old set stays in force
-(SPEC.md "[control]").
+(docs/configuration.md, "[control]").
 
 The hook is called on the event loop, so the file is never read there: only its ``stat``
 is taken (which returns at once whatever the file is), and a changed file is read by a

@@ -29,7 +29,7 @@ def test_route_direct_where_punching_is_impossible_fails_visibly(lab: Lab, direc
     source.wait_for(r"refusing a connection: no (route|path)", 5, start=mark)
     assert delta.relay < RELAY_QUIET, f"route=direct at the {direct_end} but the relay port saw {delta.relay} bytes"
     assert source.count(r"via relay path", mark) == 0, "the source used a relay path despite route=direct"
-    assert source.count(r"connected direct", 0) == 0, "easy x hard punched: update NATLAB.md's grid, pick another pair"
+    assert source.count(r"connected direct", 0) == 0, "easy x hard punched: update the grid in docs/natlab.md, pick another pair"
 
 
 def test_direct_at_one_end_relay_at_the_other_is_no_route(lab: Lab) -> None:

@@ -1,5 +1,5 @@
 """Who may connect and what they may announce: CIDR rules, per-token name/role rules, name
-hijacking, wrong tokens, revoked tokens and the tokens-file reload rules (SPEC.md)."""
+hijacking, wrong tokens, revoked tokens and the tokens-file reload rules (docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ def test_cert_help_lists_only_what_cert_uses(capsys: pytest.CaptureFixture[str])
 
 @pytest.mark.parametrize("command", ["", *COMMANDS, "version"])
 def test_help_names_only_files_that_exist(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """Help that points somewhere points at a file of the repository (issue 18: "see SPEC.md")."""
+    """Help that points somewhere points at a file of the repository (issue 18: it named a file users do not have)."""
     code, out, _ = run_main([*command.split(), "--help"], capsys)
     assert code == 0
     root = Path(__file__).resolve().parents[2]

@@ -562,7 +562,7 @@ async def test_ipv6_dial(transport: QuicTransport) -> None:
         assert await (await accepted.accept_stream()).read() == b"v6"
 
 
-# Stateless reset (RFC 9000 10.3; DESIGN.md "Stateless reset")
+# Stateless reset (RFC 9000 10.3; docs/protocol.md)
 
 RESET_KEY = bytes(range(32))
 
