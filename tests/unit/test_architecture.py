@@ -29,14 +29,16 @@ def project_modules() -> dict[str, Path]:
     return found
 
 
-def module_level_imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+def imports_of(name: str, path: Path, modules: dict[str, Path], *, deferred: bool = False) -> set[str]:
     """What ``name`` imports when it is imported: top-level statements, not the ones inside
-    functions (imported on use) or under ``if TYPE_CHECKING`` (never imported)."""
+    functions (imported on use) or under ``if TYPE_CHECKING`` (never imported). With
+    ``deferred``, those too (read by type checkers and readers)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    nodes = ast.walk(tree) if deferred else (
+        node for node in tree.body if not (isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)))
     found: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            continue
+    for node in nodes:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -87,29 +89,11 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_circles() -> None:
     modules = project_modules()
     assert "connet_core.client" in modules and "connet_quic" in modules, "the scan finds the packages"
-    graph = {name: module_level_imports(name, path, modules) for name, path in modules.items()}
+    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
     # a package's __init__ that re-exports its own modules is not a circle of behaviour
     for name in graph:
         graph[name] = {m for m in graph[name] if not name.startswith(m + ".")}
     assert cycles(graph) == []
-
-
-def all_imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """Every import of ``name`` wherever it is written: inside functions (imported on use)
-    and under ``if TYPE_CHECKING`` (read by type checkers and readers) too."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([node.module] if node.module else []))
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {m for m in found if m in modules and m != name}
 
 
 # The seam between the configuration, the plugin manager and the hooks: none of them may
@@ -130,7 +114,7 @@ def seam_graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         if group(name) in SEAM:
             graph.setdefault(group(name), set()).update(
-                group(m) for m in all_imports(name, path, modules) if group(m) in SEAM and group(m) != group(name))
+                group(m) for m in imports_of(name, path, modules, deferred=True) if group(m) in SEAM and group(m) != group(name))
     return graph
 
 
@@ -145,8 +129,8 @@ def test_the_deferred_import_scan_sees_function_and_type_checking_imports(tmp_pa
     probe.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.a\n"
                      "def f():\n    from pkg.b import c\n")
     modules = {"pkg.a": probe, "pkg.b": probe, "pkg.b.c": probe, "probe": probe}
-    assert all_imports("probe", probe, modules) == {"pkg.a", "pkg.b", "pkg.b.c"}
-    assert module_level_imports("probe", probe, modules) == set()
+    assert imports_of("probe", probe, modules, deferred=True) == {"pkg.a", "pkg.b", "pkg.b.c"}
+    assert imports_of("probe", probe, modules) == set()
 
 
 def test_the_cycle_finder_finds_one() -> None:
