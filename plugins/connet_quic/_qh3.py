@@ -173,7 +173,9 @@ class Qh3Connection(AmplificationBudget):
         datagrams = []
         while (transmit := self.poll_transmit_or_wait(poll, now)) is not None:
             datagrams.append((transmit[0], transmit[1]))
-        if self._fin_gate.waiting:
+        # a closing connection sends no more stream frames: held FINs go with it (writing one
+        # now raises "connection is closed" out of the endpoint's close)
+        if self._fin_gate.waiting and self._close_event is None:
             for stream_id in self._fin_gate.due(self._core, self.send_ping):
                 self._write_to_core(stream_id, b"", True)
             while (transmit := self._call_core(poll, now)) is not None:
