@@ -272,7 +272,10 @@ async def test_padded_first_messages_are_refused_and_the_server_keeps_serving(da
 
         codes = await asyncio.gather(*(control_attack() for _ in range(5)), *(relay_attack() for _ in range(5)))
         assert codes == [CloseCode.PROTOCOL_ERROR] * 10
-        refusals = lines_matching(server.daemon, r"WARNING connet\.(control|relay): .*malformed msgpack: .* exceeds max_array_len", mark)
+        refused = r"WARNING connet\.(control|relay): .*malformed msgpack: .* exceeds max_array_len"
+        # the server logs each refusal after closing the connection: wait for the tenth line
+        server.daemon.wait_for(refused, 10, start=mark, count=10)
+        refusals = lines_matching(server.daemon, refused, mark)
         assert len(refusals) == 10, refusals
         # everyone else is still served: a new session, the honest one, the status endpoint
         sessions.append(await ControlSession.open(endpoint, server, TOKENS[1]))
