@@ -46,6 +46,7 @@ from connet_core.protocol.messages import (
     Withdraw,
 )
 from connet_core.protocol.streams import MessageStream
+from connet_core.shared_state import Change, RelayGone, SharedAnnouncement, SharedRelay, Stale, Withdrawn
 from connet_core.supervise import TaskGroup, contained
 from connet_core.transport import Connection, Endpoint, TransportOptions
 
@@ -76,7 +77,8 @@ class RelayEntry:
     addr: str
     certificate: bytes
     grant_key: bytes
-    conn: Connection | None = None  # None for the relay built into ``connet server``
+    conn: Connection | None = None  # None for the relay built into ``connet server`` and remote ones
+    instance: str | None = None  # the control instance it registered with, when not this one
 
 
 class Control:
@@ -93,8 +95,11 @@ class Control:
         self._tg: asyncio.TaskGroup | None = None
         self.relays: dict[bytes, RelayEntry] = {}  # by certificate hash
         # events for /metrics: refusals by reason, sessions that never started
-        self.counters = {"auth_failed": 0, "forbidden": 0, "handshake_failures": 0, "plugin_errors": 0}
+        self.counters = {"auth_failed": 0, "forbidden": 0, "handshake_failures": 0, "plugin_errors": 0,
+                         "unavailable": 0}
         self._grant_secret: bytes | None = None
+        self.shared = self.hooks.shared_state("control")
+        self._remote_sessions: dict[tuple[str, int], int] = {}  # (instance, its session) -> matcher id
 
     @property
     def client_auth(self) -> AuthSettings:
@@ -104,10 +109,14 @@ class Control:
         """Open the store and bind; ``serve`` does the rest."""
         identity = load_identity(self.settings.cert_file, self.settings.key_file)
         store = self.hooks.open_store("control", self.settings.store_dir or default_store_dir("control"))
-        self._grant_secret = await persistent_secret(store, "grant-secret")
+        # every instance of a deployment must issue grants and resets alike: the shared value
+        # wins; the store's own is proposed, so a single instance keeps its keys when it joins
+        await self.shared.open(self._remote_change)
+        self._grant_secret = await self.shared.secret("grant-secret", await persistent_secret(store, "grant-secret"))
+        reset_key = await self.shared.secret("reset-key", await persistent_secret(store, "reset-key"))
         transport = self.hooks.transport(self.settings.common.transport)
         alpns = [ALPN_CONTROL] + ([ALPN_RELAYS] if self.settings.relay_auth is not None else [])
-        options = TransportOptions(stateless_reset_key=await persistent_secret(store, "reset-key"))
+        options = TransportOptions(stateless_reset_key=reset_key)
         self.endpoint = await transport.bind(self.settings.addr, identity=identity, alpns=alpns, options=options)
         log_listening(log, "control", "udp", self.endpoint.local_address)
 
@@ -122,6 +131,7 @@ class Control:
                 self._tg = tg
                 tg.create_task(self._recheck_tokens())
                 tg.create_task(self._refresh_grants())
+                tg.create_task(self.shared.run())
                 self.started.set()
                 while True:
                     conn = await self.endpoint.accept()
@@ -130,6 +140,50 @@ class Control:
                                              log))
         finally:
             await self.endpoint.close(CloseCode.SHUTDOWN, "shutdown")
+            await self.shared.close()
+
+    # ---- the other instances' news (connet_core/shared_state.py) ---------------------------
+
+    def _remote_change(self, change: Change) -> None:
+        if isinstance(change, SharedAnnouncement):
+            key = (change.instance, change.session)
+            session_id = self._remote_sessions.get(key)
+            if session_id is None:
+                session_id = self._remote_sessions[key] = next(self._ids)  # never a local session's id
+            self._deliver(self.matcher.announce(Announcement(session_id, change.name, Role(change.role),
+                                                             change.route, change.certificate, change.addresses)))
+        elif isinstance(change, Withdrawn):
+            session_id = self._remote_sessions.get((change.instance, change.session))
+            if session_id is not None:
+                self._deliver(self.matcher.withdraw(session_id, change.name, Role(change.role)))
+        elif isinstance(change, SharedRelay):
+            key = certificate_hash(change.certificate)
+            if key not in self.relays or self.relays[key].instance is not None:  # one registered here wins
+                self.relays[key] = RelayEntry(change.addr, change.certificate, self.grant_key_for(change.certificate),
+                                              instance=change.instance)
+                self._push_relays()
+        elif isinstance(change, RelayGone):
+            key = certificate_hash(change.certificate)
+            entry = self.relays.get(key)
+            if entry is not None and entry.instance == change.instance:
+                del self.relays[key]
+                self._push_relays()
+        elif isinstance(change, Stale):
+            self._forget_others()
+
+    def _forget_others(self) -> None:
+        """Cut off from the shared view longer than the others remember us: they no longer
+        see our clients, and what we know of theirs is stale. Our clients go to an instance
+        that sees the deployment (they reconnect; their tunnels stay up)."""
+        log.error("lost the shared state for longer than its expiry: closing %d client sessions", len(self.sessions))
+        for session_id in self._remote_sessions.values():
+            self._deliver(self.matcher.drop_session(session_id))
+        self._remote_sessions.clear()
+        for key, entry in list(self.relays.items()):
+            if entry.instance is not None:
+                del self.relays[key]
+        for session in list(self.sessions.values()):
+            session.conn.close(CloseCode.UNAVAILABLE, "unavailable")
 
     # ---- relays --------------------------------------------------------------------------
 
@@ -139,12 +193,14 @@ class Control:
 
     def add_relay(self, entry: RelayEntry) -> None:
         self.relays[certificate_hash(entry.certificate)] = entry
+        self.shared.add_relay(SharedRelay(self.shared.instance, entry.addr, entry.certificate))
         self._push_relays()
 
     def remove_relay(self, entry: RelayEntry) -> None:
         key = certificate_hash(entry.certificate)
         if self.relays.get(key) is entry:
             del self.relays[key]
+            self.shared.remove_relay(entry.certificate)
             self._push_relays()
 
     def _relays_update(self, announcement: Announcement) -> RelaysUpdate:
@@ -264,6 +320,11 @@ class Control:
                 session.outbox.put((update.name, update.role), update)
 
     async def _serve_connection(self, conn: Connection) -> None:
+        if not self.shared.healthy:
+            # a stale view would match nobody across instances: the peer tries another one
+            self.counters["unavailable"] += 1
+            conn.close(CloseCode.UNAVAILABLE, "unavailable")
+            return
         if conn.alpn == ALPN_CONTROL:
             await self._serve_client(conn)
         elif conn.alpn == ALPN_RELAYS and self.settings.relay_auth is not None:
@@ -301,6 +362,7 @@ class Control:
                 if task is not None:
                     task.cancel()
             del self.sessions[session.id]
+            self.shared.drop_session(session.id)
             self._deliver(self.matcher.drop_session(session.id))
             conn.close(CloseCode.OK)
             log.info("client %s disconnected", address, extra={"peer": str(address)})
@@ -344,11 +406,14 @@ class Control:
             "client %s announced %s %r", session.address, role.value, message.name,
             extra={"peer": str(session.address), "endpoint": message.name},
         )
+        self.shared.announce(SharedAnnouncement(self.shared.instance, session.id, message.name, role.value,
+                                                route.value, message.certificate, addresses))
         self._deliver(self.matcher.announce(announcement))
 
     def _withdraw(self, session: ClientSession, message: Withdraw) -> None:
         role, _ = self._parse_endpoint(message.name, message.role)
         session.announced.pop((message.name, role), None)
+        self.shared.withdraw(session.id, message.name, role.value)
         self._deliver(self.matcher.withdraw(session.id, message.name, role))
 
     @staticmethod
@@ -395,7 +460,9 @@ class Control:
                  "announced": sorted(f"{role.value}:{name}" for name, role in s.announced)}
                 for s in self.sessions.values()
             ],
-            "relays": [{"addr": e.addr, "builtin": e.conn is None} for e in self.relays.values()],
+            "relays": [{"addr": e.addr, "builtin": e.conn is None and e.instance is None, "instance": e.instance}
+                       for e in self.relays.values()],
+            "shared_state": self.shared.status(),
             # with the endpoint's own (an optional transport attribute: Retry, datagrams dropped)
             "counters": {**self.counters, **getattr(self.endpoint, "counters", {})},
             "plugin_errors": self.hooks.error_report(),
