@@ -9,7 +9,8 @@ from typing import Awaitable, Callable
 
 from connet_core.addresses import local_candidates
 from connet_core.client.state import HANDSHAKE_STEP_TIMEOUT, ClientState, role_of
-from connet_core.component import RECONNECT_CEILING, Backoff, dial_until_up
+from connet_core.component import RECONNECT_CEILING, Backoff
+from connet_core.control_addresses import ControlAddresses
 from connet_core.config import ClientSettings
 from connet_core.errors import ConnectionLost, DialError, ProtocolError
 from connet_core.model import HostPort
@@ -25,7 +26,7 @@ from connet_core.protocol.messages import (
 )
 from connet_core.protocol.streams import MessageStream
 from connet_core.supervise import attempt, close_code, describe, pause
-from connet_core.transport import Connection, Endpoint, Trust
+from connet_core.transport import Connection, Endpoint
 
 log = logging.getLogger("connet.client")
 
@@ -44,6 +45,8 @@ class ControlLink:
         self._endpoint = endpoint
         self._on_peers = on_peers
         self._on_relays = on_relays
+        self.addresses = ControlAddresses(settings.server_addrs or (settings.server_addr,), name=settings.server_name,
+                                          name_set=settings.server_name_set, cafile=settings.server_cas)
 
     def _announcements(self) -> list[Announce]:
         addresses = tuple(self._direct_candidates())
@@ -68,13 +71,11 @@ class ControlLink:
     async def run(self) -> None:
         unreachable = Backoff(0.5, RECONNECT_CEILING)
         refused = Backoff(5.0, 60.0)  # a refused token or address will not fix itself soon
-        settings = self._settings
         state = self._state
-        trust = Trust(server_name=settings.server_name, cafile=settings.server_cas)
         while True:
-            conn = await dial_until_up(self._endpoint, settings.server_addr, alpn=ALPN_CONTROL, trust=trust,
-                                       timeout=CONTROL_DIAL_TIMEOUT, backoff=unreachable, logger=log,
-                                       what="control server", hint=self._trust_hint)
+            conn = await self.addresses.dial(self._endpoint, alpn=ALPN_CONTROL, timeout=CONTROL_DIAL_TIMEOUT,
+                                             backoff=unreachable, logger=log, what="control server",
+                                             hint=self._trust_hint)
             try:
                 with attempt() as tried:
                     await self._session(conn)
@@ -99,7 +100,7 @@ class ControlLink:
     def _failed(self, conn: Connection, error: BaseException | None, unreachable: Backoff,
                 refused: Backoff) -> Backoff:
         """One line for how the session ended; the backoff before the next one."""
-        addr = self._settings.server_addr
+        addr = self.addresses.current
         if isinstance(error, ConnectionLost):
             if error.code == CloseCode.AUTH_FAILED:
                 log.error("control server %s refused the token (auth-failed); retrying", addr)
@@ -107,6 +108,10 @@ class ControlLink:
             if error.code == CloseCode.FORBIDDEN:
                 log.error("control server %s refused this client (forbidden); retrying", addr)
                 return refused
+            if error.code == CloseCode.UNAVAILABLE:
+                log.warning("control server %s cannot reach its shared state (unavailable); trying the next", addr)
+                conn.close(CloseCode.OK)
+                return unreachable
             log.warning("lost the control server %s: %s", addr, _why_lost(error))
         elif error is not None:
             log.warning("control session failed: %s; retrying", describe(error))
@@ -124,7 +129,7 @@ class ControlLink:
         except ValueError:
             raise ProtocolError(f"control sent a bad observed address {welcome.observed_addr[:60]!r}") from None
         state.control_connected = True
-        log.info("connected to control server %s; observed address %s", self._settings.server_addr, state.observed)
+        log.info("connected to control server %s; observed address %s", self.addresses.current, state.observed)
         for announce in self._announcements():
             await messages.send(announce)
         while True:

@@ -237,7 +237,8 @@ def _cert_files(section: _Section) -> tuple[Path, Path]:
 
 
 def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
-    server_addr: HostPort = section.get("server-addr", HostPort("localhost", 19190))  # type: ignore[assignment]
+    server_addrs: tuple[HostPort, ...] = section.get("server-addr", (HostPort("localhost", 19190),))  # type: ignore
+    server_addr = server_addrs[0]
     endpoints: dict[Role, list[EndpointSettings]] = {Role.DESTINATION: [], Role.SOURCE: []}
     for key, role in (("destinations", Role.DESTINATION), ("sources", Role.SOURCE)):
         named: dict[str, dict[str, object]] = section.get(key, {})  # type: ignore[assignment]
@@ -258,6 +259,8 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
         server_addr=server_addr,
         server_cas=section.get("server-cas"),  # type: ignore[arg-type]
         server_name=section.get("server-name", server_addr.host),  # type: ignore[arg-type]
+        server_addrs=server_addrs,
+        server_name_set="server-name" in section.values,
         direct_addr=section.get("direct-addr", HostPort("", 19192)),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         destinations=tuple(endpoints[Role.DESTINATION]),
@@ -322,7 +325,8 @@ def _build_control(section: _Section, common: CommonSettings) -> ControlSettings
 
 
 def _build_relay(section: _Section, common: CommonSettings) -> RelaySettings:
-    control_addr: HostPort = section.get("control-addr", HostPort("localhost", 19190))  # type: ignore[assignment]
+    control_addrs: tuple[HostPort, ...] = section.get("control-addr", (HostPort("localhost", 19190),))  # type: ignore
+    control_addr = control_addrs[0]
     return RelaySettings(
         token=_token(section),
         addr=section.get("addr", HostPort("", 19191)),  # type: ignore[arg-type]
@@ -330,6 +334,8 @@ def _build_relay(section: _Section, common: CommonSettings) -> RelaySettings:
         control_addr=control_addr,
         control_cas=section.get("control-cas"),  # type: ignore[arg-type]
         control_name=section.get("control-name", control_addr.host),  # type: ignore[arg-type]
+        control_addrs=control_addrs,
+        control_name_set="control-name" in section.values,
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         store_dir=section.get("store-dir"),  # type: ignore[arg-type]
         common=common,

@@ -42,6 +42,10 @@ class ClientSettings:
     server_addr: HostPort = HostPort("localhost", 19190)
     server_cas: Path | None = None
     server_name: str = "localhost"
+    # several control instances (docs/scaling.md): tried in turn; () means just server_addr.
+    # Without an explicit server-name each address is checked against its own host.
+    server_addrs: tuple[HostPort, ...] = ()
+    server_name_set: bool = False
     direct_addr: HostPort = HostPort("", 19192)
     status_addr: HostPort | None = None
     destinations: tuple[EndpointSettings, ...] = ()
@@ -69,6 +73,8 @@ class RelaySettings:
     control_addr: HostPort = HostPort("localhost", 19190)
     control_cas: Path | None = None
     control_name: str = "localhost"
+    control_addrs: tuple[HostPort, ...] = ()  # as ClientSettings.server_addrs
+    control_name_set: bool = False
     status_addr: HostPort | None = None
     store_dir: Path | None = None
     common: CommonSettings = CommonSettings()

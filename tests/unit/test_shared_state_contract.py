@@ -10,6 +10,7 @@ from typing import AsyncIterator, Callable
 
 import pytest
 
+from connet_core.errors import PluginError, StoreError
 from connet_core.plugins import load_hooks
 from connet_core.shared_state import (
     Change,
@@ -109,8 +110,29 @@ def ann(state: SharedState, session: int, name: str = "web", role: str = "destin
 
 
 def test_the_facade_gives_the_memory_default_without_a_redis_url() -> None:
-    state = load_hooks().shared_state("control")
+    hooks = load_hooks()
+    state = hooks.shared_state("control")
     assert isinstance(state, MemoryState) and state.healthy
+
+
+def test_the_facade_gives_redis_when_its_url_is_set_and_refuses_a_bad_interval() -> None:
+    from connet_redis.state import RedisState
+
+    hooks = load_hooks(plugin_settings={"redis": {"url": "redis://127.0.0.1:1/0"}})
+    state = hooks.shared_state("control")  # no I/O yet: open() connects
+    assert isinstance(state, RedisState) and (state.expiry, state.refresh) == (10.0, 2.0)
+    hooks = load_hooks(plugin_settings={"redis": {"url": "redis://127.0.0.1:1/0", "expiry": 2, "refresh-interval": 5}})
+    with pytest.raises(PluginError, match="refresh-interval"):
+        hooks.shared_state("control")
+
+
+async def test_an_unreachable_redis_is_one_store_error_at_open(tmp_path: Path) -> None:
+    from support.redis_server import free_tcp_port
+
+    hooks = load_hooks(plugin_settings={"redis": {"url": f"redis://127.0.0.1:{free_tcp_port()}/0"}})
+    state = hooks.shared_state("control")
+    with pytest.raises(StoreError, match="plugins.redis: cannot reach"):
+        await state.open(lambda change: None)
 
 
 async def test_announcements_reach_the_others_never_the_owner(make) -> None:
