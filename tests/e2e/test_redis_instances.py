@@ -24,6 +24,7 @@ from support.redis_deployment import (
 )
 from support.redis_server import RedisServer
 from support.services import echo_server, exchange_through, sha256, wait_tunnel
+from test_status import check_schema, documented_metrics, fetch, parse_metrics
 
 pytest.importorskip("redis", reason="the redis plugin needs connet[redis]")
 
@@ -75,6 +76,9 @@ async def test_a_source_and_a_destination_on_two_instances_meet_through_a_relay_
     # the relay registered with c1 only; c3 hands it out with grants the relay accepts
     (relay,) = c3.report()["relays"]
     assert relay["instance"] is not None and relay["builtin"] is False
+    check_schema(c3.report(), "control.json")
+    _, text = fetch(c3.status + "metrics")
+    assert set(parse_metrics(text.decode())) <= documented_metrics()
 
 
 async def test_a_killed_instance_its_clients_move_and_its_announcements_expire(daemons, certs, deployment) -> None:
