@@ -100,6 +100,7 @@ class Control:
         self._grant_secret: bytes | None = None
         self.shared = self.hooks.shared_state("control")
         self._remote_sessions: dict[tuple[str, int], int] = {}  # (instance, its session) -> matcher id
+        self._early: list[Change] | None = []  # news from before the grant secret is known
 
     @property
     def client_auth(self) -> AuthSettings:
@@ -114,6 +115,9 @@ class Control:
         await self.shared.open(self._remote_change)
         self._grant_secret = await self.shared.secret("grant-secret", await persistent_secret(store, "grant-secret"))
         reset_key = await self.shared.secret("reset-key", await persistent_secret(store, "reset-key"))
+        early, self._early = self._early or [], None
+        for change in early:
+            self._remote_change(change)
         transport = self.hooks.transport(self.settings.common.transport)
         alpns = [ALPN_CONTROL] + ([ALPN_RELAYS] if self.settings.relay_auth is not None else [])
         options = TransportOptions(stateless_reset_key=reset_key)
@@ -145,7 +149,9 @@ class Control:
     # ---- the other instances' news (connet_core/shared_state.py) ---------------------------
 
     def _remote_change(self, change: Change) -> None:
-        if isinstance(change, SharedAnnouncement):
+        if self._early is not None:  # a relay's grant key needs the shared secret first
+            self._early.append(change)
+        elif isinstance(change, SharedAnnouncement):
             key = (change.instance, change.session)
             session_id = self._remote_sessions.get(key)
             if session_id is None:
