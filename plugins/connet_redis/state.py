@@ -4,7 +4,8 @@ whole when they missed one.
 
 Keys (``P`` the key prefix, ``I`` an instance id)::
 
-    P:secret:NAME    the deployment's secrets (SET NX: the first proposal wins)
+    P:secret:NAME    the deployment's secrets (SET NX: the first proposal wins; written
+                     again, NX, with everything else after Redis lost them)
     P:instance:I     I's generation, a number bumped by every change of I; expires
     P:ann:I          hash: I's announcements (msgpack), expires with P:instance:I
     P:relay:I        hash: the relays registered with I (msgpack), expires likewise
@@ -84,6 +85,7 @@ class RedisState:
         self._listener: Listener | None = None
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._generation = 0
+        self._secrets: dict[str, bytes] = {}  # written again with our keys after Redis lost them
         self._rewrite = True  # write everything at the next step (at start, after a loss)
         self._remotes: dict[str, _Remote] = {}
         self._view_lock = asyncio.Lock()
@@ -120,6 +122,7 @@ class RedisState:
                 _, value = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreError(f"plugins.redis: cannot read secret {name}: {exc}") from None
+        self._secrets[name] = value
         return value
 
     async def run(self) -> None:
@@ -261,6 +264,8 @@ class RedisState:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(ann_key, relay_key)
+                for name, value in self._secrets.items():  # a restarted Redis: an instance that
+                    pipe.set(f"{self._p}:secret:{name}", value, nx=True)  # starts later agrees
                 for a in self.local.announcements.values():
                     pipe.hset(ann_key, _field(a.session, a.name, a.role),
                               _pack([a.session, a.name, a.role, a.route, a.certificate, list(a.addresses)]))
