@@ -149,3 +149,26 @@ async def test_an_instance_cut_off_from_redis_refuses_new_clients_then_lets_its_
         finally:
             c3.proxy.resume()
         eventually(lambda: c3.report()["shared_state"]["healthy"], 10, "control3 healed")
+
+
+async def test_a_relay_whose_instance_is_killed_registers_with_the_next_and_keeps_relaying(
+        daemons, certs, deployment) -> None:
+    c1, c2, c3 = deployment
+    relay = start_relay(daemons, certs, deployment)  # registered with c1
+    async with echo_server() as echo_port:
+        dst, src, port = start_pair(daemons, certs, deployment, echo_port)  # route relay
+        await wait_tunnel(port, timeout=30)
+        mark = relay.mark()
+        c1.daemon.kill()
+        relay.wait_for("registered with control server", start=mark, timeout=20)
+        # c2 now has the relay as its own; c3 learns it from c2 (after c1's copy expires)
+        eventually(lambda: [r["instance"] for r in c2.report()["relays"]] == [None], 15, "c2 holds the relay")
+        eventually(lambda: len(c3.report()["relays"]) == 1, EXPIRY + 10, "c3 offers it once")
+        payload = os.urandom(256 * 1024)
+        assert sha256(await exchange_through(port, payload)) == sha256(payload)
+        # a new relayed pair after the move: grants from c3 are valid on the relay c2 registered
+        src2 = daemons.start("src2", [*client_args(certs, TOKENS[2], [c3, c2]), "--src-name", "web",
+                                      "--src-addr", "127.0.0.1:0", "--src-route", "relay"])
+        _, port2 = src2.listening("source", "tcp")
+        await wait_tunnel(port2, timeout=30)
+        assert sha256(await exchange_through(port2, payload)) == sha256(payload)
