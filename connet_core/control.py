@@ -15,6 +15,7 @@ from connet_core.addresses import sanitize
 from connet_core.certs import load_identity
 from connet_core.component import Outbox, default_store_dir, persistent_secret, spawn
 from connet_core.config import ControlSettings
+from connet_core.control_instances import OtherInstances, RelayEntry
 from connet_core.errors import ConnectionLost, PluginError, ProtocolError, StreamReset
 from connet_core.logs import log_listening
 from connet_core.model import (
@@ -46,7 +47,7 @@ from connet_core.protocol.messages import (
     Withdraw,
 )
 from connet_core.protocol.streams import MessageStream
-from connet_core.shared_state import Change, RelayGone, SharedAnnouncement, SharedRelay, Stale, Withdrawn
+from connet_core.shared_state import SharedAnnouncement, SharedRelay
 from connet_core.supervise import TaskGroup, contained
 from connet_core.transport import Connection, Endpoint, TransportOptions
 
@@ -70,17 +71,6 @@ class ClientSession:
     announced: dict[tuple[str, Role], Announcement] = field(default_factory=dict)
 
 
-@dataclass(eq=False)
-class RelayEntry:
-    """A relay clients may use: where it is, its certificate, the key its grants carry."""
-
-    addr: str
-    certificate: bytes
-    grant_key: bytes
-    conn: Connection | None = None  # None for the relay built into ``connet server`` and remote ones
-    instance: str | None = None  # the control instance it registered with, when not this one
-
-
 class Control:
     """``await Control(settings).run()`` serves until cancelled."""
 
@@ -99,8 +89,7 @@ class Control:
                          "unavailable": 0}
         self._grant_secret: bytes | None = None
         self.shared = self.hooks.shared_state("control")
-        self._remote_sessions: dict[tuple[str, int], int] = {}  # (instance, its session) -> matcher id
-        self._early: list[Change] | None = []  # news from before the grant secret is known
+        self.others = OtherInstances(self)
 
     @property
     def client_auth(self) -> AuthSettings:
@@ -112,12 +101,10 @@ class Control:
         store = self.hooks.open_store("control", self.settings.store_dir or default_store_dir("control"))
         # every instance of a deployment must issue grants and resets alike: the shared value
         # wins; the store's own is proposed, so a single instance keeps its keys when it joins
-        await self.shared.open(self._remote_change)
+        await self.shared.open(self.others.change)
         self._grant_secret = await self.shared.secret("grant-secret", await persistent_secret(store, "grant-secret"))
         reset_key = await self.shared.secret("reset-key", await persistent_secret(store, "reset-key"))
-        early, self._early = self._early or [], None
-        for change in early:
-            self._remote_change(change)
+        self.others.ready()
         transport = self.hooks.transport(self.settings.common.transport)
         alpns = [ALPN_CONTROL] + ([ALPN_RELAYS] if self.settings.relay_auth is not None else [])
         options = TransportOptions(stateless_reset_key=reset_key)
@@ -145,51 +132,6 @@ class Control:
         finally:
             await self.endpoint.close(CloseCode.SHUTDOWN, "shutdown")
             await self.shared.close()
-
-    # ---- the other instances' news (connet_core/shared_state.py) ---------------------------
-
-    def _remote_change(self, change: Change) -> None:
-        if self._early is not None:  # a relay's grant key needs the shared secret first
-            self._early.append(change)
-        elif isinstance(change, SharedAnnouncement):
-            key = (change.instance, change.session)
-            session_id = self._remote_sessions.get(key)
-            if session_id is None:
-                session_id = self._remote_sessions[key] = next(self._ids)  # never a local session's id
-            self._deliver(self.matcher.announce(Announcement(session_id, change.name, Role(change.role),
-                                                             change.route, change.certificate, change.addresses)))
-        elif isinstance(change, Withdrawn):
-            session_id = self._remote_sessions.get((change.instance, change.session))
-            if session_id is not None:
-                self._deliver(self.matcher.withdraw(session_id, change.name, Role(change.role)))
-        elif isinstance(change, SharedRelay):
-            key = certificate_hash(change.certificate)
-            if key not in self.relays or self.relays[key].instance is not None:  # one registered here wins
-                self.relays[key] = RelayEntry(change.addr, change.certificate, self.grant_key_for(change.certificate),
-                                              instance=change.instance)
-                self._push_relays()
-        elif isinstance(change, RelayGone):
-            key = certificate_hash(change.certificate)
-            entry = self.relays.get(key)
-            if entry is not None and entry.instance == change.instance:
-                del self.relays[key]
-                self._push_relays()
-        elif isinstance(change, Stale):
-            self._forget_others()
-
-    def _forget_others(self) -> None:
-        """Cut off from the shared view longer than the others remember us: they no longer
-        see our clients, and what we know of theirs is stale. Our clients go to an instance
-        that sees the deployment (they reconnect; their tunnels stay up)."""
-        log.error("lost the shared state for longer than its expiry: closing %d client sessions", len(self.sessions))
-        for session_id in self._remote_sessions.values():
-            self._deliver(self.matcher.drop_session(session_id))
-        self._remote_sessions.clear()
-        for key, entry in list(self.relays.items()):
-            if entry.instance is not None:
-                del self.relays[key]
-        for session in list(self.sessions.values()):
-            session.conn.close(CloseCode.UNAVAILABLE, "unavailable")
 
     # ---- relays --------------------------------------------------------------------------
 
