@@ -65,8 +65,7 @@ async def generate(addr: str, count: int, ca: Path, prefix: str) -> None:
     endpoints = [await transport.bind(HostPort("127.0.0.1", 0), identity=identity, alpns=[])
                  for _ in range(math.ceil(count / PER_ENDPOINT))]
 
-    async def one(index: int) -> None:
-        nonlocal held
+    async def session(index: int) -> MessageStream:
         endpoint = endpoints[index // PER_ENDPOINT]
         while True:
             try:
@@ -77,15 +76,23 @@ async def generate(addr: str, count: int, ca: Path, prefix: str) -> None:
                     await messages.recv(Authenticated, timeout=10)
                     await messages.send(Announce(f"{prefix}-{index}", "destination", "any", der,
                                                  (str(endpoint.local_address),)))
-                break
+                return messages
             except Exception as exc:  # noqa: BLE001 - a load generator retries whatever failed
                 print(f"client {index}: {type(exc).__name__}: {exc}; retrying", file=sys.stderr, flush=True)
                 await asyncio.sleep(0.5)
+
+    async def one(index: int) -> None:
+        nonlocal held
+        messages = await session(index)
         held += 1
         if held == count:
             done.set()
-        while True:  # idle: take the pushes (relays, peers) as a client would
-            await messages.recv((PeersUpdate, RelaysUpdate, AnnounceRefused))
+        while True:  # idle: take the pushes (relays, peers) as a client would; a lost one dials again
+            try:
+                await messages.recv((PeersUpdate, RelaysUpdate, AnnounceRefused))
+            except Exception as exc:  # noqa: BLE001 - counted: the bench reports lost sessions
+                print(f"lost: client {index}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                messages = await session(index)
 
     tasks = [asyncio.create_task(one(i)) for i in range(count)]
     await done.wait()
@@ -145,6 +152,7 @@ def run(clients: int, instances: int, window: float) -> list[str]:
         gen = [cpu_seconds(g.pid) - c for g, c in zip(generators, gen0)]
         redis_cpu = cpu_seconds(redis.proc.pid) - redis0 if redis else 0.0
         held = [len(report(url)["clients"]) for url in statuses]
+        lost = sum((work / f"generator{n}.log").read_text().count("lost:") for n in range(instances))
         names = [len(report(url)["names"]) for url in statuses]
         rss_after = [rss_bytes(d.proc.pid) for d in controls]
         rows = []
@@ -154,7 +162,7 @@ def run(clients: int, instances: int, window: float) -> list[str]:
                         f"{rss_after[n] / 2**20:.0f} MiB | {per_client:.0f} KiB | {100 * gen[n] / window:.1f}% |")
         total = sum(held)
         rows.append(f"| {instances} | total | {total} | | {100 * sum(cpu) / window:.1f}% | "
-                    f"{sum(rss_after) / 2**20:.0f} MiB | | ramp {ramp:.1f} s |")
+                    f"{sum(rss_after) / 2**20:.0f} MiB | | ramp {ramp:.1f} s; sessions lost {lost} |")
         if redis:
             rows.append(f"| {instances} | redis-server | | | {100 * redis_cpu / window:.1f}% | "
                         f"{rss_bytes(redis.proc.pid) / 2**20:.0f} MiB (+{(rss_bytes(redis.proc.pid) - redis_before) / 2**20:.1f}) | | |")
