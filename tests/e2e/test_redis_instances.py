@@ -26,7 +26,6 @@ from support.redis_server import RedisServer
 from support.services import echo_server, exchange_through, sha256, wait_tunnel
 from test_status import check_schema, documented_metrics, fetch, parse_metrics
 
-pytest.importorskip("redis", reason="the redis plugin needs connet[redis]")
 
 
 @pytest.fixture

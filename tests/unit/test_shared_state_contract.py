@@ -21,7 +21,7 @@ from connet_core.shared_state import (
     Withdrawn,
 )
 from connet_memory import MemoryHub, MemoryState
-from support.redis_server import RedisServer, TcpProxy
+from support.redis_server import RedisServer, TcpProxy, need_redis_client
 
 
 class Watched:
@@ -116,6 +116,7 @@ def test_the_facade_gives_the_memory_default_without_a_redis_url() -> None:
 
 
 def test_the_facade_gives_redis_when_its_url_is_set_and_refuses_a_bad_interval() -> None:
+    need_redis_client()
     from connet_redis.state import RedisState
 
     hooks = load_hooks(plugin_settings={"redis": {"url": "redis://127.0.0.1:1/0"}})
@@ -129,6 +130,7 @@ def test_the_facade_gives_redis_when_its_url_is_set_and_refuses_a_bad_interval()
 async def test_an_unreachable_redis_is_one_store_error_at_open(tmp_path: Path) -> None:
     from support.redis_server import free_tcp_port
 
+    need_redis_client()
     hooks = load_hooks(plugin_settings={"redis": {"url": f"redis://127.0.0.1:{free_tcp_port()}/0"}})
     state = hooks.shared_state("control")
     with pytest.raises(StoreError, match="plugins.redis: cannot reach"):
