@@ -223,7 +223,9 @@ class RedisState:
                 self._ok()
             except (RedisError, OSError) as exc:
                 self._failed(exc)
-                next_refresh = min(next_refresh, time.monotonic() + self.refresh / 4)
+                # a refused connection fails at once: pace the retries rather than spin
+                await asyncio.sleep(self.refresh / 4)
+                next_refresh = min(next_refresh, time.monotonic())
 
     def _drain(self) -> None:
         while not self._queue.empty():

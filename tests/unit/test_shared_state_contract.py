@@ -235,3 +235,17 @@ async def test_a_partitioned_instance_turns_unhealthy_then_stale(make, redis_ser
         await eventually(lambda: a.state.healthy)
     finally:
         proxy.stop()
+
+
+async def test_a_redis_that_is_down_is_retried_at_a_pace_and_makes_every_instance_stale(make) -> None:
+    if make.kind == "memory":
+        pytest.skip("no server to lose")
+    a, b = await make(), await make()
+    make.server.stop()  # connections refused at once: the retry must not spin
+    for watched in (a, b):
+        await watched.until(lambda ch: any(type(c).__name__ == "Stale" for c in ch), timeout=10)
+        assert not watched.state.healthy
+    # expiry 1 s, retries every refresh-interval / 4 (62 ms): some 20 errors, not thousands
+    assert a.state.counters["errors"] < 100
+    make.server.start()
+    await eventually(lambda: a.state.healthy and b.state.healthy, timeout=10)
