@@ -153,10 +153,9 @@ async def test_a_late_instance_learns_what_the_others_hold(make) -> None:
     a = await make()
     a.state.announce(ann(a.state, 7, "db"))
     a.state.add_relay(SharedRelay(a.state.instance, "relay.example:19191", b"relay-cert"))
-    if make.kind == "redis":  # written by a's own task: let it land before b reads
-        await asyncio.sleep(0)
-        b0 = await make()
-        await b0.until(lambda _: (a.state.instance, "db", "destination") in b0.seen())
+    if make.kind == "redis":  # a's own task writes it: a witness seeing it means it landed
+        witness = await make()
+        await witness.until(lambda _: (a.state.instance, "db", "destination") in witness.seen())
     b = await make()
     await b.until(lambda ch: (a.state.instance, "db", "destination") in b.seen()
                   and any(isinstance(c, SharedRelay) for c in ch))
