@@ -40,6 +40,9 @@ class RelayInfo:
     addr: str  # host:port
     certificate: bytes  # DER, pinned by the client
     grant: bytes
+    # host:port where the relay also takes QUIC over TLS-over-TCP (clients whose UDP is
+    # blocked); "" when it does not. Added after 1.0: older peers ignore it, older relays omit it.
+    tcp_addr: str = ""
 
 
 # --- control protocol (connet-control/1), on the session stream --------------------------
@@ -110,6 +113,7 @@ class RelayRegister:
     hostname: str
     port: int
     certificate: bytes
+    tcp_port: int = 0  # the relay's TLS-over-TCP port (at hostname); 0: none
 
 
 @dataclass(frozen=True, slots=True)
