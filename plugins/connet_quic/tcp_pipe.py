@@ -130,8 +130,7 @@ class DatagramPipe(asyncio.Protocol):
         return obj.getpeercert(binary_form=True) if obj is not None else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport subclass
         name = transport.get_extra_info("peername")
         if name:
             host = name[0][7:] if name[0].startswith("::ffff:") and "." in name[0] else name[0]
