@@ -276,7 +276,7 @@ class QuicEndpoint(TcpPaths):
 
     def _send_run(self, run: list[bytes], addr: Address) -> None:
         """Datagrams to one address (the test fault filter sees each send)."""
-        if self._filter is not None and not self._filter(HostPort(*addr), True):
+        if self._filter is not None and not self._filter(HostPort(addr[0], addr[1]), True):
             return
         pipe = self._pipes.pipe_for(addr[0]) if self._pipes else None
         if pipe is not None:

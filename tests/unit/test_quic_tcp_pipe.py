@@ -127,3 +127,48 @@ async def test_garbage_ends_the_pipe_with_one_line(transport: QuicTransport, cap
     finally:
         await client.close()
         await server.close()
+
+
+async def test_auto_falls_back_to_tcp_and_moves_back_when_udp_works(
+    transport: QuicTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connet_core.client import carrier as carrier_module
+    from connet_core.client.carrier import MOVED_BACK, Carrier
+
+    monkeypatch.setattr(carrier_module, "UDP_FALLBACK_AFTER", 0.5)
+    monkeypatch.setattr(carrier_module, "UDP_RETRY_INTERVAL", 0.2)
+    server, tcp, client, der = await _pair(transport)
+    udp_addr = HostPort("127.0.0.1", server.local_address.port)
+    blocked = [True]
+    client.set_datagram_filter(lambda peer, outgoing: not (blocked[0] and peer == udp_addr))
+    trust = Trust(pinned_der=der)
+    carrier = Carrier(client, "auto")
+    try:
+        conn = await carrier.dial(udp_addr, HostPort("127.0.0.1", tcp.port), alpn=ALPN, trust=trust, timeout=5)
+        assert conn.carrier == "tcp"
+        back = asyncio.create_task(carrier.back_to_udp(conn, udp_addr, alpn=ALPN, trust=trust))
+        await asyncio.sleep(0.5)  # tries of UDP fail while it is blocked: the leg stays
+        assert not back.done() and not conn.closed
+        blocked[0] = False
+        await asyncio.wait_for(back, 10)
+        closed = await conn.wait_closed()
+        assert closed.reason == MOVED_BACK
+        again = await carrier.dial(udp_addr, HostPort("127.0.0.1", tcp.port), alpn=ALPN, trust=trust, timeout=5)
+        assert again.carrier == "udp"
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_never_goes_straight_to_tcp(transport: QuicTransport) -> None:
+    from connet_core.client.carrier import Carrier
+
+    server, tcp, client, der = await _pair(transport)
+    try:
+        conn = await Carrier(client, "never").dial(HostPort("127.0.0.1", server.local_address.port),
+                                                   HostPort("127.0.0.1", tcp.port), alpn=ALPN,
+                                                   trust=Trust(pinned_der=der), timeout=5)
+        assert conn.carrier == "tcp"
+    finally:
+        await client.close()
+        await server.close()
