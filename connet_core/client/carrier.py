@@ -4,7 +4,9 @@ come from control). Only this client's legs move: its peers and the relay's othe
 keep their UDP.
 
 ``udp = "auto"``: a dial tries UDP first; when no QUIC handshake completes within
-``UDP_FALLBACK_AFTER`` seconds it dials the TCP address instead. While a leg runs over TCP,
+``UDP_FALLBACK_AFTER`` seconds it dials the TCP address instead. After such a fallback the
+next legs (the relays control offers next) go to TCP at once instead of waiting again, until
+a UDP handshake succeeds somewhere (a network that blocks UDP blocks all of it). While a leg runs over TCP,
 UDP is tried again every ``UDP_RETRY_INTERVAL`` seconds; once a handshake succeeds the leg
 moves back (a relay leg only while it carries no stream, so no tunneled connection is cut).
 ``udp = "never"``: TCP at once, for networks known to block UDP.
@@ -40,6 +42,7 @@ class Carrier:
         self._endpoint = endpoint
         self.mode = udp
         self._said_fallback: set[HostPort] = set()
+        self.udp_blocked = False  # the last UDP dial that had a TCP alternative failed
 
     async def dial(self, udp_addr: HostPort, tcp_addr: HostPort | None, *, alpn: str, trust: Trust,
                    timeout: float) -> Connection:
@@ -53,6 +56,11 @@ class Carrier:
             return await dial_tcp(tcp_addr, alpn=alpn, trust=trust, timeout=timeout)
         if tcp_addr is None:
             return await self._endpoint.dial(udp_addr, alpn=alpn, trust=trust, timeout=timeout)
+        if self.udp_blocked:  # UDP failed just now elsewhere: no second wait (back_to_udp tries it)
+            try:
+                return await dial_tcp(tcp_addr, alpn=alpn, trust=trust, timeout=timeout)
+            except DialError:
+                pass  # TCP fails too: try UDP after all
         try:
             conn = await self._endpoint.dial(udp_addr, alpn=alpn, trust=trust, timeout=min(timeout, UDP_FALLBACK_AFTER))
         except DialError as udp_error:
@@ -60,12 +68,14 @@ class Carrier:
                 conn = await dial_tcp(tcp_addr, alpn=alpn, trust=trust, timeout=timeout)
             except DialError as tcp_error:
                 raise DialError(f"{udp_error}; over TCP: {tcp_error}") from None
+            self.udp_blocked = True
             if tcp_addr not in self._said_fallback:
                 self._said_fallback.add(tcp_addr)
                 log.warning("UDP to %s failed (%s): using TCP %s", udp_addr, udp_error, tcp_addr,
                             extra={"event": "udp-fallback", "peer": str(tcp_addr)})
             return conn
         self._said_fallback.discard(tcp_addr)
+        self.udp_blocked = False
         return conn
 
     async def back_to_udp(self, conn: Connection, udp_addr: HostPort, *, alpn: str, trust: Trust,
@@ -84,6 +94,7 @@ class Carrier:
             except DialError:
                 continue
             probe.close(CloseCode.OK, "probe")
+            self.udp_blocked = False
             if idle():
                 log.info("%s: %s", udp_addr, MOVED_BACK, extra={"event": "udp-back", "peer": str(udp_addr)})
                 conn.close(CloseCode.OK, MOVED_BACK)

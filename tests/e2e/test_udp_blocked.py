@@ -88,10 +88,11 @@ async def test_udp_never_moves_only_the_blocked_clients_legs(daemons, certs, tra
     assert server["control"]["tcp_addr"] and server["relay"]["tcp_addr"]
 
 
-async def test_udp_auto_falls_back_per_leg(daemons, certs, transport) -> None:
+async def test_udp_auto_falls_back(daemons, certs, transport) -> None:
     """Control's UDP port does not answer (as if blocked): the control leg falls back to TCP
-    after UDP_FALLBACK_AFTER; the relay answers UDP, so that leg stays on UDP."""
+    after UDP_FALLBACK_AFTER, and the relay leg that follows goes to TCP at once (UDP just
+    failed: no second wait); the peer keeps UDP."""
     _, dst, src = await _through(daemons, certs, "auto", server_udp_for_source=_unused_udp_port())
     assert src["control"]["carrier"] == "tcp"
-    assert [p["carrier"] for p in _relay_paths(src)] == ["udp"]
+    assert [p["carrier"] for p in _relay_paths(src)] == ["tcp"]
     assert dst["control"]["carrier"] == "udp"
