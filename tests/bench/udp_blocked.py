@@ -51,8 +51,11 @@ def echo_service() -> int:
 
     def serve(conn: socket.socket) -> None:
         with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
+            try:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+            except OSError:
+                return  # the prober hung up first
 
     def accept() -> None:
         while True:
