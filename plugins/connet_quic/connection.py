@@ -112,8 +112,7 @@ class QuicEndpointConnection:
         return self._pipe_peer or HostPort(*self._remote)
 
     @property
-    def carrier(self) -> str:
-        """What carries the datagrams: ``"udp"``, or ``"tcp"`` (a pipe, connet_quic.tcp_pipe)."""
+    def carrier(self) -> str:  # "udp", or "tcp": a pipe (connet_quic.tcp_pipe)
         return "tcp" if self._pipe_peer is not None else "udp"
 
     @property

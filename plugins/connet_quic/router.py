@@ -41,7 +41,7 @@ from connet_quic.inbox import Inbox
 from connet_quic.library import PacketHeader, QuicLibrary, QuicLibraryConnection
 from connet_quic.refusals import Refusals, limit_library_log
 from connet_quic.dial_trust import trust_anchors
-from connet_quic.tcp_pipe import PipePaths, TcpPaths
+from connet_quic.tcp_pipe import PIPE_HOST_PREFIX, PipePaths, TcpPaths
 from connet_quic.wiring import ConnectionWiring, Datagrams, contained
 
 DatagramFilter = Callable[[HostPort, bool], bool]
@@ -278,9 +278,10 @@ class QuicEndpoint(TcpPaths):
         """Datagrams to one address (the test fault filter sees each send)."""
         if self._filter is not None and not self._filter(HostPort(addr[0], addr[1]), True):
             return
-        pipe = self._pipes.pipe_for(addr[0]) if self._pipes else None
-        if pipe is not None:
-            pipe.send(run)
+        if addr[0].startswith(PIPE_HOST_PREFIX):  # over TCP; never by UDP, also once the pipe is gone
+            pipe = self._pipes.pipe_for(addr[0])
+            if pipe is not None:
+                pipe.send(run)
             return
         self._udp.send(run, self._socket_address(addr))  # type: ignore[union-attr]
 
@@ -319,8 +320,8 @@ class QuicEndpoint(TcpPaths):
 
     def _buffer_received(self, buffer: bytes, segment: int, raw_addr: Any) -> None:
         """One datagram, or a GRO run of same-sized ones from one address."""
-        if self._pipes and self._pipes.pipe_for(raw_addr[0]) is not None:
-            return  # a pipe's address (RFC 6666 discard prefix) never comes by UDP
+        if raw_addr[0].startswith(PIPE_HOST_PREFIX):
+            return  # the pipes' addresses (RFC 6666 discard prefix) never come by UDP
         if segment < len(buffer) and self._filter is None:
             connection = self._run_owner(buffer, segment)
             if connection is not None:

@@ -53,8 +53,10 @@ MAX_RECORD = 4096  # bytes: QUIC datagrams here are at most 1452 (the path MTU p
 SEND_BUFFER_LIMIT = 256 * 1024  # bytes waiting for TCP before datagrams are dropped
 IDLE_TIMEOUT = 15.0  # seconds without a record: the pipe is closed
 HANDSHAKE_TIMEOUT = 10.0  # the outer TLS handshake
+MAX_PIPES = 4096  # open pipes per endpoint; more accepted TCP connections are refused
 ALPN = "connet-tcp/1"
 _PIPE_PREFIX = int(ipaddress.IPv6Address("100::"))  # RFC 6666: discard-only, never a real peer
+PIPE_HOST_PREFIX = "100::"  # how every pipe address is written (its number fits the last 64 bits)
 
 
 def _load_pems(ctx: ssl.SSLContext, identity: TLSIdentity) -> None:
@@ -123,6 +125,7 @@ class DatagramPipe(asyncio.Protocol):
         self.peer: HostPort | None = None  # the TCP peer
         self.dropped = 0  # datagrams dropped because TCP was behind
         self.on_made: Callable[["DatagramPipe"], None] | None = None
+        self.addr: Address = ("", 0)  # its address to the endpoint (PipePaths)
 
     @property
     def peer_certificate(self) -> bytes | None:
@@ -230,7 +233,6 @@ class PipePaths:
         self._lost = lost
         self._numbers = itertools.count(1)
         self._by_host: dict[str, DatagramPipe] = {}
-        self._addresses: dict[DatagramPipe, Address] = {}
         self._servers: list[asyncio.AbstractServer] = []
         self._refusals = CauseLog()
 
@@ -245,20 +247,25 @@ class PipePaths:
         pipe = self._by_host.get(addr[0])
         return pipe.peer if pipe is not None else None
 
-    def new_pipe(self, label: str | None) -> tuple[DatagramPipe, Address]:
+    def new_pipe(self, label: str | None) -> DatagramPipe:
+        """A pipe with an address of its own (``pipe.addr``), routed once :meth:`_register` ran."""
         host = str(ipaddress.IPv6Address(_PIPE_PREFIX + next(self._numbers)))
         addr: Address = (host, 443)
         pipe = DatagramPipe(label=label, deliver=lambda data: self._received(data, addr),
                             batch_done=self._batch_done, lost=self._forget, refusals=self._refusals)
-        self._by_host[host] = pipe
-        self._addresses[pipe] = addr
-        return pipe, addr
+        pipe.addr = addr
+        return pipe
+
+    def _register(self, pipe: DatagramPipe) -> None:
+        if len(self._by_host) >= MAX_PIPES:
+            pipe.refuse(f"{MAX_PIPES} TCP connections are open already")
+            return
+        self._by_host[pipe.addr[0]] = pipe
 
     def _forget(self, pipe: DatagramPipe) -> None:
-        addr = self._addresses.pop(pipe, None)
-        if addr is not None:
-            del self._by_host[addr[0]]
-            self._lost(addr)
+        if self._by_host.get(pipe.addr[0]) is pipe:
+            del self._by_host[pipe.addr[0]]
+            self._lost(pipe.addr)
 
     def close_unused(self, addr: Address) -> None:
         """The last connection over ``addr`` is gone: so is the pipe's reason to be."""
@@ -272,7 +279,11 @@ class PipePaths:
         ctx = server_context(identity)
 
         def accepted() -> DatagramPipe:
-            return self.new_pipe(None)[0]
+            # routed only once its TLS handshake is done: asyncio tells a protocol nothing of
+            # a handshake that failed (no connection_lost without connection_made)
+            pipe = self.new_pipe(None)
+            pipe.on_made = self._register
+            return pipe
 
         try:
             server = await loop.create_server(accepted, address.host or None, address.port, ssl=ctx,
@@ -287,7 +298,8 @@ class PipePaths:
         """A pipe to ``address`` (TLS checked against ``trust``); its address. Raises DialError."""
         loop = asyncio.get_running_loop()
         ctx, server_name = client_context(trust, address)
-        pipe, addr = self.new_pipe(f"to {address}")
+        pipe = self.new_pipe(f"to {address}")
+        self._register(pipe)
         try:
             async with asyncio.timeout(timeout):
                 await loop.create_connection(lambda: pipe, address.host, address.port, ssl=ctx,
@@ -305,7 +317,7 @@ class PipePaths:
             if isinstance(exc, OSError):
                 raise DialError(f"dial {address} over TCP: {exc.strerror or exc}") from None
             raise
-        return addr
+        return pipe.addr
 
     def close(self, abort: bool = False) -> None:
         for server in self._servers:
@@ -347,6 +359,8 @@ class TcpPaths:
         total = timeout if timeout is not None else self._options.handshake_timeout  # type: ignore[attr-defined]
         started = loop.time()
         remote = await self._pipes.dial(address, trust, total)
+        if self._pipes.pipe_for(remote[0]) is None:  # the server hung up at once (over its cap)
+            raise DialError(f"dial {address} over TCP: the server closed the connection")
         remaining = max(0.1, total - (loop.time() - started))
         return await self._dial_path(remote, address, alpn=alpn, trust=trust, timeout=remaining)  # type: ignore[attr-defined]
 

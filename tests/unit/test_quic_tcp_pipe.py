@@ -172,3 +172,28 @@ async def test_never_goes_straight_to_tcp(transport: QuicTransport) -> None:
     finally:
         await client.close()
         await server.close()
+
+
+async def test_failed_tls_handshakes_leave_nothing_and_the_pipes_are_capped(
+    transport: QuicTransport, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from connet_quic import tcp_pipe
+
+    server, tcp, client, der = await _pair(transport)
+    try:
+        for _ in range(5):  # not TLS at all: the handshake fails, no pipe is left behind
+            reader, writer = await asyncio.open_connection("127.0.0.1", tcp.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+        assert len(server._pipes) == 0
+        monkeypatch.setattr(tcp_pipe, "MAX_PIPES", 1)
+        asyncio.create_task(_echo(server))
+        first = await client.dial_tcp(HostPort("127.0.0.1", tcp.port), alpn=ALPN, trust=Trust(pinned_der=der), timeout=5)
+        with caplog.at_level(logging.WARNING, "connet.quic"), pytest.raises(DialError):
+            await client.dial_tcp(HostPort("127.0.0.1", tcp.port), alpn=ALPN, trust=Trust(pinned_der=der), timeout=2)
+        assert any("TCP connections are open already" in r.getMessage() for r in caplog.records)
+        assert not first.closed and len(server._pipes) == 1
+    finally:
+        await client.close()
+        await server.close()
