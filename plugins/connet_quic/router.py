@@ -236,9 +236,6 @@ class QuicEndpoint(TcpPaths):
         except asyncio.CancelledError:
             connection.close(CloseCode.SHUTDOWN, "dial cancelled")  # the peer learns at once
             raise
-        finally:
-            if connection.closed and not self._by_remote.get(remote):
-                self._pipes.close_unused(remote)
         return connection
 
     async def close(self, code: int = CloseCode.OK, reason: str = "") -> None:
