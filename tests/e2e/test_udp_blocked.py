@@ -96,3 +96,40 @@ async def test_udp_auto_falls_back(daemons, certs, transport) -> None:
     assert src["control"]["carrier"] == "tcp"
     assert [p["carrier"] for p in _relay_paths(src)] == ["tcp"]
     assert dst["control"]["carrier"] == "udp"
+
+
+async def test_a_stand_alone_relay_over_tcp(daemons, certs) -> None:
+    """``connet control`` and ``connet relay`` as separate processes, each with tcp-addr:
+    the relay registers its TCP port and control advertises it to clients."""
+    from support.cluster import RELAY_TOKEN, ServerInfo
+
+    control_config = daemons.workdir / "control.toml"
+    control_config.write_text(
+        '[control]\naddr = "127.0.0.1:0"\ntcp-addr = "127.0.0.1:0"\n'
+        f'cert-file = "{certs / "server.pem"}"\nkey-file = "{certs / "server-key.pem"}"\n'
+        f'client-tokens = ["{TOKENS[0]}", "{TOKENS[1]}"]\nrelay-tokens = ["{RELAY_TOKEN}"]\n'
+    )
+    control = daemons.start("control", ["control", "--config", str(control_config), "--log-level", "debug"])
+    _, udp_port = control.listening("control", "udp")
+    _, tcp_port = control.listening("control", "tcp")
+    relay_config = daemons.workdir / "relay.toml"
+    relay_config.write_text(
+        f'[relay]\ntoken = "{RELAY_TOKEN}"\naddr = "127.0.0.1:0"\ntcp-addr = "127.0.0.1:0"\nhostname = "127.0.0.1"\n'
+        f'control-addr = "127.0.0.1:{udp_port}"\ncontrol-cas = "{certs / "ca.pem"}"\nstatus-addr = "{LOCAL}"\n'
+    )
+    relay = daemons.start("relay", ["relay", "--config", str(relay_config), "--log-level", "debug"])
+    _, relay_tcp = relay.listening("relay", "tcp")
+    relay.wait_for("registered with control server")
+    info = ServerInfo(control, udp_port, control_config, certs)
+    payload = os.urandom(1024 * 1024)
+    async with echo_server() as echo_port:
+        start_destination(daemons, info, echo_port, route="relay")
+        src, source_port = _source(daemons, certs, server_udp=udp_port, server_tcp=tcp_port, udp="never")
+        await wait_tunnel(source_port, timeout=30)
+        assert sha256(await exchange(source_port, payload)) == sha256(payload)
+        report = fetch_json(status_url(src))
+        relay_report = fetch_json(status_url(relay))
+    assert [p["carrier"] for p in _relay_paths(report)] == ["tcp"]
+    assert relay_report["tcp_addr"].endswith(f":{relay_tcp}")
+    assert sorted(c["carrier"] for c in relay_report["clients"]) == ["tcp", "udp"]
+    check_schema(relay_report, "relay.json")
