@@ -128,8 +128,7 @@ class QuicEndpoint(TcpPaths):
         self._by_remote: dict[Address, set[QuicEndpointConnection]] = {}
         # QUIC over TLS-over-TCP where UDP is blocked: one more path (connet_quic.tcp_pipe)
         self._identity = identity
-        self._pipes = PipePaths(received=self._datagram_received, batch_done=self._answer_batch,
-                                lost=self._pipe_lost)
+        self._pipes = PipePaths(received=self._run_received, batch_done=self._answer_batch, lost=self._pipe_lost)
         self._wiring = ConnectionWiring(
             loop=self._loop,
             library=library,
@@ -319,6 +318,9 @@ class QuicEndpoint(TcpPaths):
         """One datagram, or a GRO run of same-sized ones from one address."""
         if raw_addr[0].startswith(PIPE_HOST_PREFIX):
             return  # the pipes' addresses (RFC 6666 discard prefix) never come by UDP
+        self._run_received(buffer, segment, raw_addr)
+
+    def _run_received(self, buffer: bytes, segment: int, raw_addr: Any) -> None:  # also a pipe's records
         if segment < len(buffer) and self._filter is None:
             connection = self._run_owner(buffer, segment)
             if connection is not None:

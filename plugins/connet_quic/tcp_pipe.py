@@ -108,7 +108,7 @@ def check_pin(pipe: "DatagramPipe", trust: Trust, address: HostPort) -> None:
 class DatagramPipe(asyncio.Protocol):
     """One TLS-over-TCP connection carrying length-prefixed QUIC datagrams (see the module)."""
 
-    def __init__(self, *, label: str | None, deliver: Callable[[bytes], None], batch_done: Callable[[], None],
+    def __init__(self, *, label: str | None, deliver: Callable[[bytes, int], None], batch_done: Callable[[], None],
                  lost: Callable[["DatagramPipe"], None], refusals: CauseLog) -> None:
         self.label = label
         self._refusals = refusals  # the endpoint's: one line per LOG_INTERVAL for all its pipes
@@ -159,6 +159,7 @@ class DatagramPipe(asyncio.Protocol):
         buffer = self._buffer
         buffer += data
         start = 0
+        run: list[bytes] = []  # records of one size in a row go on as one GRO-like run
         try:
             while len(buffer) - start >= RECORD.size:
                 (size,) = RECORD.unpack_from(buffer, start)
@@ -170,11 +171,19 @@ class DatagramPipe(asyncio.Protocol):
                 if end > len(buffer):
                     break
                 self._first = False
-                self._deliver(bytes(buffer[start + RECORD.size:end]))
+                if run and len(run[0]) != size:
+                    self._deliver_run(run)
+                    run = []
+                run.append(bytes(buffer[start + RECORD.size:end]))
                 start = end
         finally:
+            if run and not self._closed:
+                self._deliver_run(run)
             del buffer[:start]
             self._batch_done()
+
+    def _deliver_run(self, run: list[bytes]) -> None:
+        self._deliver(run[0] if len(run) == 1 else b"".join(run), len(run[0]))
 
     def refuse(self, why: str) -> None:
         """Garbage from the peer: one line (at most one per LOG_INTERVAL), then the end."""
@@ -225,11 +234,12 @@ class DatagramPipe(asyncio.Protocol):
 class PipePaths:
     """An endpoint's pipes, each under its own address (see the module docstring).
 
-    ``received(data, addr)`` and ``batch_done()`` are the endpoint's datagram input;
+    ``received(buffer, segment, addr)`` (a datagram, or a run of ``segment``-byte ones) and
+    ``batch_done()`` are the endpoint's datagram input;
     ``lost(addr)`` tells it a pipe ended (its connections fail at once, not after the idle
     timeout)."""
 
-    def __init__(self, *, received: Callable[[bytes, Address], None], batch_done: Callable[[], None],
+    def __init__(self, *, received: Callable[[bytes, int, Address], None], batch_done: Callable[[], None],
                  lost: Callable[[Address], None]) -> None:
         self._received = received
         self._batch_done = batch_done
@@ -254,7 +264,7 @@ class PipePaths:
         """A pipe with an address of its own (``pipe.addr``), routed once :meth:`_register` ran."""
         host = str(ipaddress.IPv6Address(_PIPE_PREFIX + next(self._numbers)))
         addr: Address = (host, 443)
-        pipe = DatagramPipe(label=label, deliver=lambda data: self._received(data, addr),
+        pipe = DatagramPipe(label=label, deliver=lambda data, segment: self._received(data, segment, addr),
                             batch_done=self._batch_done, lost=self._forget, refusals=self._refusals)
         pipe.addr = addr
         return pipe
