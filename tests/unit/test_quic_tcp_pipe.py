@@ -146,10 +146,15 @@ async def test_auto_falls_back_to_tcp_and_moves_back_when_udp_works(
     try:
         conn = await carrier.dial(udp_addr, HostPort("127.0.0.1", tcp.port), alpn=ALPN, trust=trust, timeout=5)
         assert conn.carrier == "tcp"
-        back = asyncio.create_task(carrier.back_to_udp(conn, udp_addr, alpn=ALPN, trust=trust))
+        busy = [True]  # a relay leg carrying a tunneled connection: it does not move
+        back = asyncio.create_task(carrier.back_to_udp(conn, udp_addr, alpn=ALPN, trust=trust,
+                                                       idle=lambda: not busy[0]))
         await asyncio.sleep(0.5)  # tries of UDP fail while it is blocked: the leg stays
         assert not back.done() and not conn.closed
         blocked[0] = False
+        await asyncio.sleep(0.7)  # UDP works now, but the leg is busy: it stays
+        assert not back.done() and not conn.closed and conn.carrier == "tcp"
+        busy[0] = False
         await asyncio.wait_for(back, 10)
         closed = await conn.wait_closed()
         assert closed.reason == MOVED_BACK
