@@ -30,6 +30,9 @@ _METAVARS = {
     "cidrs": "CIDR",
     "text": "TOKEN",
     "regex": "REGEX",
+    "duration": "DURATION",
+    "bool": "true|false",
+    "metadata": "TEXT",
 }
 
 # what each key means, by its path inside the section (docs/configuration.md has the tables)
@@ -55,6 +58,10 @@ _HELP: dict[str, str] = {
     "control-name": "Name checked in the control server certificate.",
     "allow-cidrs": "Admit only addresses in this CIDR; repeat for more.",
     "deny-cidrs": "Refuse addresses in this CIDR; repeat for more.",
+    "metadata": "A short label (up to 128 characters) shown in status at control and here.",
+    "handshake-idle-timeout": "How long a QUIC handshake may stay silent (like 5s, 1m).",
+    "endpoint-expiry-timeout": "How long a client's destinations and sources outlive its session (a quick reconnect changes nothing for its peers).",
+    "endpoint-expiry-disable": "Drop a client's destinations and sources as soon as its session ends.",
 }
 
 _DEFAULTS: dict[str, str] = {
@@ -62,6 +69,13 @@ _DEFAULTS: dict[str, str] = {
     "server.relay-addr": ":19191",
     "server.relay-hostname": "localhost",
     "control.addr": ":19190",
+    "server.endpoint-expiry-timeout": "30s",
+    "control.endpoint-expiry-timeout": "30s",
+    "server.endpoint-expiry-disable": "false",
+    "control.endpoint-expiry-disable": "false",
+    "server.handshake-idle-timeout": "the transport's (5s)",
+    "control.handshake-idle-timeout": "the transport's (5s)",
+    "relay.handshake-idle-timeout": "the transport's (5s)",
     "relay.addr": ":19191",
     "relay.hostname": "localhost",
     "relay.control-addr": "localhost:19190",
