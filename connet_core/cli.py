@@ -41,6 +41,8 @@ CLIENT_FLAG_KEYS = {
     "server_name": "client.server-name",
     "direct_addr": "client.direct-addr",
     "status_addr": "client.status-addr",
+    "metadata": "client.metadata",
+    "handshake_idle_timeout": "client.handshake-idle-timeout",
 }
 
 
@@ -221,6 +223,8 @@ class _PluginCommands(click.Group):
     "--direct-addr", metavar="HOST:PORT", help="UDP address for direct peer connections and control.  [default: :19192]"
 )
 @click.option("--status-addr", metavar="HOST:PORT", help="HTTP status endpoint.  [default: disabled]")
+@click.option("--metadata", metavar="TEXT", help="A short label shown in status, here and at control.")
+@click.option("--handshake-idle-timeout", metavar="DURATION", help="QUIC handshake timeout (like 5s, 1m).  [default: 5s]")
 @click.option("--dst-name", metavar="NAME", help="Name of one destination to expose (with --dst-addr).")
 @click.option("--dst-addr", metavar="HOST:PORT", help="Where that destination connects to.")
 @click.option("--dst-route", metavar="ROUTE", help="any | direct | relay  [default: any]")
@@ -241,6 +245,8 @@ def cli(
     server_name: str | None,
     direct_addr: str | None,
     status_addr: str | None,
+    metadata: str | None,
+    handshake_idle_timeout: str | None,
     dst_name: str | None,
     dst_addr: str | None,
     dst_route: str | None,
@@ -266,6 +272,8 @@ def cli(
         "server_name": server_name,
         "direct_addr": direct_addr,
         "status_addr": status_addr,
+        "metadata": metadata,
+        "handshake_idle_timeout": handshake_idle_timeout,
     }
     flags.update({CLIENT_FLAG_KEYS[name]: value for name, value in given.items() if value is not None})
     flags.update(endpoint_flags("destinations", dst_name, dst_addr, dst_route))
