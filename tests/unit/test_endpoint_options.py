@@ -95,3 +95,43 @@ async def test_proxy_header_reaches_the_service(hooks, certs, tmp_path, route) -
             line = await asyncio.wait_for(received, 5)
     service.close()
     assert line == f"PROXY TCP4 127.0.0.1 127.0.0.1 {origin[1]} {source_port}\r\n".encode()
+
+
+async def test_relay_metadata_reaches_control(hooks, certs, tmp_path) -> None:  # noqa: F811
+    from connet_core.config import AuthSettings, ControlSettings, RelaySettings, TokenSource
+    from connet_core.control import Control
+    from connet_core.relay import Relay
+    from test_engines import COMMON, LOCAL
+
+    control = Control(ControlSettings(
+        cert_file=certs["cert"], key_file=certs["key"], client_auth=AuthSettings(TokenSource(tokens=("t",))),
+        relay_auth=AuthSettings(TokenSource(tokens=("r",))), addr=LOCAL, store_dir=tmp_path / "control",
+        common=COMMON), hooks)
+    async with running(control):
+        relay = Relay(RelaySettings(token="r", addr=LOCAL, hostname="127.0.0.1",
+                                    control_addr=control.endpoint.local_address, control_cas=certs["ca"],
+                                    control_name="127.0.0.1", store_dir=tmp_path / "relay", metadata="edge-1",
+                                    common=COMMON), hooks)
+        async with running(relay):
+            for _ in range(200):
+                if control.status()["relays"]:
+                    break
+                await asyncio.sleep(0.02)  # until the relay registered
+            assert [r["metadata"] for r in control.status()["relays"]] == ["edge-1"]
+            assert relay.status()["metadata"] == "edge-1"
+
+
+async def test_control_refuses_bad_metadata_and_keeps_serving(hooks, certs, tmp_path) -> None:  # noqa: F811
+    server = Server(server_settings(certs, tmp_path / "store"), hooks)
+    async with running(server):
+        control_addr = server.control.endpoint.local_address
+        # settings built by hand: configuration would refuse this, a modified client need not
+        bad = Client(dataclasses.replace(client_settings(certs, control_addr, "t-src"), metadata="x\n" * 100), hooks)
+        good = Client(dataclasses.replace(client_settings(certs, control_addr, "t-dst"), metadata="fine"), hooks)
+        async with running(bad, good):
+            for _ in range(200):
+                if server.control.counters["handshake_failures"] and server.control.status()["clients"]:
+                    break
+                await asyncio.sleep(0.02)  # until both tried
+            assert [c["metadata"] for c in server.control.status()["clients"]] == ["fine"]
+            assert server.control.counters["handshake_failures"] >= 1
