@@ -13,6 +13,10 @@ policies and retries are the original connet's (``lb-policy``, ``lb-retry``,
 - ``round-robin``: the destinations sorted by identity, starting one further each time;
 - ``random``: a new shuffle each time.
 
+A destination that refused or timed out goes last in every order for FAILED_COOLDOWN
+seconds (whatever the policy), so a dead one costs one slow try per cooldown rather than one
+per connection while control still lists it (endpoint expiry keeps it for 30 s).
+
 With a policy, ``lb-retry`` defaults to ``never`` (only the first destination is tried);
 ``count`` tries ``lb-retry-max`` destinations (default 2), ``timed`` starts tries for
 ``lb-retry-max`` milliseconds (default 1000), ``all`` tries every one.
@@ -28,6 +32,7 @@ POLICIES = ("least-latency", "least-conns", "round-robin", "random")
 RETRIES = ("never", "count", "timed", "all")
 DEFAULT_RETRY_COUNT = 2
 DEFAULT_RETRY_MILLISECONDS = 1000
+FAILED_COOLDOWN = 5.0  # seconds a destination that failed a connection is tried last
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,7 @@ class Balancer:
         self._rng = rng or random.Random()
         self._next = 0  # round-robin position
         self.open: dict[bytes, int] = {}  # connections open per destination (least-conns)
+        self._cooling: dict[bytes, float] = {}  # destination -> until when it is tried last
 
     def budget(self, now: float) -> Budget:
         if self.retry == "never":
@@ -91,11 +97,20 @@ class Balancer:
             return Budget(None, now + (self.retry_max or DEFAULT_RETRY_MILLISECONDS) / 1000)
         return Budget(None, None)
 
-    def order(self, choices: Sequence[Choice]) -> list[bytes]:
+    def order(self, choices: Sequence[Choice], now: float = 0.0) -> list[bytes]:
         """The destinations to try for one new connection, first choice first. ``choices``
-        come in the route plugin's order, which is kept without a policy."""
+        come in the route plugin's order, which is kept without a policy; destinations
+        that failed within FAILED_COOLDOWN go last."""
         if not choices:
             return []
+        self._cooling = {peer: until for peer, until in self._cooling.items() if until > now}
+        live = [c for c in choices if c.peer not in self._cooling]
+        if not live:
+            return [c.peer for c in self._by_policy(choices)]
+        # the policy runs over the live ones only, so round-robin stays fair among them
+        return [c.peer for c in self._by_policy(live)] + [c.peer for c in choices if c.peer in self._cooling]
+
+    def _by_policy(self, choices: Sequence[Choice]) -> list[Choice]:
         if self.policy == "least-latency":
             ordered = sorted(choices, key=_latency_key)
         elif self.policy == "least-conns":
@@ -110,7 +125,11 @@ class Balancer:
             self._rng.shuffle(ordered)
         else:
             ordered = list(choices)
-        return [c.peer for c in ordered]
+        return ordered
+
+    def failed(self, peer: bytes, now: float) -> None:
+        """``peer`` refused a connection or did not answer in time."""
+        self._cooling[peer] = now + FAILED_COOLDOWN
 
     def opened(self, peer: bytes) -> None:
         self.open[peer] = self.open.get(peer, 0) + 1

@@ -206,7 +206,7 @@ class Sources:
                 refused[(source.name, Role.SOURCE)] += 1
                 return None
             choices = [Choice(h, ps[0].rtt, ps[0].kind is PathKind.DIRECT) for h, ps in by_peer.items() if h not in failed]
-            order = balancer.order(choices)
+            order = balancer.order(choices, time.monotonic())
             vanished = False
             for rank, peer_hash in enumerate(order):
                 if not budget.may_try(time.monotonic()):
@@ -239,6 +239,7 @@ class Sources:
                     return (*opened, via, peer)
                 if not vanished:
                     failed.add(peer_hash)
+                    balancer.failed(peer_hash, time.monotonic())
             if not vanished or not budget.may_try(time.monotonic()):
                 break
         log.warning("source %r: no destination accepted the connection", source.name, extra={"endpoint": source.name})

@@ -102,13 +102,18 @@ def table(rows: dict[str, Counter]) -> str:
     return "\n".join(lines)
 
 
-def start_cluster(daemons: Daemons, certs: Path, services: list[dict[str, int]],
+def start_cluster(daemons: Daemons, certs: Path, services: list[dict[str, int | tuple[int, str]]],
                   sources: str) -> tuple[ServerInfo, list[Daemon], Daemon]:
+    """A server, a destination client per ``services`` entry (name -> port, or (port,
+    route)), and one source client with ``sources`` (its status endpoint on)."""
     server = start_server(daemons, certs)
     dsts = []
     for index, by_name in enumerate(services):
-        body = "".join(f'[client.destinations.{name}]\naddr = "127.0.0.1:{port}"\ndial-timeout = "300ms"\n'
-                       for name, port in by_name.items())
+        body = ""
+        for name, target in by_name.items():
+            port, route = target if isinstance(target, tuple) else (target, "any")
+            body += (f'[client.destinations.{name}]\naddr = "127.0.0.1:{port}"\nroute = "{route}"\n'
+                     'dial-timeout = "300ms"\n')
         dsts.append(start_client(daemons, server, f"dst{index + 1}", TOKENS[0], body))
     src = start_client(daemons, server, "src", TOKENS[1], sources, status_addr="127.0.0.1:0")
     return server, dsts, src
@@ -119,14 +124,19 @@ async def test_spread_per_policy_and_a_destination_that_cannot_dial(daemons: Dae
     sources = "".join(
         f'[client.sources.lb-{policy}]\naddr = "127.0.0.1:0"\nlb-policy = "{policy}"\n'
         + ('lb-retry = "all"\n' if policy != "none" else "") for policy in POLICIES
-    ) + '[client.sources.slow]\naddr = "127.0.0.1:0"\nlb-policy = "round-robin"\nlb-retry = "all"\n'
+    ) + '[client.sources.slow]\naddr = "127.0.0.1:0"\nlb-policy = "round-robin"\nlb-retry = "all"\n' \
+      + '[client.sources.routes]\naddr = "127.0.0.1:0"\nroute = "direct"\nlb-policy = "round-robin"\n'
     async with AsyncExitStack() as stack:
         echoes = [await stack.enter_async_context(named_echo(label)) for label in LABELS]
         hanging = stack.enter_context(unreachable_service())
-        services = [{**{n: echoes[i] for n in names}, "slow": hanging if i == 2 else echoes[i]} for i in range(3)]
+        # "routes": dst-3 allows only the relay, the source only direct: dst-3 is no candidate
+        services: list[dict[str, int | tuple[int, str]]] = [
+            {**{n: echoes[i] for n in names}, "slow": hanging if i == 2 else echoes[i],
+             "routes": (echoes[i], "relay" if i == 2 else "any")} for i in range(3)]
         _, _, src = start_cluster(daemons, certs, services, sources)
-        wait_destinations(src, [*names, "slow"], 3)
-        ports = source_ports(src, [*names, "slow"])
+        # (the status lists dst-3's direct path under "routes" too: it is one connection per peer)
+        wait_destinations(src, [*names, "slow", "routes"], 3)
+        ports = source_ports(src, [*names, "slow", "routes"])
 
         rows: dict[str, Counter] = {}
         for policy, name in zip(POLICIES, names):
@@ -153,6 +163,11 @@ async def test_spread_per_policy_and_a_destination_that_cannot_dial(daemons: Dae
         print(f"slow destination: {dict(slow)} in {took:.2f} s for 12 connections")
         assert slow[b"dst-3"] == 0 and sum(slow.values()) == 12
         assert "cannot connect to" in daemons.started[3].log()  # dst3 (after the server) refused
+
+        # route policies hold per destination: round-robin over the two it may reach
+        routed = Counter([await exchange(ports["routes"], os.urandom(1024)) for _ in range(10)])
+        print(f"routes (dst-3 relay-only, source direct-only): {dict(routed)}")
+        assert routed == Counter({b"dst-1": 5, b"dst-2": 5})
 
 
 async def test_a_destination_killed_mid_run_fails_no_request(daemons: Daemons, certs: Path) -> None:

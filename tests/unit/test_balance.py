@@ -124,3 +124,24 @@ def test_least_conns_first_has_the_fewest(ids: list[bytes], opens: list[int]) ->
         balancer.opened(ids[index % len(ids)])
     first = balancer.order([Choice(p, None, True) for p in ids])[0]
     assert balancer.open.get(first, 0) == min(balancer.open.get(p, 0) for p in ids)
+
+
+def test_a_destination_that_failed_goes_last_for_the_cooldown() -> None:
+    from connet_core.client.balance import FAILED_COOLDOWN
+
+    balancer = Balancer("round-robin")
+    balancer.failed(A, now=100.0)
+    for _ in range(6):  # every rotation: A last
+        assert balancer.order(choices(), now=100.0 + FAILED_COOLDOWN - 0.1)[-1] == A
+    assert Balancer().order(choices(), now=0.0) == [C, B, A]
+    unpolicied = Balancer()
+    unpolicied.failed(C, now=0.0)
+    assert unpolicied.order(choices(), now=1.0) == [B, A, C]
+    assert unpolicied.order(choices(), now=FAILED_COOLDOWN) == [C, B, A]  # the cooldown is over
+
+
+def test_round_robin_stays_fair_among_the_live_while_one_cools() -> None:
+    balancer = Balancer("round-robin")
+    balancer.failed(B, now=0.0)
+    firsts = Counter(balancer.order(choices(), now=1.0)[0] for _ in range(10))
+    assert firsts == Counter({A: 5, C: 5})
