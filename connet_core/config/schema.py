@@ -338,7 +338,8 @@ def _convert(leaf: _Leaf, value: _Value) -> object:
         if not isinstance(raw, str):
             raise _Invalid(f"expected one of {', '.join(leaf.choices)}, got {_describe(raw)}")
         if raw not in leaf.choices:
-            raise _Invalid(f"{raw!r} is not one of {', '.join(leaf.choices)}")
+            shown = ", ".join(c or '""' for c in leaf.choices)  # "" is a choice: no policy, say
+            raise _Invalid(f"{raw!r} is not one of {shown}")
         return raw
     if leaf.kind == "path":
         text = _text(raw)

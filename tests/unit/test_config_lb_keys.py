@@ -116,3 +116,37 @@ def test_daemon_flags_exist() -> None:
         {f.flag for f in daemon_flags("server")}
     assert {"--endpoint-expiry-timeout", "--endpoint-expiry-disable"} <= {f.flag for f in daemon_flags("control")}
     assert {"--metadata", "--handshake-idle-timeout"} <= {f.flag for f in daemon_flags("relay")}
+
+
+def test_client_endpoint_flags_reach_the_keys(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from connet_core import cli
+
+    seen: dict[str, object] = {}
+    runner = CliRunner()
+
+    def fake_run(command: str, files, flags) -> int:
+        seen.update(flags)
+        return 0
+
+    original = cli.run_daemon
+    cli.run_daemon = fake_run
+    try:
+        result = runner.invoke(cli.cli, ["--token", "t", "--dst-name", "web", "--dst-addr", ":80",
+                                         "--dst-proxy-proto-version", "v1", "--src-name", "web", "--src-addr", ":81",
+                                         "--src-lb-policy", "random", "--src-lb-retry", "count",
+                                         "--src-lb-retry-max", "3", "--src-dial-timeout", "1s"])
+    finally:
+        cli.run_daemon = original
+    assert result.exit_code == 0, result.output
+    assert seen["client.destinations.web.proxy-proto-version"] == "v1"
+    assert (seen["client.sources.web.lb-policy"], seen["client.sources.web.lb-retry-max"]) == ("random", "3")
+    path = tmp_path / "empty.toml"
+    path.write_text("")
+    client = load_config("client", [path], seen, {}, transport_names=TRANSPORTS).client
+    assert client is not None
+    (src,) = client.sources
+    assert (src.lb_policy, src.lb_retry, src.lb_retry_max, src.dial_timeout) == ("random", "count", 3, 1.0)
+    bad = runner.invoke(cli.cli, ["--token", "t", "--src-lb-policy", "random"])
+    assert str(bad.exception) == "flag --src-lb-policy: needs --src-name"  # main() prints it, exit 2
