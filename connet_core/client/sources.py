@@ -213,31 +213,12 @@ class Sources:
                     break
                 last_peer = rank == len(order) - 1 or budget.is_last()
                 budget.tried()
-                peer_paths = by_peer[peer_hash]
-                for index, path in enumerate(peer_paths):
-                    peer, via = path.key
-                    via.active_streams += 1
-                    try:
-                        opened = await self._open_path(source, peer, via, last_peer and index == len(peer_paths) - 1,
-                                                       origin)
-                    except (ConnectionLost, StreamReset) as exc:
-                        vanished = True
-                        log.debug("source %r: %s path to peer %s went away: %s", source.name, path.kind.value,
-                                  peer.label, exc, extra={"endpoint": source.name, "path": path.kind.value})
-                        opened = None
-                    except (ProtocolError, TimeoutError) as exc:
-                        log.warning("source %r: %s path to peer %s failed: %s", source.name, path.kind.value,
-                                    peer.label, exc, extra={"endpoint": source.name, "path": path.kind.value})
-                        opened = None
-                    if opened is None:
-                        via.active_streams -= 1
-                        continue
-                    log.debug(
-                        "source %r: connection via %s path to peer %s%s", source.name, path.kind.value, peer.label,
-                        f" (relay {path.relay})" if path.relay else "", extra={"endpoint": source.name, "path": path.kind.value},
-                    )
-                    return (*opened, via, peer)
-                if not vanished:
+                opened, went_away = await self._try_destination(source, by_peer[peer_hash], last_peer, origin)
+                if opened is not None:
+                    return opened
+                if went_away:
+                    vanished = True  # its path vanished under the request: ask again below
+                else:
                     failed.add(peer_hash)
                     balancer.failed(peer_hash, time.monotonic())
             if not vanished or not budget.may_try(time.monotonic()):
@@ -245,6 +226,35 @@ class Sources:
         log.warning("source %r: no destination accepted the connection", source.name, extra={"endpoint": source.name})
         refused[(source.name, Role.SOURCE)] += 1
         return None
+
+    async def _try_destination(self, source: EndpointSettings, paths: list[PathCandidate], last: bool,
+                               origin: Origin) -> tuple[tuple[Stream, bytes, Via, Peer] | None, bool]:
+        """One destination over its paths, best first: the opened stream (or None), and
+        whether a path vanished under the request rather than being refused or timing out."""
+        vanished = False
+        for index, path in enumerate(paths):
+            peer, via = path.key
+            via.active_streams += 1
+            try:
+                opened = await self._open_path(source, peer, via, last and index == len(paths) - 1, origin)
+            except (ConnectionLost, StreamReset) as exc:
+                vanished = True
+                log.debug("source %r: %s path to peer %s went away: %s", source.name, path.kind.value,
+                          peer.label, exc, extra={"endpoint": source.name, "path": path.kind.value})
+                opened = None
+            except (ProtocolError, TimeoutError) as exc:
+                log.warning("source %r: %s path to peer %s failed: %s", source.name, path.kind.value,
+                            peer.label, exc, extra={"endpoint": source.name, "path": path.kind.value})
+                opened = None
+            if opened is None:
+                via.active_streams -= 1
+                continue
+            log.debug(
+                "source %r: connection via %s path to peer %s%s", source.name, path.kind.value, peer.label,
+                f" (relay {path.relay})" if path.relay else "", extra={"endpoint": source.name, "path": path.kind.value},
+            )
+            return (*opened, via, peer), False
+        return None, vanished
 
     async def _open_path(self, source: EndpointSettings, peer: Peer, via: Via, last: bool,
                          origin: Origin) -> tuple[Stream, bytes] | None:

@@ -1,7 +1,7 @@
 """Endpoint expiry in the Matcher, against the Matcher without it: whatever the sequence of
 announcements, vanished sessions and reconnects, once every expiry passed both show the
 same peers; before that, every peer the plain Matcher shows is shown too (expiry only ever
-keeps, never loses). tests/unit/test_endpoint_expiry.py has the reconnect that is no news."""
+keeps, never loses). tests/unit/test_matcher_expiry.py has the reconnect that is no news."""
 
 from __future__ import annotations
 
