@@ -9,6 +9,7 @@ forwards ciphertext only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -219,7 +220,9 @@ class RelayService:
         self.counters.streams_active += 1
         self.counters.streams_total += 1
         try:
-            await MessageStream(outbound).send(Connect(request.name, peer=source.hash))
+            # the TCP client's address travels on for the destination's PROXY protocol header
+            await MessageStream(outbound).send(Connect(request.name, peer=source.hash, client_addr=request.client_addr,
+                                                       client_dest=request.client_dest))
             await messages.send(Connected())
             moved = await splice(messages.stream, outbound, initial_to_b=messages.take_remaining())
             self.counters.bytes_relayed += moved
@@ -249,11 +252,13 @@ class RelayService:
 
 
 async def start_relay_service(hooks: Hooks, transport_name: str, addr: HostPort, store_dir: Path | None,
-                              tcp_addr: HostPort | None = None) -> RelayService:
+                              handshake_timeout: float | None = None, tcp_addr: HostPort | None = None) -> RelayService:
     store = hooks.open_store("relay", store_dir or default_store_dir("relay"))
     identity = await load_or_create_identity(store)
     transport = hooks.transport(transport_name)
     options = TransportOptions(stateless_reset_key=await persistent_secret(store, "reset-key"))
+    if handshake_timeout:  # handshake-idle-timeout
+        options = dataclasses.replace(options, handshake_timeout=handshake_timeout)
     endpoint = await transport.bind(addr, identity=identity.tls, alpns=[ALPN_RELAY], options=options)
     log_listening(log, "relay", "udp", endpoint.local_address)
     service = RelayService(endpoint, identity, store)
@@ -280,7 +285,8 @@ class Relay:
 
     async def run(self) -> None:
         s = self.settings
-        self.service = await start_relay_service(self.hooks, s.common.transport, s.addr, s.store_dir, s.tcp_addr)
+        self.service = await start_relay_service(self.hooks, s.common.transport, s.addr, s.store_dir,
+                                                 s.handshake_idle_timeout, s.tcp_addr)
         # grants control issued before a restart stay valid: serve them before re-registering
         remembered = await self.service.store.get("control", "grant-key")
         if remembered is not None:
@@ -302,7 +308,7 @@ class Relay:
         trust = Trust(server_name=s.control_name, cafile=s.control_cas)
         while True:
             conn = await dial_until_up(service.endpoint, s.control_addr, alpn=ALPN_RELAYS, trust=trust,
-                                       timeout=STEP_TIMEOUT, backoff=backoff, logger=log, what="control server")
+                                       timeout=s.handshake_idle_timeout or STEP_TIMEOUT, backoff=backoff, logger=log, what="control server")
             try:
                 with attempt() as tried:
                     closed = await self._registered_session(conn)
@@ -336,7 +342,8 @@ class Relay:
         messages = MessageStream(await conn.open_stream())
         port = service.endpoint.local_address.port
         tcp_port = service.tcp_address.port if service.tcp_address else 0
-        await messages.send(RelayRegister(s.token, s.hostname, port, service.identity.der, tcp_port))
+        await messages.send(RelayRegister(s.token, s.hostname, port, service.identity.der, metadata=s.metadata,
+                                          tcp_port=tcp_port))
         registered = await messages.recv(RelayRegistered, timeout=STEP_TIMEOUT)
         if registered.grant_key != service.grant_key:
             await service.store.put("control", "grant-key", registered.grant_key)
@@ -346,5 +353,5 @@ class Relay:
         return await conn.wait_closed()
 
     def status(self) -> dict:
-        return {"role": "relay", "control_connected": self.control_connected,
+        return {"role": "relay", "control_connected": self.control_connected, "metadata": self.settings.metadata,
                 **(self.service.status() if self.service else {})}

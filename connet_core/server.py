@@ -27,7 +27,7 @@ class Server:
         s = self.settings
         await self.control.start()
         self.relay = await start_relay_service(self.hooks, s.common.transport, s.relay_addr, s.control.store_dir,
-                                               s.relay_tcp_addr)
+                                               s.control.handshake_idle_timeout, s.relay_tcp_addr)
         # the built-in relay needs no registration: control hands it its grant key directly
         port = self.relay.endpoint.local_address.port
         tcp = self.relay.tcp_address

@@ -74,14 +74,15 @@ class ControlLink:
         settings = self._settings
         state = self._state
         trust = Trust(server_name=settings.server_name, cafile=settings.server_cas)
+        timeout = settings.handshake_idle_timeout or CONTROL_DIAL_TIMEOUT
         while True:
             def dial() -> Awaitable[Connection]:
                 return self._carrier.dial(settings.server_addr, settings.server_tcp_addr, alpn=ALPN_CONTROL,
-                                          trust=trust, timeout=CONTROL_DIAL_TIMEOUT)
+                                          trust=trust, timeout=timeout)
 
             conn = await dial_until_up(self._endpoint, settings.server_addr, alpn=ALPN_CONTROL, trust=trust,
-                                       timeout=CONTROL_DIAL_TIMEOUT, backoff=unreachable, logger=log,
-                                       what="control server", hint=self._trust_hint, dial=dial)
+                                       timeout=timeout, backoff=unreachable, logger=log, what="control server",
+                                       hint=self._trust_hint, dial=dial)
             state.control_carrier = carrier_of(conn)
             try:
                 with attempt() as tried:
@@ -129,7 +130,7 @@ class ControlLink:
     async def _session(self, conn: Connection) -> None:
         state = self._state
         messages = MessageStream(await conn.open_stream())
-        await messages.send(Authenticate(token=self._settings.token))
+        await messages.send(Authenticate(token=self._settings.token, metadata=self._settings.metadata))
         welcome = await messages.recv(Authenticated, timeout=HANDSHAKE_STEP_TIMEOUT)
         try:
             state.observed = HostPort.parse(welcome.observed_addr)

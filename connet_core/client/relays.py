@@ -11,7 +11,6 @@ from typing import Awaitable, Callable
 
 from connet_core.client.state import (
     HANDSHAKE_STEP_TIMEOUT,
-    PEER_DIAL_TIMEOUT,
     ClientState,
     RelayLink,
     prove_over,
@@ -114,7 +113,7 @@ class Relays:
         """One connection to the relay: prove our key with the grants, then serve its
         streams and show it grants for names announced later, until something fails."""
         conn = await self._carrier.dial(link.addr, link.tcp_addr, alpn=ALPN_RELAY, trust=trust,
-                                        timeout=PEER_DIAL_TIMEOUT)
+                                        timeout=self._state.dial_timeout)
         try:
             grants = tuple(link.grants.values())
             await prove_over(conn, self._state.identity, ALPN_RELAY, grants)

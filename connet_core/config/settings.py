@@ -34,6 +34,15 @@ class EndpointSettings:
     role: Role
     addr: HostPort
     route: RoutePolicy = RoutePolicy.ANY
+    # a destination: the PROXY protocol header for its service ("" none, "v1", "v2"), and
+    # how long dialing the service may take; a source: how long one destination may take to
+    # accept a stream request. None: the built-in default (docs/configuration.md)
+    proxy_proto_version: str = ""
+    dial_timeout: float | None = None
+    # a source: load balancing over the destinations announcing its name (client/balance.py)
+    lb_policy: str = ""  # "" none | least-latency | least-conns | round-robin | random
+    lb_retry: str = ""  # "" the policy's default | never | count | timed | all
+    lb_retry_max: int = 0  # count: destinations; timed: milliseconds; 0: the default
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,8 @@ class ClientSettings:
     status_addr: HostPort | None = None
     destinations: tuple[EndpointSettings, ...] = ()
     sources: tuple[EndpointSettings, ...] = ()
+    metadata: str = ""  # a label shown in status (own and at control)
+    handshake_idle_timeout: float | None = None  # QUIC handshakes; None: the transport's default
     common: CommonSettings = CommonSettings()
 
 
@@ -61,6 +72,10 @@ class ControlSettings:
     tcp_addr: HostPort | None = None  # also over TLS-over-TCP (off unless set)
     status_addr: HostPort | None = None
     store_dir: Path | None = None  # None: a new temp directory per run
+    handshake_idle_timeout: float | None = None
+    # how long a destination or source whose session is gone stays announced (a reconnect
+    # within it changes nothing for its peers); 0: dropped at once
+    endpoint_expiry: float = 30.0
     common: CommonSettings = CommonSettings()
 
 
@@ -75,6 +90,8 @@ class RelaySettings:
     control_name: str = "localhost"
     status_addr: HostPort | None = None
     store_dir: Path | None = None
+    metadata: str = ""
+    handshake_idle_timeout: float | None = None
     common: CommonSettings = CommonSettings()
 
 

@@ -20,7 +20,7 @@ def test_relay_info_carries_the_tcp_address_and_defaults_without_it() -> None:
 
 
 def test_relay_register_carries_the_tcp_port_and_defaults_without_it() -> None:
-    hello = RelayRegister("token", "relay.example", 19191, b"cert", 443)
+    hello = RelayRegister("token", "relay.example", 19191, b"cert", tcp_port=443)
     assert decode(encode(hello), RelayRegister) == hello
     wire = msgpack.unpackb(encode(hello))
     del wire["tcp_port"]
