@@ -46,6 +46,8 @@ CLIENT_FLAG_KEYS = {
     "server_addr": "client.server-addr",
     "server_cas": "client.server-cas",
     "server_name": "client.server-name",
+    "server_tcp_addr": "client.server-tcp-addr",
+    "udp": "client.udp",
     "direct_addr": "client.direct-addr",
     "status_addr": "client.status-addr",
     "metadata": "client.metadata",
@@ -215,6 +217,8 @@ def _endpoint_options(func: F) -> F:
     metavar="HOST",
     help="Name checked in the control server certificate.  [default: the host of --server-addr]",
 )
+@click.option("--server-tcp-addr", metavar="HOST:PORT", help="Control server over TLS-over-TCP, where UDP is blocked.")
+@click.option("--udp", metavar="auto|never", help="auto: TCP after 3 s without UDP; never: TCP only.  [default: auto]")
 @click.option(
     "--direct-addr", metavar="HOST:PORT", help="UDP address for direct peer connections and control.  [default: :19192]"
 )
@@ -236,6 +240,8 @@ def cli(
     server_addr: str | None,
     server_cas: Path | None,
     server_name: str | None,
+    server_tcp_addr: str | None,
+    udp: str | None,
     direct_addr: str | None,
     status_addr: str | None,
     metadata: str | None,
@@ -260,6 +266,8 @@ def cli(
         "server_addr": server_addr,
         "server_cas": server_cas,
         "server_name": server_name,
+        "server_tcp_addr": server_tcp_addr,
+        "udp": udp,
         "direct_addr": direct_addr,
         "status_addr": status_addr,
         "metadata": metadata,

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import socket
 
+from connet_core.client.carrier import Carrier
 from connet_core.client.control_link import ControlLink
 from connet_core.client.destinations import Destinations
 from connet_core.client.peers import Peers
@@ -83,9 +84,11 @@ class Client:
         settings, state = self.settings, self.state
         destinations = Destinations(settings, state)
         peers = Peers(settings, state, endpoint, tg, serve_stream=destinations.serve_direct_stream)
-        relays = Relays(state, endpoint, tg, serve_stream=destinations.serve_relayed_stream)
+        carrier = Carrier(endpoint, settings.udp)
+        relays = Relays(state, endpoint, tg, serve_stream=destinations.serve_relayed_stream, carrier=carrier)
         sources = Sources(state, self.hooks, tg)
-        control = ControlLink(settings, state, endpoint, on_peers=peers.update, on_relays=relays.update)
+        control = ControlLink(settings, state, endpoint, on_peers=peers.update, on_relays=relays.update,
+                              carrier=carrier)
         for source, sock in zip(settings.sources, listeners):
             tg.create_task(sources.accept(source, sock))
         tg.create_task(peers.accept())

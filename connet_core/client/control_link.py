@@ -8,6 +8,7 @@ import logging
 from typing import Awaitable, Callable
 
 from connet_core.addresses import local_candidates
+from connet_core.client.carrier import MOVED_BACK, Carrier, carrier_of
 from connet_core.client.state import HANDSHAKE_STEP_TIMEOUT, ClientState, role_of
 from connet_core.component import RECONNECT_CEILING, Backoff, dial_until_up
 from connet_core.config import ClientSettings
@@ -24,7 +25,7 @@ from connet_core.protocol.messages import (
     RelaysUpdate,
 )
 from connet_core.protocol.streams import MessageStream
-from connet_core.supervise import attempt, close_code, describe, pause
+from connet_core.supervise import TaskGroup, attempt, close_code, describe, pause
 from connet_core.transport import Connection, Endpoint, Trust
 
 log = logging.getLogger("connet.client")
@@ -38,8 +39,10 @@ class ControlLink:
     def __init__(
         self, settings: ClientSettings, state: ClientState, endpoint: Endpoint, *,
         on_peers: Callable[[PeersUpdate], Awaitable[None]], on_relays: Callable[[RelaysUpdate], None],
+        carrier: Carrier | None = None,
     ) -> None:
         self._settings = settings
+        self._carrier = carrier or Carrier(endpoint, settings.udp)
         self._state = state
         self._endpoint = endpoint
         self._on_peers = on_peers
@@ -71,13 +74,22 @@ class ControlLink:
         settings = self._settings
         state = self._state
         trust = Trust(server_name=settings.server_name, cafile=settings.server_cas)
+        timeout = settings.handshake_idle_timeout or CONTROL_DIAL_TIMEOUT
         while True:
+            def dial() -> Awaitable[Connection]:
+                return self._carrier.dial(settings.server_addr, settings.server_tcp_addr, alpn=ALPN_CONTROL,
+                                          trust=trust, timeout=timeout)
+
             conn = await dial_until_up(self._endpoint, settings.server_addr, alpn=ALPN_CONTROL, trust=trust,
-                                       timeout=settings.handshake_idle_timeout or CONTROL_DIAL_TIMEOUT, backoff=unreachable, logger=log,
-                                       what="control server", hint=self._trust_hint)
+                                       timeout=timeout, backoff=unreachable, logger=log, what="control server",
+                                       hint=self._trust_hint, dial=dial)
+            state.control_carrier = carrier_of(conn)
             try:
                 with attempt() as tried:
-                    await self._session(conn)
+                    async with TaskGroup() as tg:
+                        tg.create_task(self._carrier.back_to_udp(conn, settings.server_addr, alpn=ALPN_CONTROL,
+                                                                 trust=trust))
+                        await self._session(conn)
             except BaseException as exc:
                 conn.close(close_code(exc), "client stopping")
                 raise
@@ -107,7 +119,8 @@ class ControlLink:
             if error.code == CloseCode.FORBIDDEN:
                 log.error("control server %s refused this client (forbidden); retrying", addr)
                 return refused
-            log.warning("lost the control server %s: %s", addr, _why_lost(error))
+            if error.reason != MOVED_BACK:  # else carrier said it
+                log.warning("lost the control server %s: %s", addr, _why_lost(error))
         elif error is not None:
             log.warning("control session failed: %s; retrying", describe(error))
             conn.close(close_code(error), "protocol error")

@@ -136,6 +136,7 @@ class RelayLink:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     active_streams: int = 0
+    tcp_addr: HostPort | None = None  # where the relay also takes QUIC over TCP (UDP blocked)
 
     @property
     def label(self) -> str:
@@ -156,6 +157,7 @@ class ClientState:
         # control link: the session and what control refused
         self.control_connected = False
         self.observed: HostPort | None = None
+        self.control_carrier: str | None = None  # "udp" or "tcp" (connet_core.client.carrier)
         self.refused: dict[Key, str] = {}
         # peers: whom control matched, under which name, and the peers' connections
         self.matches: dict[Key, dict[bytes, PeerInfo]] = {}

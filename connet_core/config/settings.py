@@ -51,6 +51,8 @@ class ClientSettings:
     server_addr: HostPort = HostPort("localhost", 19190)
     server_cas: Path | None = None
     server_name: str = "localhost"
+    server_tcp_addr: HostPort | None = None  # control over TLS-over-TCP, where UDP is blocked
+    udp: str = "auto"  # auto: UDP first, TCP after UDP_FALLBACK_AFTER; never: TCP only
     direct_addr: HostPort = HostPort("", 19192)
     status_addr: HostPort | None = None
     destinations: tuple[EndpointSettings, ...] = ()
@@ -67,6 +69,7 @@ class ControlSettings:
     client_auth: AuthSettings
     relay_auth: AuthSettings | None = None  # None: relays are not accepted
     addr: HostPort = HostPort("", 19190)
+    tcp_addr: HostPort | None = None  # also over TLS-over-TCP (off unless set)
     status_addr: HostPort | None = None
     store_dir: Path | None = None  # None: a new temp directory per run
     handshake_idle_timeout: float | None = None
@@ -80,6 +83,7 @@ class ControlSettings:
 class RelaySettings:
     token: str
     addr: HostPort = HostPort("", 19191)
+    tcp_addr: HostPort | None = None  # also over TLS-over-TCP (off unless set), advertised beside addr
     hostname: str = "localhost"
     control_addr: HostPort = HostPort("localhost", 19190)
     control_cas: Path | None = None
@@ -97,6 +101,7 @@ class ServerSettings:
 
     control: ControlSettings
     relay_addr: HostPort = HostPort("", 19191)
+    relay_tcp_addr: HostPort | None = None
     relay_hostname: str = "localhost"
     common: CommonSettings = CommonSettings()
 

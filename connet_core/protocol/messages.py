@@ -52,6 +52,9 @@ class RelayInfo:
     addr: str  # host:port
     certificate: bytes  # DER, pinned by the client
     grant: bytes
+    # host:port where the relay also takes QUIC over TLS-over-TCP (clients whose UDP is
+    # blocked); "" when it does not. Added after 1.0: older peers ignore it, older relays omit it.
+    tcp_addr: str = ""
 
 
 # --- control protocol (connet-control/1), on the session stream --------------------------
@@ -124,6 +127,7 @@ class RelayRegister:
     port: int
     certificate: bytes
     metadata: str = ""  # the relay's label, as for Authenticate
+    tcp_port: int = 0  # the relay's TLS-over-TCP port (at hostname); 0: none
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,9 @@ INET_CIDR = "203.0.113.0/24"
 SERVER_IP = "203.0.113.10"
 CONTROL_PORT = 19190
 RELAY_PORT = 19191
+CONTROL_TCP_PORT = 443  # control and relay over TLS-over-TCP, for the udp-blocked preset
+RELAY_TCP_PORT = 8443
+UDP_BLOCKED = "udp-blocked"  # easy NAT whose router drops all UDP both ways (not in the grid's PRESETS)
 DIRECT_PORT = 19192
 ECHO_PORT = 7000
 SOURCE_PORT = 7001
@@ -233,7 +236,9 @@ def _nat_ruleset(preset: str) -> str:
         + ("  ct status dnat accept\n" if preset == "fullcone" else "")
         + "  iifname \"wan\" ct state new drop\n }\n}\n"
     )
-    if preset in ("easy", "same-lan"):
+    if preset == UDP_BLOCKED:  # as easy, and no UDP crosses the router either way
+        filt = filt.replace("type filter hook forward priority 0;\n", "type filter hook forward priority 0;\n  meta l4proto udp drop\n")
+    if preset in ("easy", "same-lan", UDP_BLOCKED):
         nat = (
             "table ip nat {\n"
             " chain prerouting {\n  type nat hook prerouting priority dstnat;\n }\n"
@@ -272,8 +277,10 @@ def _p2p_counter(exclude: str | None, cidr: str | None = None) -> str:
 
 RELAY_COUNTERS = (
     "table inet natlab {\n counter relay_in {}\n counter relay_out {}\n"
-    f" chain input {{\n  type filter hook input priority 0;\n  udp dport {RELAY_PORT} counter name relay_in\n }}\n"
-    f" chain output {{\n  type filter hook output priority 0;\n  udp sport {RELAY_PORT} counter name relay_out\n }}\n}}\n"
+    f" chain input {{\n  type filter hook input priority 0;\n  udp dport {RELAY_PORT} counter name relay_in\n"
+    f"  tcp dport {RELAY_TCP_PORT} counter name relay_in\n }}\n"
+    f" chain output {{\n  type filter hook output priority 0;\n  udp sport {RELAY_PORT} counter name relay_out\n"
+    f"  tcp sport {RELAY_TCP_PORT} counter name relay_out\n }}\n}}\n"
 )
 
 
@@ -399,6 +406,8 @@ class Lab:
             "[server]\n"
             f'addr = "{SERVER_IP}:{CONTROL_PORT}"\n'
             f'relay-addr = "{SERVER_IP}:{RELAY_PORT}"\n'
+            f'tcp-addr = "{SERVER_IP}:{CONTROL_TCP_PORT}"\n'
+            f'relay-tcp-addr = "{SERVER_IP}:{RELAY_TCP_PORT}"\n'
             f'relay-hostname = "{SERVER_IP}"\n'
             f'cert-file = "{self.certs / "server.pem"}"\n'
             f'key-file = "{self.certs / "server-key.pem"}"\n'
@@ -414,8 +423,9 @@ class Lab:
         echo.listening("echo", "tcp")
         return echo
 
-    def start_client(self, role: str, host: Host, route: str = "any") -> Client:
-        """A destination (in front of the echo service) or a source (on 127.0.0.1:SOURCE_PORT)."""
+    def start_client(self, role: str, host: Host, route: str = "any", extra: str = "") -> Client:
+        """A destination (in front of the echo service) or a source (on 127.0.0.1:SOURCE_PORT);
+        ``extra``: more [client] lines (TOML)."""
         token = TOKENS[0] if role == "destination" else TOKENS[1]
         table = "destinations" if role == "destination" else "sources"
         addr = f"127.0.0.1:{ECHO_PORT}" if role == "destination" else f"127.0.0.1:{SOURCE_PORT}"
@@ -427,6 +437,7 @@ class Lab:
             f'server-addr = "{SERVER_IP}:{CONTROL_PORT}"\n'
             f'server-cas = "{self.certs / "ca.pem"}"\n'
             f'direct-addr = "0.0.0.0:{DIRECT_PORT}"\n'
+            + extra +
             f"[client.{table}.{ENDPOINT}]\n"
             f'addr = "{addr}"\n'
             f'route = "{route}"\n'
