@@ -41,6 +41,7 @@ CLIENT_FLAG_KEYS = {
     "server_name": "client.server-name",
     "direct_addr": "client.direct-addr",
     "status_addr": "client.status-addr",
+    "port_mapping": "client.port-mapping",
 }
 
 
@@ -221,6 +222,10 @@ class _PluginCommands(click.Group):
     "--direct-addr", metavar="HOST:PORT", help="UDP address for direct peer connections and control.  [default: :19192]"
 )
 @click.option("--status-addr", metavar="HOST:PORT", help="HTTP status endpoint.  [default: disabled]")
+@click.option(
+    "--port-mapping/--no-port-mapping", default=None,
+    help="Ask the router (PCP, NAT-PMP, UPnP) to map the direct-addr port.  [default: on]",
+)
 @click.option("--dst-name", metavar="NAME", help="Name of one destination to expose (with --dst-addr).")
 @click.option("--dst-addr", metavar="HOST:PORT", help="Where that destination connects to.")
 @click.option("--dst-route", metavar="ROUTE", help="any | direct | relay  [default: any]")
@@ -241,6 +246,7 @@ def cli(
     server_name: str | None,
     direct_addr: str | None,
     status_addr: str | None,
+    port_mapping: bool | None,
     dst_name: str | None,
     dst_addr: str | None,
     dst_route: str | None,
@@ -266,6 +272,7 @@ def cli(
         "server_name": server_name,
         "direct_addr": direct_addr,
         "status_addr": status_addr,
+        "port_mapping": port_mapping,
     }
     flags.update({CLIENT_FLAG_KEYS[name]: value for name, value in given.items() if value is not None})
     flags.update(endpoint_flags("destinations", dst_name, dst_addr, dst_route))

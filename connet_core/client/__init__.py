@@ -32,8 +32,10 @@ from connet_core.errors import TransportError
 from connet_core.logs import log_listening
 from connet_core.model import HostPort
 from connet_core.plugins import Hooks, load_hooks
+from connet_core.portmap.mapper import PortMapper
 from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.messages import ALPN_PEER, PeerInfo
+from connet_core.component import spawn
 from connet_core.supervise import TaskGroup
 from connet_core.tls_stream import PinnedContexts
 from connet_core.transport import Endpoint, TLSIdentity
@@ -90,6 +92,14 @@ class Client:
         tg.create_task(peers.accept())
         tg.create_task(control.run())
         tg.create_task(peers.retire_unmatched())
+        if settings.port_mapping:
+            # in the background: until (unless) the router answers, nothing waits for it
+            mapper = PortMapper(endpoint.local_address.port, lambda: self._mapping_changed(mapper))
+            spawn(tg, mapper.run(), "port mapping", log)
+
+    def _mapping_changed(self, mapper: PortMapper) -> None:
+        self.state.port_mapping = mapper.current
+        self.state.candidates_changed.set()
 
     def status(self) -> dict:
         return {**client_status(self.settings, self.state, self.endpoint), "plugin_errors": self.hooks.error_report()}

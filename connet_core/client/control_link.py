@@ -24,7 +24,7 @@ from connet_core.protocol.messages import (
     RelaysUpdate,
 )
 from connet_core.protocol.streams import MessageStream
-from connet_core.supervise import attempt, close_code, describe, pause
+from connet_core.supervise import TaskGroup, attempt, close_code, describe, pause
 from connet_core.transport import Connection, Endpoint, Trust
 
 log = logging.getLogger("connet.client")
@@ -54,7 +54,13 @@ class ControlLink:
         ]
 
     def _direct_candidates(self) -> list[str]:
-        """Where peers may dial us, besides the address control observes."""
+        """Where peers may dial us, besides the address control observes: the router's port
+        mapping (when one is up) and the local addresses."""
+        mapping = self._state.port_mapping
+        mapped = [str(mapping.external)] if mapping is not None else []
+        return mapped + self._local_candidates()
+
+    def _local_candidates(self) -> list[str]:
         bound = self._endpoint.local_address
         ip = bound.ip()
         if ip is not None and not ip.is_unspecified:
@@ -125,8 +131,23 @@ class ControlLink:
             raise ProtocolError(f"control sent a bad observed address {welcome.observed_addr[:60]!r}") from None
         state.control_connected = True
         log.info("connected to control server %s; observed address %s", self._settings.server_addr, state.observed)
+        state.candidates_changed.clear()
         for announce in self._announcements():
             await messages.send(announce)
+        async with TaskGroup() as tg:
+            tg.create_task(self._reannounce(messages))
+            await self._receive(messages)
+
+    async def _reannounce(self, messages: MessageStream) -> None:
+        """Announce again whenever our candidates change (a port mapping came or went)."""
+        while True:
+            await self._state.candidates_changed.wait()
+            self._state.candidates_changed.clear()
+            for announce in self._announcements():
+                await messages.send(announce)
+
+    async def _receive(self, messages: MessageStream) -> None:
+        state = self._state
         while True:
             message = await messages.recv((PeersUpdate, AnnounceRefused, RelaysUpdate))
             if isinstance(message, PeersUpdate):

@@ -3,6 +3,8 @@ docs/schemas/client.json). Read-only: a view of the shared state at this moment.
 
 from __future__ import annotations
 
+import time
+
 from connet_core.client.state import ClientState, Key, Peer, local_route
 from connet_core.config import ClientSettings
 from connet_core.model import PathKind, Role, RoutePolicy
@@ -73,6 +75,7 @@ def client_status(settings: ClientSettings, state: ClientState, endpoint: Endpoi
         "control": {"addr": str(settings.server_addr), "connected": state.control_connected},
         "observed_addr": str(state.observed) if state.observed else None,
         "direct_addr": str(endpoint.local_address) if endpoint else None,
+        "port_mapping": state.port_mapping.status(time.monotonic()) if state.port_mapping else None,
         "endpoints": endpoints,
         "relay_tls_contexts": len(state.tls),
     }

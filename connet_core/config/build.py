@@ -260,6 +260,7 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
         server_name=section.get("server-name", server_addr.host),  # type: ignore[arg-type]
         direct_addr=section.get("direct-addr", HostPort("", 19192)),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
+        port_mapping=section.get("port-mapping", True),  # type: ignore[arg-type]
         destinations=tuple(endpoints[Role.DESTINATION]),
         sources=tuple(endpoints[Role.SOURCE]),
         common=common,

@@ -67,6 +67,7 @@ SCHEMA: dict[str, _Spec] = {
         "server-name": _Leaf("host"),
         "direct-addr": _Leaf("listen"),
         "status-addr": _Leaf("listen"),
+        "port-mapping": _Leaf("bool"),
         "destinations": _Named({"addr": _Leaf("dial"), "route": _Leaf("enum", _ROUTES)}),
         "sources": _Named({"addr": _Leaf("listen"), "route": _Leaf("enum", _ROUTES)}),
     },
@@ -237,7 +238,17 @@ def _regex(value: object) -> str:
     return text
 
 
+def _bool(value: object) -> bool:
+    # a TOML boolean, or from a flag or CONNET_* variable the words true/false
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise _Invalid(f"expected true or false, got {_describe(value)}")
+
+
 _CONVERTERS: dict[str, Callable[[object], object]] = {
+    "bool": _bool,
     "text": _text,
     "host": _host,
     "listen": _listen,

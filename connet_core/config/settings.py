@@ -44,6 +44,7 @@ class ClientSettings:
     server_name: str = "localhost"
     direct_addr: HostPort = HostPort("", 19192)
     status_addr: HostPort | None = None
+    port_mapping: bool = True  # ask the router (PCP, NAT-PMP, UPnP) to map direct-addr's port
     destinations: tuple[EndpointSettings, ...] = ()
     sources: tuple[EndpointSettings, ...] = ()
     common: CommonSettings = CommonSettings()
