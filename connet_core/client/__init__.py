@@ -45,6 +45,13 @@ __all__ = ["Client"]
 log = logging.getLogger("connet.client")
 
 
+def _control_on_this_machine(settings: ClientSettings) -> bool:
+    """Control on loopback (one machine: tests, demos): no router between us and anyone it
+    matches us with, so no mapping to ask for and no packet to send to the router."""
+    ip = settings.server_addr.ip()
+    return (ip is not None and ip.is_loopback) or settings.server_addr.host == "localhost"
+
+
 class Client:
     """``await Client(settings).run()`` serves until cancelled."""
 
@@ -92,7 +99,7 @@ class Client:
         tg.create_task(peers.accept())
         tg.create_task(control.run())
         tg.create_task(peers.retire_unmatched())
-        if settings.port_mapping:
+        if settings.port_mapping and not _control_on_this_machine(settings):
             # in the background: until (unless) the router answers, nothing waits for it
             mapper = PortMapper(endpoint.local_address.port, lambda: self._mapping_changed(mapper))
             spawn(tg, mapper.run(), "port mapping", log)

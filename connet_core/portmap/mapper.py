@@ -63,11 +63,11 @@ class _Answers(asyncio.DatagramProtocol):
             self.queue.put_nowait(exc)
 
 
-async def _exchange(gateway: ipaddress.IPv4Address, make: Callable[[ipaddress.IPv4Address], bytes],
+async def _exchange(gateway: ipaddress.IPv4Address, port: int, make: Callable[[ipaddress.IPv4Address], bytes],
                     parse: Callable[[bytes], T]) -> T:
-    """Send ``make(our address)`` to the gateway's port 5351 until ``parse`` accepts an answer."""
+    """Send ``make(our address)`` to the gateway's ``port`` until ``parse`` accepts an answer."""
     loop = asyncio.get_running_loop()
-    transport, answers = await loop.create_datagram_endpoint(_Answers, remote_addr=(str(gateway), natpmp.PORT))
+    transport, answers = await loop.create_datagram_endpoint(_Answers, remote_addr=(str(gateway), port))
     try:
         local = ipaddress.IPv4Address(transport.get_extra_info("sockname")[0])
         request = make(local)
@@ -82,7 +82,7 @@ async def _exchange(gateway: ipaddress.IPv4Address, make: Callable[[ipaddress.IP
                 if isinstance(answer, OSError):
                     raise MappingFailed(f"gateway {gateway}: {answer.strerror or answer}")
                 return parse(answer)
-        raise MappingFailed(f"gateway {gateway} did not answer on port {natpmp.PORT}")
+        raise MappingFailed(f"gateway {gateway} did not answer on port {port}")
     finally:
         transport.close()
 
@@ -97,8 +97,11 @@ class PortMapper:
     """``await run()`` keeps the mapping until cancelled; ``current`` is the live one."""
 
     def __init__(self, internal_port: int, on_change: Callable[[], None], *,
-                 gateway: Callable[[], ipaddress.IPv4Address | None] = default_gateway) -> None:
+                 gateway: Callable[[], ipaddress.IPv4Address | None] = default_gateway,
+                 server_port: int = natpmp.PORT, upnp_enabled: bool = True) -> None:
         self.internal_port = internal_port
+        self._port = server_port  # PCP's and NAT-PMP's (5351; tests use their own)
+        self._upnp_enabled = upnp_enabled
         self.current: MappedAddress | None = None
         self.last_error: str | None = None
         self._on_change = on_change
@@ -136,7 +139,7 @@ class PortMapper:
 
     async def _obtain(self, gateway: ipaddress.IPv4Address) -> MappedAddress | None:
         """PCP, NAT-PMP, UPnP in turn (the one holding the mapping first); None if all failed."""
-        order = ["pcp", "nat-pmp", "upnp"]
+        order = ["pcp", "nat-pmp", "upnp"] if self._upnp_enabled else ["pcp", "nat-pmp"]
         if self.current is not None:
             order.remove(self.current.protocol)
             order.insert(0, self.current.protocol)
@@ -156,7 +159,7 @@ class PortMapper:
         port = self.internal_port
         suggested = self.current.external.port if self.current is not None else port
         try:
-            answer = await _exchange(gateway, lambda local: pcp.map_request(local, self._nonce, port, LIFETIME, suggested),
+            answer = await _exchange(gateway, self._port, lambda local: pcp.map_request(local, self._nonce, port, LIFETIME, suggested),
                                      lambda data: pcp.parse_map(data, self._nonce, port))
         except pcp.PcpError as exc:
             raise MappingFailed(str(exc)) from None
@@ -167,8 +170,8 @@ class PortMapper:
         port = self.internal_port
         suggested = self.current.external.port if self.current is not None else port
         try:
-            external = await _exchange(gateway, lambda _: natpmp.external_address_request(), natpmp.parse_external_address)
-            answer = await _exchange(gateway, lambda _: natpmp.map_request(port, suggested, LIFETIME),
+            external = await _exchange(gateway, self._port, lambda _: natpmp.external_address_request(), natpmp.parse_external_address)
+            answer = await _exchange(gateway, self._port, lambda _: natpmp.map_request(port, suggested, LIFETIME),
                                      lambda data: natpmp.parse_map(data, port))
         except natpmp.NatPmpError as exc:
             raise MappingFailed(str(exc)) from None
@@ -188,10 +191,10 @@ class PortMapper:
         try:
             async with asyncio.timeout(DELETE_TIMEOUT):
                 if mapping.protocol == "pcp":
-                    await _exchange(gateway, lambda local: pcp.map_request(local, self._nonce, port, 0),
+                    await _exchange(gateway, self._port, lambda local: pcp.map_request(local, self._nonce, port, 0),
                                     lambda data: pcp.parse_map(data, self._nonce, port))
                 elif mapping.protocol == "nat-pmp":
-                    await _exchange(gateway, lambda _: natpmp.map_request(port, 0, 0),
+                    await _exchange(gateway, self._port, lambda _: natpmp.map_request(port, 0, 0),
                                     lambda data: natpmp.parse_map(data, port))
                 elif mapping.upnp is not None:
                     await upnp.delete_mapping(mapping.upnp, DELETE_TIMEOUT)

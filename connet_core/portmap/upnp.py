@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from dataclasses import dataclass
 
 from async_upnp_client.aiohttp import AiohttpRequester
@@ -14,6 +15,9 @@ from async_upnp_client.exceptions import UpnpError
 from async_upnp_client.client import UpnpAction, UpnpDevice
 from async_upnp_client.profiles.igd import IgdDevice
 from async_upnp_client.search import SsdpSearchListener
+
+# its debug lines are whole XML descriptions: the client's debug log says what it needs
+logging.getLogger("async_upnp_client").setLevel(logging.INFO)
 
 IGD_TYPES = tuple(IgdDevice.DEVICE_TYPES)  # the library's list of IGD v1/v2 device types
 DESCRIPTION = "connet"

@@ -42,6 +42,7 @@ from itertools import count
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from natlab import portmap_lab
 from support.daemons import CONNET, Daemon
 
 PRESETS: tuple[str, ...] = ("none", "easy", "fullcone", "hard")
@@ -361,7 +362,8 @@ class Lab:
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1",
            f"net.netfilter.nf_conntrack_udp_timeout={CONNTRACK_UDP_TIMEOUT}",
            f"net.netfilter.nf_conntrack_udp_timeout_stream={CONNTRACK_UDP_TIMEOUT}", ns=router)
-        sh("nft", "-f", "-", ns=router, stdin=_nat_ruleset(preset))
+        mapping = portmap_lab.is_mapping(preset)  # a router with miniupnpd (natlab/portmap_lab.py)
+        sh("nft", "-f", "-", ns=router, stdin=portmap_lab.ruleset(preset, lan) if mapping else _nat_ruleset(preset))
         if hosts > 1:
             # the LAN is a bridge in the router; a counter there sees host-to-host traffic
             sh("ip", "link", "add", "lan", "type", "bridge", ns=router)
@@ -382,6 +384,8 @@ class Lab:
         sh("ip", "addr", "add", f"{lan}.1/24", "dev", "lan", ns=router)
         sh("ip", "link", "set", "lan", "up", ns=router)
         self.sites.append(site)
+        if mapping:
+            portmap_lab.start_router_daemon(self, site, lan)
         return site
 
     # -- processes
