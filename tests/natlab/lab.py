@@ -418,7 +418,7 @@ class Lab:
         echo.listening("echo", "tcp")
         return echo
 
-    def start_client(self, role: str, host: Host, route: str = "any") -> Client:
+    def start_client(self, role: str, host: Host, route: str = "any", extra: str = "") -> Client:
         """A destination (in front of the echo service) or a source (on 127.0.0.1:SOURCE_PORT)."""
         token = TOKENS[0] if role == "destination" else TOKENS[1]
         table = "destinations" if role == "destination" else "sources"
@@ -431,6 +431,7 @@ class Lab:
             f'server-addr = "{SERVER_IP}:{CONTROL_PORT}"\n'
             f'server-cas = "{self.certs / "ca.pem"}"\n'
             f'direct-addr = "0.0.0.0:{DIRECT_PORT}"\n'
+            f"{extra}"  # more [client] keys, one per line
             f"[client.{table}.{ENDPOINT}]\n"
             f'addr = "{addr}"\n'
             f'route = "{route}"\n'

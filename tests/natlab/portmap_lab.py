@@ -25,6 +25,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from support.programs import need_program
+
 if TYPE_CHECKING:
     from natlab.lab import Lab, Site
 
@@ -77,6 +79,7 @@ def _start_stun(lab: "Lab") -> None:
 def start_router_daemon(lab: "Lab", site: "Site", lan: str) -> None:
     """miniupnpd in the site's router, once STUN has told it its WAN address is usable."""
     assert site.router is not None
+    need_program("miniupnpd")
     _start_stun(lab)
     features = MAPPING_PRESETS[site.preset]
     name = site.router.rsplit("-", 1)[-1]
