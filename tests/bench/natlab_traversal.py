@@ -29,9 +29,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for natlab and support
 
 from natlab.lab import EXPECTED, PRESETS, SERVER_IP, Lab, LabError, build_pair, missing_prerequisite, sweep_stale  # noqa: E402
+from natlab.portmap_lab import MAPPING_CELLS  # noqa: E402
 from support.daemons import CONNET  # noqa: E402
 
-CELLS: list[tuple[str, str]] = [(s, d) for s in PRESETS for d in PRESETS] + [("same-lan", "same-lan")]
+CELLS: list[tuple[str, str]] = [(s, d) for s in PRESETS for d in PRESETS] + [("same-lan", "same-lan")] + MAPPING_CELLS
 
 
 def run_once(workdir: Path, certs: Path, src: str, dst: str, direct_wait: float) -> dict:

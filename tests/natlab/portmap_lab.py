@@ -34,6 +34,10 @@ MAPPING_PRESETS: dict[str, dict[str, bool]] = {
     "hard-map": {"natpmp": True, "upnp": True},
     "hard-igd": {"natpmp": False, "upnp": True},
 }
+# the grid's cells that a mapping makes direct (without it, hard x hard and hard x easy relay)
+MAPPING_CELLS: list[tuple[str, str]] = [
+    ("hard-map", "hard"), ("hard", "hard-map"), ("hard-map", "easy"), ("easy", "hard-map"), ("hard-igd", "hard"),
+]
 STUN_IPS = ("203.0.113.10", "203.0.113.11")  # the server's address and a second one
 STUN_PORTS = (3478, 3479)
 STUNSERVER = Path(__file__).with_name("stunserver.py")

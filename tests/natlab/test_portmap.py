@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from natlab.lab import DIRECT_PORT, Lab, build_pair, sh
-from natlab.portmap_lab import mapped_ports
+from natlab.portmap_lab import MAPPING_CELLS, mapped_ports
 from natlab.test_grid import run_cell
 from support.programs import need_program
 
@@ -19,17 +19,11 @@ pytestmark = [pytest.mark.natlab]
 
 # (source, destination): each needs the mapping to be direct (hard x hard, hard x easy are
 # relayed without it, see test_grid.py)
-MAPPING_CELLS = [
-    pytest.param("hard-map", "hard", id="hard-map-hard"),
-    pytest.param("hard", "hard-map", id="hard-hard-map"),
-    pytest.param("hard-map", "easy", id="hard-map-easy"),
-    pytest.param("easy", "hard-map", id="easy-hard-map"),
-    pytest.param("hard-igd", "hard", id="hard-igd-hard"),
-]
+CELLS = [pytest.param(s, d, id=f"{s}-{d}") for s, d in MAPPING_CELLS]
 STATUS_PORT = 7080
 
 
-@pytest.mark.parametrize(("src", "dst"), MAPPING_CELLS)
+@pytest.mark.parametrize(("src", "dst"), CELLS)
 def test_hard_behind_a_mapping_router_is_direct(lab: Lab, src: str, dst: str) -> None:
     print(f"{src} -> {dst}: {run_cell(lab, src, dst, 'direct')}")
 
