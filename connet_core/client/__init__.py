@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import Awaitable, Callable
 
 from connet_core.client.control_link import ControlLink
 from connet_core.client.destinations import Destinations
@@ -61,9 +62,16 @@ class Client:
         self.state = ClientState(settings)
         self.endpoint: Endpoint | None = None
         self.started = asyncio.Event()  # set once every socket is bound and the parts run
+        self._bind_extra: Callable[[int], Awaitable[Endpoint]] | None = None  # set by run()
 
     async def run(self) -> None:
         transport = self.hooks.transport(self.settings.common.transport)
+
+        async def bind_extra(port: int) -> Endpoint:
+            # birthday probing's hand-over: dial-only, on the port whose NAT mapping met the peer
+            return await transport.bind(HostPort("0.0.0.0", port), identity=self.state.identity.tls, alpns=[])
+
+        self._bind_extra = bind_extra
         try:
             self.endpoint = await transport.bind(self.settings.direct_addr, identity=self.state.identity.tls,
                                                  alpns=[ALPN_PEER])
@@ -90,7 +98,8 @@ class Client:
         """Build the parts, each handed the calls it makes into another, and start their loops."""
         settings, state = self.settings, self.state
         destinations = Destinations(settings, state)
-        peers = Peers(settings, state, endpoint, tg, serve_stream=destinations.serve_direct_stream)
+        peers = Peers(settings, state, endpoint, tg, serve_stream=destinations.serve_direct_stream,
+                      bind_extra=self._bind_extra)
         relays = Relays(state, endpoint, tg, serve_stream=destinations.serve_relayed_stream)
         sources = Sources(state, self.hooks, tg)
         control = ControlLink(settings, state, endpoint, on_peers=peers.update, on_relays=relays.update)

@@ -8,6 +8,7 @@ import logging
 from typing import Awaitable, Callable
 
 from connet_core.addresses import local_candidates
+from connet_core.client.birthday_probe import own_nat
 from connet_core.client.state import HANDSHAKE_STEP_TIMEOUT, ClientState, role_of
 from connet_core.component import RECONNECT_CEILING, Backoff, dial_until_up
 from connet_core.config import ClientSettings
@@ -48,10 +49,14 @@ class ControlLink:
     def _announcements(self) -> list[Announce]:
         addresses = tuple(self._direct_candidates())
         certificate = self._state.identity.certificate
+        nat = self._nat()
         return [
-            Announce(e.name, e.role.value, e.route.value, certificate, addresses)
+            Announce(e.name, e.role.value, e.route.value, certificate, addresses, nat)
             for e in (*self._settings.destinations, *self._settings.sources)
         ]
+
+    def _nat(self) -> str:
+        return own_nat(self._state, self._endpoint.local_address.port)
 
     def _direct_candidates(self) -> list[str]:
         """Where peers may dial us, besides the address control observes: the router's port

@@ -183,6 +183,11 @@ class QuicEndpoint:
     async def accept(self) -> QuicEndpointConnection:
         return await self._accepted.get()
 
+    def send_probe(self, data: bytes, address: HostPort) -> None:
+        """One datagram that is not QUIC from this socket, to an IP literal: birthday probing
+        (connet_core/protocol/birthday.py) opens the NAT's filter towards ``address`` with it."""
+        self._sendto(data, (address.host, address.port))
+
     async def dial(
         self, address: HostPort, *, alpn: str, trust: Trust, timeout: float | None = None
     ) -> QuicEndpointConnection:
