@@ -248,15 +248,27 @@ class Peers:
             winner.append(conn)
             self._adopt(peer, conn, dialer_hash=identity.hash)
 
-        now = time.monotonic()
-        addresses = [a for a in peer.addresses() if self._dial_limiter.allow(a, now)]
-        if not addresses:
-            return False
-        log.debug("dialing peer %s at %s", peer.label, ", ".join(map(str, addresses)))
+        dialed: set[HostPort] = set()
+
+        def start_new(tg: asyncio.TaskGroup) -> list[asyncio.Task]:
+            now = time.monotonic()
+            fresh = [a for a in peer.addresses() if a not in dialed and self._dial_limiter.allow(a, now)]
+            if fresh:
+                log.debug("dialing peer %s at %s", peer.label, ", ".join(map(str, fresh)))
+            dialed.update(fresh)
+            return [tg.create_task(dial_one(address)) for address in fresh]
+
         async with TaskGroup() as tg:
-            for address in addresses:
-                tg.create_task(dial_one(address))
-        return bool(winner)
+            running = start_new(tg)
+            # an address that arrives during the round (a router mapping the peer got, its
+            # re-announcement) is dialed at once rather than after the others time out
+            while not winner and any(not t.done() for t in running):
+                peer.changed.clear()
+                news = tg.create_task(peer.changed.wait())
+                await asyncio.wait([news, *running], return_when=asyncio.FIRST_COMPLETED)
+                news.cancel()
+                running = [t for t in running if not t.done()] + start_new(tg)
+        return bool(dialed) and bool(winner)
 
     # ---- accepting -------------------------------------------------------------------------
 

@@ -184,8 +184,7 @@ class QuicEndpoint:
         return await self._accepted.get()
 
     def send_probe(self, data: bytes, address: HostPort) -> None:
-        """One datagram that is not QUIC from this socket, to an IP literal: birthday probing
-        (connet_core/protocol/birthday.py) opens the NAT's filter towards ``address`` with it."""
+        """A non-QUIC datagram to an IP literal (birthday probing, connet_core/protocol/birthday.py)."""
         self._sendto(data, (address.host, address.port))
 
     async def dial(
