@@ -178,8 +178,9 @@ class Peers:
             self._birthday_at[peer.hash] = float("-inf")  # said once per peer
             log.info("peer %s: both NATs map per destination (hard): no direct path without a port mapping "
                      "on either router; the relay carries the tunnel", peer.label)
-        if role is None or self._bind_extra is None or not addresses:
-            return
+        ip = addresses[0].ip() if addresses else None
+        if role is None or self._bind_extra is None or ip is None or ip.version != 4:
+            return  # (IPv6 has no NAT to meet through; the probe sockets are IPv4)
         now = time.monotonic()
         last = self._birthday_at.get(peer.hash)
         if peer.active() is not None or (last is not None and now - last < birthday.ATTEMPT_INTERVAL):
