@@ -244,7 +244,8 @@ def _bool(value: object) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise _Invalid(f"expected true or false, got {_describe(value)}")
+    shown = repr(value) if isinstance(value, str) else _describe(value)
+    raise _Invalid(f"expected true or false, got {shown}")
 
 
 _CONVERTERS: dict[str, Callable[[object], object]] = {

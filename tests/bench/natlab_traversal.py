@@ -9,6 +9,9 @@ column subtracts the later client's "connected to control server"):
   working   the first 1 KiB echoed intact through the source (any path)
   direct    the source logged its direct path to the destination ("-" when none came within
             --direct-wait; n/N says in how many runs it did)
+  p2p packets  UDP packets between the two sites' public addresses until the direct path
+            (or the end of the wait), counted on the internet bridge: punch or birthday
+            probes, QUIC handshakes and the 1 KiB probe (the probe budget, measured)
 
 Needs root, iproute2, nftables and conntrack, like the lab tests. Run from the repository:
 
