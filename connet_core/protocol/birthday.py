@@ -22,14 +22,12 @@ What is safe about it, by construction here:
   the peer (its public IP, and for the hard side's probes the easy side's one port), at
   most ``EASY_PROBES`` packets at ``PROBES_PER_SECOND`` from the easy side and one (plus one
   resend) per hard-side socket, once per ``ATTEMPT_INTERVAL`` per peer, and stop at the first
-  success. A probe is 36 bytes and never larger than what it answers (it answers nothing),
-  so it amplifies nothing.
+  success. A probe is 32 bytes and answers nothing, so it amplifies nothing.
 * **Not QUIC.** The first byte has QUIC's fixed bit (0x40) clear, so a QUIC stack drops a
   probe as not-QUIC and the endpoint's router can pick probes out with one comparison.
 
-Not yet used by the client: the wiring (the hard side's sockets and its hand-over of the
-winning socket's mapping to a QUIC dial, the easy side's raw sends from its endpoint, and
-the NAT type each side reports to control) is docs/natlab.md's open item.
+The client's side of it (sockets, pacing, the hand-over to a QUIC dial) is
+connet_core/client/birthday_probe.py.
 """
 
 from __future__ import annotations
