@@ -21,6 +21,9 @@ def test_route_direct_where_punching_is_impossible_fails_visibly(lab: Lab, direc
     pair = build_pair(lab, "hard", "hard", **routes)
     source = pair.source.daemon
     source.wait_for(r"peer \S+ matched for source", 15)
+    # both ends say why there is no direct path (and do not try birthday probing)
+    for client in (pair.source, pair.destination):
+        client.daemon.wait_for(r"both NATs map per destination \(hard\): no direct path", 10)
     mark = source.mark()
     before = lab.counters()
     result = lab.send(pair.src_host, ATTEMPT, timeout=30)
