@@ -52,6 +52,7 @@ CLIENT_FLAG_KEYS = {
     "status_addr": "client.status-addr",
     "metadata": "client.metadata",
     "handshake_idle_timeout": "client.handshake-idle-timeout",
+    "port_mapping": "client.port-mapping",
 }
 
 
@@ -225,6 +226,10 @@ def _endpoint_options(func: F) -> F:
 @click.option("--status-addr", metavar="HOST:PORT", help="HTTP status endpoint.  [default: disabled]")
 @click.option("--metadata", metavar="TEXT", help="A short label shown in status, here and at control.")
 @click.option("--handshake-idle-timeout", metavar="DURATION", help="QUIC handshake timeout (like 5s, 1m).  [default: 5s]")
+@click.option(
+    "--port-mapping/--no-port-mapping", default=None,
+    help="Ask the router (PCP, NAT-PMP, UPnP) to map the direct-addr port.  [default: on]",
+)
 @click.option("--dst-name", metavar="NAME", help="Name of one destination to expose (with --dst-addr).")
 @click.option("--src-name", metavar="NAME", help="Name of one source (with --src-addr).")
 @_endpoint_options
@@ -246,6 +251,7 @@ def cli(
     status_addr: str | None,
     metadata: str | None,
     handshake_idle_timeout: str | None,
+    port_mapping: bool | None,
     dst_name: str | None,
     src_name: str | None,
     **endpoint_keys: str | None,
@@ -272,6 +278,7 @@ def cli(
         "status_addr": status_addr,
         "metadata": metadata,
         "handshake_idle_timeout": handshake_idle_timeout,
+        "port_mapping": port_mapping,
     }
     flags.update({CLIENT_FLAG_KEYS[name]: value for name, value in given.items() if value is not None})
     for kind, name in (("destinations", dst_name), ("sources", src_name)):

@@ -51,6 +51,8 @@ from connet_core.protocol.streams import MessageStream
 from connet_core.supervise import TaskGroup, contained
 from connet_core.transport import Connection, Endpoint, TransportOptions, listen_over_tcp
 
+NAT_KINDS = ("easy", "hard")
+
 log = logging.getLogger("connet.control")
 
 FIRST_MESSAGE_TIMEOUT = 5.0
@@ -366,7 +368,8 @@ class Control:
             session.outbox.put(("refused", message.name, role.value), refusal)
             return
         addresses = sanitize(list(message.addresses), session.address)
-        announcement = Announcement(session.id, message.name, role, route.value, message.certificate, addresses)
+        nat = message.nat if message.nat in NAT_KINDS else ""  # passed on only as one of its words
+        announcement = Announcement(session.id, message.name, role, route.value, message.certificate, addresses, nat)
         session.announced[(message.name, role)] = announcement
         session.outbox.put(("relays", message.name, role.value), self._relays_update(announcement))
         log.info(

@@ -161,6 +161,10 @@ class Endpoint(Protocol):
     async def close(self, code: int = 0, reason: str = "") -> None:
         """Close every open connection with ``code`` (the peers see it at once), then the socket."""
 
+    # Optional (the QUIC endpoint has it; the client does without where it is missing):
+    # def send_probe(self, data: bytes, address: HostPort) -> None:
+    #     """One non-QUIC datagram from this socket to an IP literal (birthday probing)."""
+
 
 @runtime_checkable
 class TcpEndpoint(Endpoint, Protocol):

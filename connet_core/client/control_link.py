@@ -9,6 +9,7 @@ from typing import Awaitable, Callable
 
 from connet_core.addresses import local_candidates
 from connet_core.client.carrier import MOVED_BACK, Carrier, carrier_of
+from connet_core.client.birthday_probe import own_nat
 from connet_core.client.state import HANDSHAKE_STEP_TIMEOUT, ClientState, role_of
 from connet_core.component import RECONNECT_CEILING, Backoff, dial_until_up
 from connet_core.config import ClientSettings
@@ -51,13 +52,23 @@ class ControlLink:
     def _announcements(self) -> list[Announce]:
         addresses = tuple(self._direct_candidates())
         certificate = self._state.identity.certificate
+        nat = self._nat()
         return [
-            Announce(e.name, e.role.value, e.route.value, certificate, addresses)
+            Announce(e.name, e.role.value, e.route.value, certificate, addresses, nat)
             for e in (*self._settings.destinations, *self._settings.sources)
         ]
 
+    def _nat(self) -> str:
+        return own_nat(self._state, self._endpoint.local_address.port)
+
     def _direct_candidates(self) -> list[str]:
-        """Where peers may dial us, besides the address control observes."""
+        """Where peers may dial us, besides the address control observes: the router's port
+        mapping (when one is up) and the local addresses."""
+        mapping = self._state.port_mapping
+        mapped = [str(mapping.external)] if mapping is not None else []
+        return mapped + self._local_candidates()
+
+    def _local_candidates(self) -> list[str]:
         bound = self._endpoint.local_address
         ip = bound.ip()
         if ip is not None and not ip.is_unspecified:
@@ -138,8 +149,23 @@ class ControlLink:
             raise ProtocolError(f"control sent a bad observed address {welcome.observed_addr[:60]!r}") from None
         state.control_connected = True
         log.info("connected to control server %s; observed address %s", self._settings.server_addr, state.observed)
+        state.candidates_changed.clear()
         for announce in self._announcements():
             await messages.send(announce)
+        async with TaskGroup() as tg:
+            tg.create_task(self._reannounce(messages))
+            await self._receive(messages)
+
+    async def _reannounce(self, messages: MessageStream) -> None:
+        """Announce again whenever our candidates change (a port mapping came or went)."""
+        while True:
+            await self._state.candidates_changed.wait()
+            self._state.candidates_changed.clear()
+            for announce in self._announcements():
+                await messages.send(announce)
+
+    async def _receive(self, messages: MessageStream) -> None:
+        state = self._state
         while True:
             message = await messages.recv((PeersUpdate, AnnounceRefused, RelaysUpdate))
             if isinstance(message, PeersUpdate):

@@ -3,6 +3,8 @@ docs/schemas/client.json). Read-only: a view of the shared state at this moment.
 
 from __future__ import annotations
 
+import time
+
 from connet_core.client.carrier import carrier_of
 from connet_core.client.state import ClientState, Key, Peer, local_route
 from connet_core.config import ClientSettings
@@ -78,6 +80,7 @@ def client_status(settings: ClientSettings, state: ClientState, endpoint: Endpoi
                     "carrier": state.control_carrier if state.control_connected else None},
         "observed_addr": str(state.observed) if state.observed else None,
         "direct_addr": str(endpoint.local_address) if endpoint else None,
+        "port_mapping": state.port_mapping.status(time.monotonic()) if state.port_mapping else None,
         "endpoints": endpoints,
         "relay_tls_contexts": len(state.tls),
     }

@@ -270,6 +270,7 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
         udp=section.get("udp", "auto"),  # type: ignore[arg-type]
         direct_addr=section.get("direct-addr", HostPort("", 19192)),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
+        port_mapping=section.get("port-mapping", True),  # type: ignore[arg-type]
         destinations=tuple(endpoints[Role.DESTINATION]),
         sources=tuple(endpoints[Role.SOURCE]),
         metadata=section.get("metadata", ""),  # type: ignore[arg-type]

@@ -74,6 +74,7 @@ SCHEMA: dict[str, _Spec] = {
         "udp": _Leaf("enum", ("auto", "never")),
         "direct-addr": _Leaf("listen"),
         "status-addr": _Leaf("listen"),
+        "port-mapping": _Leaf("bool"),
         "metadata": _Leaf("metadata"),
         "handshake-idle-timeout": _Leaf("duration"),
         "destinations": _Named({
@@ -309,11 +310,13 @@ def _count(value: object) -> int:
 
 
 def _bool(value: object) -> bool:
+    # a TOML boolean, or from a flag or CONNET_* variable the words true/false
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise _Invalid(f"expected true or false, got {_describe(value)}")
+    shown = repr(value) if isinstance(value, str) else _describe(value)
+    raise _Invalid(f"expected true or false, got {shown}")
 
 
 def _metadata(value: object) -> str:

@@ -55,6 +55,7 @@ class ClientSettings:
     udp: str = "auto"  # auto: UDP first, TCP after UDP_FALLBACK_AFTER; never: TCP only
     direct_addr: HostPort = HostPort("", 19192)
     status_addr: HostPort | None = None
+    port_mapping: bool = True  # ask the router (PCP, NAT-PMP, UPnP) to map direct-addr's port
     destinations: tuple[EndpointSettings, ...] = ()
     sources: tuple[EndpointSettings, ...] = ()
     metadata: str = ""  # a label shown in status (own and at control)

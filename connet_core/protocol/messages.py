@@ -43,6 +43,7 @@ class PeerInfo:
     certificate: bytes  # DER; its sha256 is the peer's identity
     addresses: tuple[str, ...] = ()  # host:port candidates for a direct dial
     route: str = "any"
+    nat: str = ""  # what the peer says of its NAT: "easy", "hard" or "" (unknown); see Announce
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,10 @@ class Announce:
     route: str  # "any" | "direct" | "relay"
     certificate: bytes
     addresses: tuple[str, ...] = ()
+    # "hard": the NAT gave control another port than the socket's (endpoint-dependent
+    # mapping, most likely), "easy": the same port or a router mapping, "": unknown. Peers
+    # with one hard and one easy side try birthday probing (connet_core/client/birthday_probe.py).
+    nat: str = ""
 
 
 @dataclass(frozen=True, slots=True)

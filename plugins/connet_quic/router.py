@@ -185,6 +185,10 @@ class QuicEndpoint(TcpPaths):
     async def accept(self) -> QuicEndpointConnection:
         return await self._accepted.get()
 
+    def send_probe(self, data: bytes, address: HostPort) -> None:
+        """A non-QUIC datagram to an IP literal (birthday probing, connet_core/protocol/birthday.py)."""
+        self._sendto(data, (address.host, address.port))
+
     async def dial(
         self, address: HostPort, *, alpn: str, trust: Trust, timeout: float | None = None
     ) -> QuicEndpointConnection:
