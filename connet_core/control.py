@@ -4,6 +4,7 @@ pushes each side the other's certificate and addresses as they change."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -15,7 +16,7 @@ from connet_core.addresses import sanitize
 from connet_core.certs import load_identity
 from connet_core.component import Outbox, default_store_dir, persistent_secret, spawn
 from connet_core.config import ControlSettings
-from connet_core.control_instances import OtherInstances, RelayEntry
+from connet_core.control_instances import OtherInstances, Published, RelayEntry
 from connet_core.errors import ConnectionLost, PluginError, ProtocolError, StreamReset
 from connet_core.logs import log_listening
 from connet_core.model import (
@@ -45,11 +46,14 @@ from connet_core.protocol.messages import (
     RelayRegistered,
     RelaysUpdate,
     Withdraw,
+    metadata_problem,
 )
 from connet_core.protocol.streams import MessageStream
-from connet_core.shared_state import SharedAnnouncement, SharedRelay
+from connet_core.shared_state import SharedRelay
 from connet_core.supervise import TaskGroup, contained
-from connet_core.transport import Connection, Endpoint, TransportOptions
+from connet_core.transport import Connection, Endpoint, TransportOptions, listen_over_tcp
+
+NAT_KINDS = ("easy", "hard")
 
 log = logging.getLogger("connet.control")
 
@@ -67,6 +71,7 @@ class ClientSession:
     principal: Principal
     token: str
     address: HostPort
+    metadata: str = ""
     outbox: Outbox = field(default_factory=Outbox)
     announced: dict[tuple[str, Role], Announcement] = field(default_factory=dict)
 
@@ -77,10 +82,11 @@ class Control:
     def __init__(self, settings: ControlSettings, hooks: Hooks | None = None) -> None:
         self.settings = settings
         self.hooks = hooks or load_hooks(settings.common.disable_plugins, plugin_settings=settings.common.plugins)
-        self.matcher = Matcher()
+        self.matcher = Matcher(settings.endpoint_expiry)  # endpoint-expiry-timeout
         self.sessions: dict[int, ClientSession] = {}
         self._ids = itertools.count(1)
         self.endpoint: Endpoint | None = None
+        self.tcp_address: HostPort | None = None
         self.started = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.relays: dict[bytes, RelayEntry] = {}  # by certificate hash
@@ -90,6 +96,7 @@ class Control:
         self._grant_secret: bytes | None = None
         self.shared = self.hooks.shared_state("control")
         self.others = OtherInstances(self)
+        self.published = Published(self.shared, self.others)  # our announcements, for the other instances
 
     @property
     def client_auth(self) -> AuthSettings:
@@ -108,8 +115,13 @@ class Control:
         transport = self.hooks.transport(self.settings.common.transport)
         alpns = [ALPN_CONTROL] + ([ALPN_RELAYS] if self.settings.relay_auth is not None else [])
         options = TransportOptions(stateless_reset_key=reset_key)
+        if self.settings.handshake_idle_timeout:  # handshake-idle-timeout
+            options = dataclasses.replace(options, handshake_timeout=self.settings.handshake_idle_timeout)
         self.endpoint = await transport.bind(self.settings.addr, identity=identity, alpns=alpns, options=options)
         log_listening(log, "control", "udp", self.endpoint.local_address)
+        if self.settings.tcp_addr is not None:  # for clients whose UDP is blocked
+            self.tcp_address = await listen_over_tcp(self.endpoint, self.settings.tcp_addr)
+            log_listening(log, "control", "tcp", self.tcp_address)
 
     async def run(self) -> None:
         await self.start()
@@ -123,6 +135,8 @@ class Control:
                 tg.create_task(self._recheck_tokens())
                 tg.create_task(self._refresh_grants())
                 tg.create_task(self.shared.run())
+                if self.matcher.expiry > 0:
+                    tg.create_task(self._expire_endpoints())
                 self.started.set()
                 while True:
                     conn = await self.endpoint.accept()
@@ -141,7 +155,8 @@ class Control:
 
     def add_relay(self, entry: RelayEntry) -> None:
         self.relays[certificate_hash(entry.certificate)] = entry
-        self.shared.add_relay(SharedRelay(self.shared.instance, entry.addr, entry.certificate))
+        self.shared.add_relay(SharedRelay(self.shared.instance, entry.addr, entry.certificate, entry.metadata,
+                                          entry.tcp_addr))
         self._push_relays()
 
     def remove_relay(self, entry: RelayEntry) -> None:
@@ -157,13 +172,20 @@ class Control:
         if RoutePolicy(announcement.route).allows(PathKind.RELAY):
             grant = Grant(announcement.name, announcement.role, certificate_hash(announcement.certificate),
                           time.time() + GRANT_LIFETIME)
-            relays = [RelayInfo(e.addr, e.certificate, issue_grant(e.grant_key, grant)) for e in self.relays.values()]
+            relays = [RelayInfo(e.addr, e.certificate, issue_grant(e.grant_key, grant), e.tcp_addr)
+                      for e in self.relays.values()]
         return RelaysUpdate(announcement.name, announcement.role.value, tuple(relays))
 
     def _push_relays(self) -> None:
         for session in self.sessions.values():
             for (name, role), announcement in session.announced.items():
                 session.outbox.put(("relays", name, role.value), self._relays_update(announcement))
+
+    async def _expire_endpoints(self) -> None:
+        """Announcements of vanished sessions go once their expiry passed (within a tick)."""
+        while True:
+            await asyncio.sleep(min(1.0, self.matcher.expiry / 4))
+            self._deliver(self.matcher.expire(time.monotonic()))
 
     async def _refresh_grants(self) -> None:
         while True:
@@ -246,7 +268,11 @@ class Control:
             relay_addr = str(HostPort(hello.hostname, hello.port))
             if not 0 < hello.port < 65536 or not hello.hostname:
                 raise ProtocolError("bad relay address")
-            entry = RelayEntry(relay_addr, hello.certificate, self.grant_key_for(hello.certificate), conn)
+            if (problem := metadata_problem(hello.metadata)) is not None:
+                raise ProtocolError(f"relay metadata {problem}")
+            tcp_addr = str(HostPort(hello.hostname, hello.tcp_port)) if 0 < hello.tcp_port < 65536 else ""
+            entry = RelayEntry(relay_addr, hello.certificate, self.grant_key_for(hello.certificate), conn,
+                               metadata=hello.metadata, tcp_addr=tcp_addr)
             await messages.send(RelayRegistered(entry.grant_key))
         except ProtocolError as exc:
             conn.close(exc.code, "protocol error")
@@ -262,6 +288,8 @@ class Control:
             self.remove_relay(entry)
 
     def _deliver(self, pushes: list[Push]) -> None:
+        """Send what the Matcher says; tell the other instances which lingering announcements left it."""
+        self.published.released(self.matcher.take_released())
         for session_id, update in pushes:
             session = self.sessions.get(session_id)
             if session is not None:
@@ -286,7 +314,12 @@ class Control:
         if admitted is None:
             return
         principal, messages, hello = admitted
-        session = ClientSession(next(self._ids), conn, principal, hello.token, address)
+        if (problem := metadata_problem(hello.metadata)) is not None:
+            log.warning("client %s: metadata %s", address, problem, extra={"peer": str(address)})
+            self.counters["handshake_failures"] += 1
+            conn.close(CloseCode.PROTOCOL_ERROR, "bad metadata")
+            return
+        session = ClientSession(next(self._ids), conn, principal, hello.token, address, hello.metadata)
         self.sessions[session.id] = session
         log.info("client %s connected (%s)", address, principal.label, extra={"peer": str(address)})
         assert self._tg is not None
@@ -310,8 +343,8 @@ class Control:
                 if task is not None:
                     task.cancel()
             del self.sessions[session.id]
-            self.shared.drop_session(session.id)
-            self._deliver(self.matcher.drop_session(session.id))
+            self._deliver(self.matcher.drop_session(session.id, time.monotonic()))
+            self.published.drop_session(session.id, lingers=self.matcher.is_lingering(session.id))
             conn.close(CloseCode.OK)
             log.info("client %s disconnected", address, extra={"peer": str(address)})
 
@@ -347,21 +380,21 @@ class Control:
             session.outbox.put(("refused", message.name, role.value), refusal)
             return
         addresses = sanitize(list(message.addresses), session.address)
-        announcement = Announcement(session.id, message.name, role, route.value, message.certificate, addresses)
+        nat = message.nat if message.nat in NAT_KINDS else ""  # passed on only as one of its words
+        announcement = Announcement(session.id, message.name, role, route.value, message.certificate, addresses, nat)
         session.announced[(message.name, role)] = announcement
         session.outbox.put(("relays", message.name, role.value), self._relays_update(announcement))
         log.info(
             "client %s announced %s %r", session.address, role.value, message.name,
             extra={"peer": str(session.address), "endpoint": message.name},
         )
-        self.shared.announce(SharedAnnouncement(self.shared.instance, session.id, message.name, role.value,
-                                                route.value, message.certificate, addresses))
-        self._deliver(self.matcher.announce(announcement))
+        self._deliver(self.matcher.announce(announcement))  # first: a take-over decides the shared key
+        self.published.announce(announcement)
 
     def _withdraw(self, session: ClientSession, message: Withdraw) -> None:
         role, _ = self._parse_endpoint(message.name, message.role)
         session.announced.pop((message.name, role), None)
-        self.shared.withdraw(session.id, message.name, role.value)
+        self.published.withdraw(session.id, message.name, role)
         self._deliver(self.matcher.withdraw(session.id, message.name, role))
 
     @staticmethod
@@ -403,16 +436,18 @@ class Control:
         return {
             "role": "control",
             "addr": str(self.endpoint.local_address) if self.endpoint else None,
+            "tcp_addr": str(self.tcp_address) if self.tcp_address else None,
             "clients": [
-                {"addr": str(s.address), "principal": s.principal.label,
+                {"addr": str(s.address), "principal": s.principal.label, "metadata": s.metadata,
                  "announced": sorted(f"{role.value}:{name}" for name, role in s.announced)}
                 for s in self.sessions.values()
             ],
-            "relays": [{"addr": e.addr, "builtin": e.conn is None and e.instance is None, "instance": e.instance}
-                       for e in self.relays.values()],
+            "relays": [{"addr": e.addr, "builtin": e.conn is None and e.instance is None, "instance": e.instance,
+                        "metadata": e.metadata} for e in self.relays.values()],
             "shared_state": self.shared.status(),
             # with the endpoint's own (an optional transport attribute: Retry, datagrams dropped)
             "counters": {**self.counters, **getattr(self.endpoint, "counters", {})},
             "plugin_errors": self.hooks.error_report(),
             "names": self.matcher.names(),
+            "lingering_endpoints": self.matcher.lingering(),
         }

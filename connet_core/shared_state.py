@@ -39,6 +39,7 @@ class SharedAnnouncement:
     route: str
     certificate: bytes
     addresses: tuple[str, ...]
+    nat: str = ""  # "easy", "hard" or "" (Announcement.nat)
 
     @property
     def key(self) -> tuple[int, str, str]:
@@ -53,6 +54,8 @@ class SharedRelay:
     instance: str
     addr: str
     certificate: bytes
+    metadata: str = ""  # the relay's label (RelayEntry.metadata)
+    tcp_addr: str = ""  # where it also takes QUIC over TLS-over-TCP; "": it does not
 
 
 @dataclass(frozen=True, slots=True)

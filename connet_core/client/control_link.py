@@ -8,6 +8,8 @@ import logging
 from typing import Awaitable, Callable
 
 from connet_core.addresses import local_candidates
+from connet_core.client.carrier import MOVED_BACK, Carrier, carrier_of
+from connet_core.client.birthday_probe import own_nat
 from connet_core.client.state import HANDSHAKE_STEP_TIMEOUT, ClientState, role_of
 from connet_core.component import RECONNECT_CEILING, Backoff
 from connet_core.control_addresses import ControlAddresses
@@ -25,8 +27,8 @@ from connet_core.protocol.messages import (
     RelaysUpdate,
 )
 from connet_core.protocol.streams import MessageStream
-from connet_core.supervise import attempt, close_code, describe, pause
-from connet_core.transport import Connection, Endpoint
+from connet_core.supervise import TaskGroup, attempt, close_code, describe, pause
+from connet_core.transport import Connection, Endpoint, Trust
 
 log = logging.getLogger("connet.client")
 
@@ -39,25 +41,38 @@ class ControlLink:
     def __init__(
         self, settings: ClientSettings, state: ClientState, endpoint: Endpoint, *,
         on_peers: Callable[[PeersUpdate], Awaitable[None]], on_relays: Callable[[RelaysUpdate], None],
+        carrier: Carrier | None = None,
     ) -> None:
         self._settings = settings
+        self._carrier = carrier or Carrier(endpoint, settings.udp)
         self._state = state
         self._endpoint = endpoint
         self._on_peers = on_peers
         self._on_relays = on_relays
         self.addresses = ControlAddresses(settings.server_addrs or (settings.server_addr,), name=settings.server_name,
-                                          name_set=settings.server_name_set, cafile=settings.server_cas)
+                                          name_set=settings.server_name_set, cafile=settings.server_cas,
+                                          tcp_addrs=settings.server_tcp_addrs or _one(settings.server_tcp_addr))
 
     def _announcements(self) -> list[Announce]:
         addresses = tuple(self._direct_candidates())
         certificate = self._state.identity.certificate
+        nat = self._nat()
         return [
-            Announce(e.name, e.role.value, e.route.value, certificate, addresses)
+            Announce(e.name, e.role.value, e.route.value, certificate, addresses, nat)
             for e in (*self._settings.destinations, *self._settings.sources)
         ]
 
+    def _nat(self) -> str:
+        return own_nat(self._state, self._endpoint.local_address.port)
+
     def _direct_candidates(self) -> list[str]:
-        """Where peers may dial us, besides the address control observes."""
+        """Where peers may dial us, besides the address control observes: the router's port
+        mapping (when one is up) and the local addresses."""
+        mapping = self._state.port_mapping
+        mapped = [str(mapping.external)] if mapping is not None else []
+        return mapped + self._local_candidates()
+
+    def _local_candidates(self) -> list[str]:
         bound = self._endpoint.local_address
         ip = bound.ip()
         if ip is not None and not ip.is_unspecified:
@@ -72,13 +87,23 @@ class ControlLink:
         unreachable = Backoff(0.5, RECONNECT_CEILING)
         refused = Backoff(5.0, 60.0)  # a refused token or address will not fix itself soon
         state = self._state
+        timeout = self._settings.handshake_idle_timeout or CONTROL_DIAL_TIMEOUT
+
+        def dial(udp_addr: HostPort, tcp_addr: HostPort | None, trust: Trust, timeout: float) -> Awaitable[Connection]:
+            return self._carrier.dial(udp_addr, tcp_addr, alpn=ALPN_CONTROL, trust=trust, timeout=timeout)
+
         while True:
-            conn = await self.addresses.dial(self._endpoint, alpn=ALPN_CONTROL, timeout=CONTROL_DIAL_TIMEOUT,
+            conn = await self.addresses.dial(self._endpoint, alpn=ALPN_CONTROL, timeout=timeout,
                                              backoff=unreachable, logger=log, what="control server",
-                                             hint=self._trust_hint)
+                                             hint=self._trust_hint, dial=dial)
+            state.control_carrier = carrier_of(conn)
+            instance, trust = self.addresses.current, self.addresses.current_trust
+            assert instance is not None and trust is not None  # set by a successful dial
             try:
                 with attempt() as tried:
-                    await self._session(conn)
+                    async with TaskGroup() as tg:
+                        tg.create_task(self._carrier.back_to_udp(conn, instance, alpn=ALPN_CONTROL, trust=trust))
+                        await self._session(conn)
             except BaseException as exc:
                 conn.close(close_code(exc), "client stopping")
                 raise
@@ -112,7 +137,8 @@ class ControlLink:
                 log.warning("control server %s cannot reach its shared state (unavailable); trying the next", addr)
                 conn.close(CloseCode.OK)
                 return unreachable
-            log.warning("lost the control server %s: %s", addr, _why_lost(error))
+            if error.reason != MOVED_BACK:  # else carrier said it
+                log.warning("lost the control server %s: %s", addr, _why_lost(error))
         elif error is not None:
             log.warning("control session failed: %s; retrying", describe(error))
             conn.close(close_code(error), "protocol error")
@@ -122,7 +148,7 @@ class ControlLink:
     async def _session(self, conn: Connection) -> None:
         state = self._state
         messages = MessageStream(await conn.open_stream())
-        await messages.send(Authenticate(token=self._settings.token))
+        await messages.send(Authenticate(token=self._settings.token, metadata=self._settings.metadata))
         welcome = await messages.recv(Authenticated, timeout=HANDSHAKE_STEP_TIMEOUT)
         try:
             state.observed = HostPort.parse(welcome.observed_addr)
@@ -130,8 +156,23 @@ class ControlLink:
             raise ProtocolError(f"control sent a bad observed address {welcome.observed_addr[:60]!r}") from None
         state.control_connected = True
         log.info("connected to control server %s; observed address %s", self.addresses.current, state.observed)
+        state.candidates_changed.clear()
         for announce in self._announcements():
             await messages.send(announce)
+        async with TaskGroup() as tg:
+            tg.create_task(self._reannounce(messages))
+            await self._receive(messages)
+
+    async def _reannounce(self, messages: MessageStream) -> None:
+        """Announce again whenever our candidates change (a port mapping came or went)."""
+        while True:
+            await self._state.candidates_changed.wait()
+            self._state.candidates_changed.clear()
+            for announce in self._announcements():
+                await messages.send(announce)
+
+    async def _receive(self, messages: MessageStream) -> None:
+        state = self._state
         while True:
             message = await messages.recv((PeersUpdate, AnnounceRefused, RelaysUpdate))
             if isinstance(message, PeersUpdate):
@@ -151,3 +192,7 @@ def _why_lost(error: ConnectionLost) -> str:
         return CloseCode.describe(error.code)
     side = "the server closed the connection" if error.by_peer else "the connection closed"
     return f"{side} ({error.reason})" if error.reason else side
+
+
+def _one(addr: HostPort | None) -> tuple[HostPort, ...]:
+    return () if addr is None else (addr,)

@@ -252,8 +252,21 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
                     role=role,
                     addr=values["addr"],  # type: ignore[arg-type]
                     route=RoutePolicy(values.get("route", "any")),
+                    proxy_proto_version=values.get("proxy-proto-version", ""),  # type: ignore[arg-type]
+                    dial_timeout=values.get("dial-timeout"),  # type: ignore[arg-type]
+                    lb_policy=values.get("lb-policy", ""),  # type: ignore[arg-type]
+                    lb_retry=values.get("lb-retry", ""),  # type: ignore[arg-type]
+                    lb_retry_max=values.get("lb-retry-max", 0),  # type: ignore[arg-type]
                 )
             )
+    server_tcp_addrs: tuple[HostPort, ...] = section.get("server-tcp-addr", ())  # type: ignore[assignment]
+    if section.get("udp", "auto") == "never" and not server_tcp_addrs:
+        origin = section.origins.get("client.udp", section.where)
+        raise ConfigError(f"{origin}: client.udp: \"never\" needs server-tcp-addr (where control is reachable over TCP)")
+    if len(server_tcp_addrs) > 1 and len(server_tcp_addrs) != len(server_addrs):
+        origin = section.origins.get("client.server-tcp-addr", section.where)
+        raise ConfigError(f"{origin}: client.server-tcp-addr: {len(server_tcp_addrs)} addresses for "
+                          f"{len(server_addrs)} server-addr addresses: give one (for all), or one per server-addr")
     return ClientSettings(
         token=_token(section),
         server_addr=server_addr,
@@ -261,10 +274,16 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
         server_name=section.get("server-name", server_addr.host),  # type: ignore[arg-type]
         server_addrs=server_addrs,
         server_name_set="server-name" in section.values,
+        server_tcp_addr=server_tcp_addrs[0] if server_tcp_addrs else None,
+        server_tcp_addrs=server_tcp_addrs,
+        udp=section.get("udp", "auto"),  # type: ignore[arg-type]
         direct_addr=section.get("direct-addr", HostPort("", 19192)),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
+        port_mapping=section.get("port-mapping", True),  # type: ignore[arg-type]
         destinations=tuple(endpoints[Role.DESTINATION]),
         sources=tuple(endpoints[Role.SOURCE]),
+        metadata=section.get("metadata", ""),  # type: ignore[arg-type]
+        handshake_idle_timeout=section.get("handshake-idle-timeout"),  # type: ignore[arg-type]
         common=common,
     )
 
@@ -280,16 +299,27 @@ def _build_server(section: _Section, common: CommonSettings) -> ServerSettings:
         client_auth=client_auth,
         relay_auth=None,  # the relay is built in: it needs no token
         addr=section.get("addr", HostPort("", 19190)),  # type: ignore[arg-type]
+        tcp_addr=section.get("tcp-addr"),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         store_dir=section.get("store-dir"),  # type: ignore[arg-type]
+        handshake_idle_timeout=section.get("handshake-idle-timeout"),  # type: ignore[arg-type]
+        endpoint_expiry=_endpoint_expiry(section),
         common=common,
     )
     return ServerSettings(
         control=control,
         relay_addr=section.get("relay-addr", HostPort("", 19191)),  # type: ignore[arg-type]
+        relay_tcp_addr=section.get("relay-tcp-addr"),  # type: ignore[arg-type]
         relay_hostname=section.get("relay-hostname", "localhost"),  # type: ignore[arg-type]
         common=common,
     )
+
+
+def _endpoint_expiry(section: _Section) -> float:
+    """endpoint-expiry-timeout (30 s), or 0 when endpoint-expiry-disable is true."""
+    if section.get("endpoint-expiry-disable", False):
+        return 0.0
+    return section.get("endpoint-expiry-timeout", 30.0)  # type: ignore[return-value]
 
 
 def _tokens_plugin(common: CommonSettings) -> bool:
@@ -318,8 +348,11 @@ def _build_control(section: _Section, common: CommonSettings) -> ControlSettings
         client_auth=client_auth,
         relay_auth=relay_auth,
         addr=section.get("addr", HostPort("", 19190)),  # type: ignore[arg-type]
+        tcp_addr=section.get("tcp-addr"),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         store_dir=section.get("store-dir"),  # type: ignore[arg-type]
+        handshake_idle_timeout=section.get("handshake-idle-timeout"),  # type: ignore[arg-type]
+        endpoint_expiry=_endpoint_expiry(section),
         common=common,
     )
 
@@ -330,6 +363,7 @@ def _build_relay(section: _Section, common: CommonSettings) -> RelaySettings:
     return RelaySettings(
         token=_token(section),
         addr=section.get("addr", HostPort("", 19191)),  # type: ignore[arg-type]
+        tcp_addr=section.get("tcp-addr"),  # type: ignore[arg-type]
         hostname=section.get("hostname", "localhost"),  # type: ignore[arg-type]
         control_addr=control_addr,
         control_cas=section.get("control-cas"),  # type: ignore[arg-type]
@@ -338,6 +372,8 @@ def _build_relay(section: _Section, common: CommonSettings) -> RelaySettings:
         control_name_set="control-name" in section.values,
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         store_dir=section.get("store-dir"),  # type: ignore[arg-type]
+        metadata=section.get("metadata", ""),  # type: ignore[arg-type]
+        handshake_idle_timeout=section.get("handshake-idle-timeout"),  # type: ignore[arg-type]
         common=common,
     )
 

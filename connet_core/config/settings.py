@@ -34,6 +34,15 @@ class EndpointSettings:
     role: Role
     addr: HostPort
     route: RoutePolicy = RoutePolicy.ANY
+    # a destination: the PROXY protocol header for its service ("" none, "v1", "v2"), and
+    # how long dialing the service may take; a source: how long one destination may take to
+    # accept a stream request. None: the built-in default (docs/configuration.md)
+    proxy_proto_version: str = ""
+    dial_timeout: float | None = None
+    # a source: load balancing over the destinations announcing its name (client/balance.py)
+    lb_policy: str = ""  # "" none | least-latency | least-conns | round-robin | random
+    lb_retry: str = ""  # "" the policy's default | never | count | timed | all
+    lb_retry_max: int = 0  # count: destinations; timed: milliseconds; 0: the default
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +55,18 @@ class ClientSettings:
     # Without an explicit server-name each address is checked against its own host.
     server_addrs: tuple[HostPort, ...] = ()
     server_name_set: bool = False
+    server_tcp_addr: HostPort | None = None  # control over TLS-over-TCP, where UDP is blocked
+    # several: one per server_addrs entry, by position; one (or ()+server_tcp_addr): for all
+    # (connet_core/control_addresses.py)
+    server_tcp_addrs: tuple[HostPort, ...] = ()
+    udp: str = "auto"  # auto: UDP first, TCP after UDP_FALLBACK_AFTER; never: TCP only
     direct_addr: HostPort = HostPort("", 19192)
     status_addr: HostPort | None = None
+    port_mapping: bool = True  # ask the router (PCP, NAT-PMP, UPnP) to map direct-addr's port
     destinations: tuple[EndpointSettings, ...] = ()
     sources: tuple[EndpointSettings, ...] = ()
+    metadata: str = ""  # a label shown in status (own and at control)
+    handshake_idle_timeout: float | None = None  # QUIC handshakes; None: the transport's default
     common: CommonSettings = CommonSettings()
 
 
@@ -60,8 +77,13 @@ class ControlSettings:
     client_auth: AuthSettings
     relay_auth: AuthSettings | None = None  # None: relays are not accepted
     addr: HostPort = HostPort("", 19190)
+    tcp_addr: HostPort | None = None  # also over TLS-over-TCP (off unless set)
     status_addr: HostPort | None = None
     store_dir: Path | None = None  # None: a new temp directory per run
+    handshake_idle_timeout: float | None = None
+    # how long a destination or source whose session is gone stays announced (a reconnect
+    # within it changes nothing for its peers); 0: dropped at once
+    endpoint_expiry: float = 30.0
     common: CommonSettings = CommonSettings()
 
 
@@ -69,6 +91,7 @@ class ControlSettings:
 class RelaySettings:
     token: str
     addr: HostPort = HostPort("", 19191)
+    tcp_addr: HostPort | None = None  # also over TLS-over-TCP (off unless set), advertised beside addr
     hostname: str = "localhost"
     control_addr: HostPort = HostPort("localhost", 19190)
     control_cas: Path | None = None
@@ -77,6 +100,8 @@ class RelaySettings:
     control_name_set: bool = False
     status_addr: HostPort | None = None
     store_dir: Path | None = None
+    metadata: str = ""
+    handshake_idle_timeout: float | None = None
     common: CommonSettings = CommonSettings()
 
 
@@ -86,6 +111,7 @@ class ServerSettings:
 
     control: ControlSettings
     relay_addr: HostPort = HostPort("", 19191)
+    relay_tcp_addr: HostPort | None = None
     relay_hostname: str = "localhost"
     common: CommonSettings = CommonSettings()
 

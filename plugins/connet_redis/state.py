@@ -243,13 +243,13 @@ class RedisState:
         async with self._redis.pipeline(transaction=True) as pipe:
             if op == _ANNOUNCE:
                 a = payload
-                data = [a.session, a.name, a.role, a.route, a.certificate, list(a.addresses)]
+                data = _announcement_data(a)
                 pipe.hset(ann_key, _field(a.session, a.name, a.role), _pack(data))
             elif op == _WITHDRAW:
                 pipe.hdel(ann_key, _field(*payload))
                 data = list(payload)
             elif op == _RELAY:
-                data = [payload.addr, payload.certificate]
+                data = _relay_data(payload)
                 pipe.hset(relay_key, payload.certificate, _pack(data))
             else:
                 pipe.hdel(relay_key, payload)
@@ -270,9 +270,9 @@ class RedisState:
                     pipe.set(f"{self._p}:secret:{name}", value, nx=True)  # starts later agrees
                 for a in self.local.announcements.values():
                     pipe.hset(ann_key, _field(a.session, a.name, a.role),
-                              _pack([a.session, a.name, a.role, a.route, a.certificate, list(a.addresses)]))
+                              _pack(_announcement_data(a)))
                 for r in self.local.relays.values():
-                    pipe.hset(relay_key, r.certificate, _pack([r.addr, r.certificate]))
+                    pipe.hset(relay_key, r.certificate, _pack(_relay_data(r)))
                 self._expiring(pipe)
                 pipe.publish(self._channel, _pack([self.instance, self._generation, _REWRITTEN, None]))
                 await pipe.execute()
@@ -343,7 +343,7 @@ class RedisState:
             if remote.announcements.pop((session, name, role), None) is not None:
                 self._emit(Withdrawn(instance, session, name, role))
         elif op == _RELAY:
-            relay = SharedRelay(instance, payload[0], payload[1])
+            relay = _relay(instance, payload)
             remote.relays[relay.certificate] = relay
             self._emit(relay)
         elif op == _RELAY_GONE:
@@ -384,8 +384,8 @@ class RedisState:
         fresh = {a.key: a for a in (_announcement(instance, msgpack.unpackb(v, raw=False)) for v in anns.values())}
         fresh_relays = {}
         for value in relays.values():
-            addr, certificate = msgpack.unpackb(value, raw=False)
-            fresh_relays[certificate] = SharedRelay(instance, addr, certificate)
+            relay = _relay(instance, msgpack.unpackb(value, raw=False))
+            fresh_relays[relay.certificate] = relay
         for key in [k for k in remote.announcements if k not in fresh]:
             del remote.announcements[key]
             self._emit(Withdrawn(instance, *key))
@@ -411,6 +411,23 @@ class RedisState:
             self._emit(RelayGone(instance, certificate))
 
 
+# The encodings are lists; fields added later go at the end and default when absent, so
+# instances of two versions share one deployment during an upgrade.
+def _announcement_data(a: SharedAnnouncement) -> list:
+    return [a.session, a.name, a.role, a.route, a.certificate, list(a.addresses), a.nat]
+
+
 def _announcement(instance: str, data: list) -> SharedAnnouncement:
-    session, name, role, route, certificate, addresses = data
-    return SharedAnnouncement(instance, session, name, role, route, certificate, tuple(addresses))
+    session, name, role, route, certificate, addresses, *later = data
+    nat = later[0] if later else ""
+    return SharedAnnouncement(instance, session, name, role, route, certificate, tuple(addresses), nat)
+
+
+def _relay_data(r: SharedRelay) -> list:
+    return [r.addr, r.certificate, r.metadata, r.tcp_addr]
+
+
+def _relay(instance: str, data: list) -> SharedRelay:
+    addr, certificate, *later = data
+    metadata, tcp_addr = (list(later) + ["", ""])[:2]
+    return SharedRelay(instance, addr, certificate, metadata, tcp_addr)
