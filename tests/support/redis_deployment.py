@@ -26,24 +26,30 @@ class Instance:
     port: int
     status: str
     proxy: TcpProxy
+    tcp_port: int | None = None  # control over TLS-over-TCP (``tcp-addr``), when asked for
 
     @property
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def tcp_addr(self) -> str:
+        return f"127.0.0.1:{self.tcp_port}"
 
     def report(self) -> dict:
         with urllib.request.urlopen(self.status, timeout=5) as response:
             return json.loads(response.read())
 
 
-def start_instance(daemons: Daemons, certs: Path, redis: RedisServer, name: str) -> Instance:
+def start_instance(daemons: Daemons, certs: Path, redis: RedisServer, name: str, *, tcp: bool = False) -> Instance:
     proxy = TcpProxy(redis.port)
     tokens = ", ".join(f'"{t}"' for t in TOKENS)
     config = daemons.workdir / f"{name}.toml"
     config.write_text(
         "[control]\n"
         'addr = "127.0.0.1:0"\n'
-        'status-addr = "127.0.0.1:0"\n'
+        + ('tcp-addr = "127.0.0.1:0"\n' if tcp else "")
+        + 'status-addr = "127.0.0.1:0"\n'
         f'cert-file = "{certs / "server.pem"}"\n'
         f'key-file = "{certs / "server-key.pem"}"\n'
         f"client-tokens = [{tokens}]\n"
@@ -55,12 +61,14 @@ def start_instance(daemons: Daemons, certs: Path, redis: RedisServer, name: str)
     )
     daemon = daemons.start(name, ["control", "--config", str(config), "--log-level", "debug"])
     _, port = daemon.listening("control", "udp")
+    tcp_port = daemon.listening("control", "tcp")[1] if tcp else None
     host, status_port = daemon.listening("status", "tcp")
-    return Instance(name, daemon, port, f"http://{host}:{status_port}/", proxy)
+    return Instance(name, daemon, port, f"http://{host}:{status_port}/", proxy, tcp_port)
 
 
-def start_relay(daemons: Daemons, certs: Path, instances: list[Instance]) -> Daemon:
-    """The relay's control-addr is a TOML array: the first instance, then the others."""
+def start_relay(daemons: Daemons, certs: Path, instances: list[Instance], extra: str = "") -> Daemon:
+    """The relay's control-addr is a TOML array: the first instance, then the others.
+    ``extra``: more ``[relay]`` lines."""
     addrs = ", ".join(f'"{i.addr}"' for i in instances)
     config = daemons.workdir / "relay.toml"
     config.write_text(
@@ -71,6 +79,7 @@ def start_relay(daemons: Daemons, certs: Path, instances: list[Instance]) -> Dae
         f"control-addr = [{addrs}]\n"
         f'control-cas = "{certs / "ca.pem"}"\n'
         'control-name = "localhost"\n'
+        + extra
     )
     daemon = daemons.start("relay", ["relay", "--config", str(config), "--log-level", "debug"])
     daemon.wait_for("registered with control server")

@@ -86,3 +86,32 @@ def test_a_bad_address_in_the_list_is_one_line(tmp_path: Path, value: str, says:
     with pytest.raises(ConfigError) as info:
         client_config(tmp_path, f"server-addr = {value}\n")
     assert "client.server-addr" in str(info.value) and says in str(info.value) and "\n" not in str(info.value)
+
+
+def test_tcp_addresses_serve_every_instance_or_pair_by_position(tmp_path: Path) -> None:
+    from connet_core.control_addresses import ControlAddresses
+
+    def partners(settings) -> list:
+        addresses = ControlAddresses(settings.server_addrs, name="x", name_set=True, cafile=None,
+                                     tcp_addrs=settings.server_tcp_addrs)
+        return [addresses.tcp_addr(a) for a in settings.server_addrs]
+
+    a, b, ta, tb = (HostPort("a.example", 1), HostPort("b.example", 2), HostPort("a.example", 443),
+                    HostPort("b.example", 443))
+    both = 'server-addr = ["a.example:1", "b.example:2"]\nudp = "never"\n'
+    paired = client_config(tmp_path, both + 'server-tcp-addr = ["a.example:443", "b.example:443"]\n')
+    assert partners(paired) == [ta, tb] and paired.server_tcp_addr == ta
+    one_front = client_config(tmp_path, both, flags={"client.server-tcp-addr": "b.example:443"})
+    assert partners(one_front) == [tb, tb]
+    by_env = client_config(tmp_path, both, env={"CONNET_CLIENT__SERVER_TCP_ADDR": "a.example:443,b.example:443"})
+    assert partners(by_env) == [ta, tb]
+    assert partners(client_config(tmp_path, both.replace("never", "auto"))) == [None, None]
+
+
+def test_tcp_addresses_of_another_count_are_one_line(tmp_path: Path) -> None:
+    text = ('server-addr = ["a.example:1", "b.example:2", "c.example:3"]\n'
+            'server-tcp-addr = ["a.example:443", "b.example:443"]\n')
+    with pytest.raises(ConfigError) as info:
+        client_config(tmp_path, text)
+    message = str(info.value)
+    assert "client.server-tcp-addr: 2 addresses for 3 server-addr addresses" in message and "\n" not in message

@@ -5,6 +5,7 @@ do) and the ``redis`` plugin against a real redis-server started here."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
@@ -163,6 +164,19 @@ async def test_a_late_instance_learns_what_the_others_hold(make) -> None:
     assert (relay.addr, relay.certificate, relay.instance) == ("relay.example:19191", b"relay-cert", a.state.instance)
     a.state.remove_relay(b"relay-cert")
     await b.until(lambda ch: any(isinstance(c, RelayGone) and c.certificate == b"relay-cert" for c in ch))
+
+
+async def test_the_nat_kind_and_a_relays_metadata_and_tcp_address_arrive_whole(make) -> None:
+    """Every field the Matcher and the relay list use crosses: live (one change) and for an
+    instance that joins later (the Redis re-read), so a client on another instance sees a
+    peer's NAT kind and a relay's label and TCP address."""
+    a, b = await make(), await make()
+    sent_ann = dataclasses.replace(ann(a.state, 3), nat="hard")
+    sent_relay = SharedRelay(a.state.instance, "relay.example:19191", b"relay-cert", "rack 7", "relay.example:443")
+    a.state.announce(sent_ann)
+    a.state.add_relay(sent_relay)
+    for watcher in (b, await make()):
+        await watcher.until(lambda ch: sent_ann in ch and sent_relay in ch)
 
 
 async def test_the_first_proposed_secret_wins_everywhere(make) -> None:
