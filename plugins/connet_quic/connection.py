@@ -28,6 +28,7 @@ from connet_core.transport import CloseInfo, ConnectionStats
 
 from connet_quic.addresses import Address
 from connet_quic.closing import close_info_of
+from connet_quic.datagrams import QuicDatagrams
 from connet_quic.inbox import Inbox
 from connet_quic.library import QuicLibrary, QuicLibraryConnection
 from connet_quic.stream import QuicEndpointStream
@@ -90,6 +91,7 @@ class QuicEndpointConnection:
         # an accepted connection closed before its handshake completed is forgotten as soon as
         # its CONNECTION_CLOSE left, not after the closing period (3 PTO): see transmit
         self._forget_once_sent = False
+        self.datagrams = QuicDatagrams(self, self._lib, quic)  # RFC 9221, see datagrams.py
 
     def __repr__(self) -> str:
         role = "dialed" if self._is_dialer else "accepted"
@@ -337,6 +339,9 @@ class QuicEndpointConnection:
         self._clock = now
         return now
 
+    def send_soon(self) -> None:  # for the datagrams: one send round for a burst of them
+        self._transmit_soon()
+
     def _transmit_soon(self) -> None:
         if self._transmit_handle is None and not self._terminated:
             self._transmit_handle = self._loop.call_soon(self.transmit)
@@ -407,6 +412,8 @@ class QuicEndpointConnection:
             elif kind is ev.ConnectionIdRetired:
                 self._cids.discard(event.connection_id)
                 self._wiring.unroute(event.connection_id, self)
+            elif kind is ev.DatagramFrameReceived:
+                self.datagrams.received(event.data)
             elif kind is ev.StreamReset:
                 stream = self._streams.get(event.stream_id)
                 if stream is not None:
@@ -461,7 +468,9 @@ class QuicEndpointConnection:
                 self.close(CloseCode.UNKNOWN_PEER, "unexpected certificate")
                 return
         if self._options.probe_datagram_size:
-            self._lib.probe_path_mtu(self._quic, self._options.probe_datagram_size)
+            # the option is sized for IPv6; an IPv4 header is 20 bytes shorter (1472 on Ethernet)
+            ipv4 = ":" not in self._remote[0]
+            self._lib.probe_path_mtu(self._quic, self._options.probe_datagram_size + (20 if ipv4 else 0))
         if self._options.keepalive_interval > 0 and not self._keepalive_stopped:
             self._next_ping_at = self._loop.time() + self._options.keepalive_interval
         if not self._handshake_done.done():
@@ -497,5 +506,6 @@ class QuicEndpointConnection:
         for stream in self._streams.values():
             stream.wake_reader()
             stream.wake_writer()
+        self.datagrams.closed()
         self._closed_event.set()
         self._wiring.closed(self)
