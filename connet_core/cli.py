@@ -73,22 +73,20 @@ def common_flags(log_level: str | None, log_format: str | None, transport: str |
     return {COMMON_FLAG_KEYS[name]: value for name, value in given.items() if value is not None}
 
 
-def endpoint_flags(kind: str, name: str | None, addr: str | None, route: str | None) -> dict[str, object]:
-    """``--dst-name web --dst-addr h:p`` -> ``client.destinations.web.addr``; same for sources."""
+def endpoint_flags(kind: str, name: str | None, addr: str | None, route: str | None,
+                   **keys: str | None) -> dict[str, object]:
+    """``--dst-name web --dst-addr h:p`` -> ``client.destinations.web.addr``; same for sources
+    and for the other keys of the endpoint (``protocol``, ``udp_idle_timeout``, ...)."""
     prefix = "dst" if kind == "destinations" else "src"
+    given = {"addr": addr, "route": route, **{key.replace("_", "-"): value for key, value in keys.items()}}
     if name is None:
-        for flag, value in (("addr", addr), ("route", route)):
+        for flag, value in given.items():
             if value is not None:
                 raise ConfigError(f"flag --{prefix}-{flag}: needs --{prefix}-name")
         return {}
-    if addr is None and route is None:
+    if all(value is None for value in given.values()):
         raise ConfigError(f"flag --{prefix}-name: needs --{prefix}-addr")
-    flags: dict[str, object] = {}
-    if addr is not None:
-        flags[f"client.{kind}.{name}.addr"] = addr
-    if route is not None:
-        flags[f"client.{kind}.{name}.route"] = route
-    return flags
+    return {f"client.{kind}.{name}.{key}": value for key, value in given.items() if value is not None}
 
 
 def run_daemon(command: str, files: Sequence[Path], flags: dict[str, object]) -> int:
@@ -225,8 +223,12 @@ class _PluginCommands(click.Group):
 @click.option("--dst-addr", metavar="HOST:PORT", help="Where that destination connects to.")
 @click.option("--dst-route", metavar="ROUTE", help="any | direct | relay  [default: any]")
 @click.option("--src-name", metavar="NAME", help="Name of one source (with --src-addr).")
-@click.option("--src-addr", metavar="HOST:PORT", help="Where that source listens for TCP connections.")
+@click.option("--src-addr", metavar="HOST:PORT", help="Where that source listens (TCP, or UDP with --src-protocol udp).")
 @click.option("--src-route", metavar="ROUTE", help="any | direct | relay  [default: any]")
+@click.option("--dst-protocol", metavar="PROTOCOL", help="tcp | udp  [default: tcp]")
+@click.option("--src-protocol", metavar="PROTOCOL", help="tcp | udp  [default: tcp]")
+@click.option("--src-udp-idle-timeout", metavar="SECONDS", help="A UDP source's flow ends after this idle time.  [default: 60]")
+@click.option("--src-udp-max-flows", metavar="N", help="A UDP source's senders at once.  [default: 1024]")
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -247,6 +249,10 @@ def cli(
     src_name: str | None,
     src_addr: str | None,
     src_route: str | None,
+    dst_protocol: str | None,
+    src_protocol: str | None,
+    src_udp_idle_timeout: str | None,
+    src_udp_max_flows: str | None,
 ) -> int | None:
     """Run a connet client: expose destinations and serve sources (peer-to-peer over QUIC).
 
@@ -268,8 +274,9 @@ def cli(
         "status_addr": status_addr,
     }
     flags.update({CLIENT_FLAG_KEYS[name]: value for name, value in given.items() if value is not None})
-    flags.update(endpoint_flags("destinations", dst_name, dst_addr, dst_route))
-    flags.update(endpoint_flags("sources", src_name, src_addr, src_route))
+    flags.update(endpoint_flags("destinations", dst_name, dst_addr, dst_route, protocol=dst_protocol))
+    flags.update(endpoint_flags("sources", src_name, src_addr, src_route, protocol=src_protocol,
+                                udp_idle_timeout=src_udp_idle_timeout, udp_max_flows=src_udp_max_flows))
     return run_daemon("client", config_files, flags)
 
 

@@ -22,6 +22,7 @@ from connet_core.component import RECONNECT_CEILING, Backoff, default_store_dir,
 from connet_core.config import RelaySettings
 from connet_core.errors import ConnectionLost, ProtocolError, StoreError, StreamReset
 from connet_core.forward import splice
+from connet_core.relay_datagrams import RelayedFlows
 from connet_core.logs import log_listening
 from connet_core.model import HostPort, Role, certificate_hash
 from connet_core.plugins import Hooks, load_hooks
@@ -108,6 +109,7 @@ class RelayService:
         self.grant_key_ready = asyncio.Event()
         self.clients: set[RelayClient] = set()
         self.counters = RelayCounters()
+        self.udp = RelayedFlows()  # UDP flows' datagrams (docs/udp.md)
         self._tg: asyncio.TaskGroup | None = None
 
     def set_grant_key(self, key: bytes) -> None:
@@ -216,9 +218,11 @@ class RelayService:
         self.counters.streams_active += 1
         self.counters.streams_total += 1
         try:
-            await MessageStream(outbound).send(Connect(request.name, peer=source.hash))
+            await MessageStream(outbound).send(Connect(request.name, peer=source.hash, protocol=request.protocol))
             await messages.send(Connected())
-            moved = await splice(messages.stream, outbound, initial_to_b=messages.take_remaining())
+            with self.udp.forwarding(request.protocol, source.conn, messages.stream.stream_id,
+                                     destination.conn, outbound.stream_id):
+                moved = await splice(messages.stream, outbound, initial_to_b=messages.take_remaining())
             self.counters.bytes_relayed += moved
             log.debug("relayed a stream for %r: %d bytes", request.name, moved, extra={"endpoint": request.name})
         finally:
@@ -238,6 +242,7 @@ class RelayService:
             "streams_active": self.counters.streams_active,
             "streams_total": self.counters.streams_total,
             "streams_refused": self.counters.refused,
+            "udp": self.udp.status(),
             # the endpoint's own (an optional transport attribute: Retry, datagrams dropped)
             "counters": dict(getattr(self.endpoint, "counters", {})),
         }

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import socket
 import time
+from dataclasses import replace
 
 from connet_core.client.state import ClientState, Peer, PeerConnection, RelayLink
 from connet_core.component import Backoff, spawn
@@ -166,12 +167,15 @@ class Sources:
         finally:
             via.active_streams -= 1
 
-    async def _open_some_path(self, source: EndpointSettings) -> tuple[Stream, bytes, Via] | None:
+    async def _open_some_path(self, source: EndpointSettings, request: Connect | None = None
+                              ) -> tuple[Stream, bytes, Via] | None:
         """A tunneled stream over the best path that works, or None (the log says why).
 
         Paths are tried best first. When a path's connection vanished under the request (a
         duplicate closed by the other side, a path that just died), the choice is made again:
-        no TCP byte has been read yet, so nothing is lost by retrying."""
+        no TCP byte has been read yet, so nothing is lost by retrying. ``request`` is the
+        stream request to send (a UDP flow's, connet_core.client.udp_source); by default
+        ``Connect(name)``."""
         refused = self._state.refused_connections
         for _ in range(3):
             try:
@@ -189,7 +193,7 @@ class Sources:
                 peer, via = path.key
                 via.active_streams += 1
                 try:
-                    opened = await self._open_path(source.name, peer, via, last)
+                    opened = await self._open_path(source.name, peer, via, last, request)
                 except (ConnectionLost, StreamReset) as exc:
                     vanished = True
                     log.debug("source %r: %s path to peer %s went away: %s", source.name, path.kind.value,
@@ -213,14 +217,15 @@ class Sources:
         refused[(source.name, Role.SOURCE)] += 1
         return None
 
-    async def _open_path(self, name: str, peer: Peer, via: Via, last: bool) -> tuple[Stream, bytes] | None:
+    async def _open_path(self, name: str, peer: Peer, via: Via, last: bool,
+                         request: Connect | None = None) -> tuple[Stream, bytes] | None:
         """Open a tunneled stream to ``peer``'s destination ``name``: the stream to pump and
         the bytes already read past the reply, or None if the destination refused. A stream
         given up on is reset, so the destination stops working on it too."""
         assert via.conn is not None
         raw = await via.conn.open_stream()
         try:
-            opened = await self._request(name, peer, via, raw, last)
+            opened = await self._request(name, peer, via, raw, last, request or Connect(name))
         except (ProtocolError, TimeoutError):
             raw.reset(CloseCode.TIMEOUT)
             raise
@@ -228,12 +233,13 @@ class Sources:
             raw.reset(CloseCode.OK)
         return opened
 
-    async def _request(self, name: str, peer: Peer, via: Via, raw: Stream, last: bool) -> tuple[Stream, bytes] | None:
+    async def _request(self, name: str, peer: Peer, via: Via, raw: Stream, last: bool,
+                       request: Connect) -> tuple[Stream, bytes] | None:
         assert via.conn is not None
         stream = raw
         if isinstance(via, RelayLink):
             hop = MessageStream(raw)
-            await hop.send(Connect(name, peer=peer.hash))
+            await hop.send(Connect(name, peer=peer.hash, protocol=request.protocol))  # the key stays inside TLS
             relayed = await _reply(hop, via.conn, last)
             if isinstance(relayed, ConnectRefused):
                 log.warning("relay %s refused %r: %s", via.label, name, CloseCode.describe(relayed.code),
@@ -243,9 +249,11 @@ class Sources:
                                initial=hop.take_remaining())
             await asyncio.wait_for(stream.handshake(), REPLY_TIMEOUT)
             messages = MessageStream(stream)
+            if request.protocol == "udp":  # a UDP flow's key, where only the destination reads it
+                await messages.send(request)
         else:
             messages = MessageStream(stream)
-            await messages.send(Connect(name))
+            await messages.send(replace(request, key=b""))  # QUIC protects a direct flow
         reply = await _reply(messages, via.conn, last)
         if isinstance(reply, ConnectRefused):
             log.warning("source %r: peer %s refused: %s", name, peer.label, CloseCode.describe(reply.code),

@@ -251,6 +251,9 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
                     role=role,
                     addr=values["addr"],  # type: ignore[arg-type]
                     route=RoutePolicy(values.get("route", "any")),
+                    protocol=values.get("protocol", "tcp"),  # type: ignore[arg-type]
+                    udp_idle_timeout=values.get("udp-idle-timeout", 60.0),  # type: ignore[arg-type]
+                    udp_max_flows=values.get("udp-max-flows", 1024),  # type: ignore[arg-type]
                 )
             )
     return ClientSettings(

@@ -47,6 +47,11 @@ _Spec = Union[_Leaf, _Named, _Array, dict]
 
 _ROUTES = tuple(p.value for p in RoutePolicy)
 _ROLES = tuple(r.value for r in Role)
+_PROTOCOLS = ("tcp", "udp")
+# a UDP source's bounds (docs/udp.md): a flow is a stream, and a connection carries at
+# most TransportOptions.max_streams (4096) of them at once
+UDP_IDLE_TIMEOUT_RANGE = (1.0, 86400.0)
+UDP_MAX_FLOWS_RANGE = (1, 4096)
 _CIDR_RULE: dict[str, _Spec] = {"allow-cidrs": _Leaf("cidrs"), "deny-cidrs": _Leaf("cidrs")}
 _TOKEN_RULE: dict[str, _Spec] = {
     **_CIDR_RULE,
@@ -67,8 +72,11 @@ SCHEMA: dict[str, _Spec] = {
         "server-name": _Leaf("host"),
         "direct-addr": _Leaf("listen"),
         "status-addr": _Leaf("listen"),
-        "destinations": _Named({"addr": _Leaf("dial"), "route": _Leaf("enum", _ROUTES)}),
-        "sources": _Named({"addr": _Leaf("listen"), "route": _Leaf("enum", _ROUTES)}),
+        "destinations": _Named({"addr": _Leaf("dial"), "route": _Leaf("enum", _ROUTES),
+                                "protocol": _Leaf("enum", _PROTOCOLS)}),
+        "sources": _Named({"addr": _Leaf("listen"), "route": _Leaf("enum", _ROUTES),
+                           "protocol": _Leaf("enum", _PROTOCOLS),
+                           "udp-idle-timeout": _Leaf("udp_idle_timeout"), "udp-max-flows": _Leaf("udp_max_flows")}),
     },
     "server": {
         "addr": _Leaf("listen"),
@@ -237,7 +245,36 @@ def _regex(value: object) -> str:
     return text
 
 
+def _number(value: object, integer: bool) -> float:
+    if isinstance(value, str):  # from a CONNET_* variable
+        try:
+            value = int(value.strip()) if integer else float(value.strip())
+        except ValueError:
+            raise _Invalid(f"{value!r} is not {'a whole number' if integer else 'a number'}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise _Invalid(f"expected {'a whole number' if integer else 'a number'}, got {_describe(value)}")
+    return value
+
+
+def _udp_idle_timeout(value: object) -> float:
+    low, high = UDP_IDLE_TIMEOUT_RANGE
+    seconds = float(_number(value, integer=False))
+    if not low <= seconds <= high:
+        raise _Invalid(f"{value!r}: give seconds from {low:.0f} to {high:.0f}")
+    return seconds
+
+
+def _udp_max_flows(value: object) -> int:
+    low, high = UDP_MAX_FLOWS_RANGE
+    count = int(_number(value, integer=True))
+    if not low <= count <= high:
+        raise _Invalid(f"{value!r}: give a number of flows from {low} to {high}")
+    return count
+
+
 _CONVERTERS: dict[str, Callable[[object], object]] = {
+    "udp_idle_timeout": _udp_idle_timeout,
+    "udp_max_flows": _udp_max_flows,
     "text": _text,
     "host": _host,
     "listen": _listen,

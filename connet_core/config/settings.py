@@ -34,6 +34,9 @@ class EndpointSettings:
     role: Role
     addr: HostPort
     route: RoutePolicy = RoutePolicy.ANY
+    protocol: str = "tcp"  # "tcp" or "udp" (docs/udp.md)
+    udp_idle_timeout: float = 60.0  # a UDP source's flow ends after this long without traffic
+    udp_max_flows: int = 1024  # a UDP source's senders at once; more are dropped
 
 
 @dataclass(frozen=True, slots=True)

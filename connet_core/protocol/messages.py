@@ -154,6 +154,11 @@ class Connect:
 
     name: str
     peer: bytes = b""  # via a relay: sha256 of the destination's certificate (b"": any)
+    # "udp": this stream carries no bytes but owns one UDP flow, whose datagrams travel as
+    # DATAGRAM frames (docs/udp.md); older peers ignore the field and see a TCP request
+    protocol: str = "tcp"
+    # udp through a relay, only inside the end-to-end TLS: the flow's AES-GCM key
+    key: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
