@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from connet_core.client.udp_flows import DropLog, UdpCounters
+from connet_core.client.udp_tunnel import FlowTunnel
 from connet_core.config import EndpointSettings
 from connet_core.datagram_mux import Muxes
 from connet_core.errors import ConnectionLost, ProtocolError, StreamReset
@@ -45,20 +46,14 @@ class _ServiceSocket(asyncio.DatagramProtocol):
 
 
 class _DestinationFlow:
-    def __init__(self, owner: "UdpDestination", conn: Connection, flow_id: int, seal: codec.FlowSeal | None) -> None:
+    def __init__(self, owner: "UdpDestination") -> None:
         self.owner = owner
-        self.conn = conn
-        self.flow_id = flow_id
-        self.seal = seal
+        self.tunnel: FlowTunnel | None = None
         self.transport: asyncio.DatagramTransport | None = None
 
-    def from_tunnel(self, payload: bytes) -> None:
-        if self.seal is not None:
-            opened = self.seal.open(payload)
-            if opened is None:
-                self.owner.drop("not_authentic", "a relayed datagram that did not authenticate")
-                return
-            payload = opened
+    def from_tunnel(self, payload: bytes | None) -> None:
+        if payload is None:
+            return
         counters = self.owner.counters
         counters.datagrams_from_tunnel += 1
         counters.bytes_from_tunnel += len(payload)
@@ -69,21 +64,8 @@ class _DestinationFlow:
         counters = self.owner.counters
         counters.datagrams_to_tunnel += 1
         counters.bytes_to_tunnel += len(data)
-        payload = data
-        if self.seal is not None:
-            sealed = self.seal.seal(data)
-            if sealed is None:
-                self.owner.drop("too_large", "the flow's key is used up (the source starts a new flow)")
-                return
-            payload = sealed
-        if not self.conn.datagrams.send(codec.encode(self.flow_id, payload)):
-            if self.conn.closed:
-                self.owner.drop("path_closed", "its path closed")
-            else:
-                room = self.conn.datagrams.max_size() - codec.varint_size(self.flow_id)
-                room -= codec.SEAL_OVERHEAD if self.seal is not None else 0
-                self.owner.drop("too_large", f"{len(data)} bytes, larger than the path carries "
-                                f"({max(0, room)} bytes now; docs/udp.md)")
+        if self.tunnel is not None:
+            self.tunnel.send(data)
 
 
 class UdpDestination:
@@ -109,8 +91,7 @@ class UdpDestination:
         """One flow: a socket toward the service, then datagrams both ways until the
         stream ends. ``key``: relayed, the flow's end-to-end key."""
         addr = self._destination.addr
-        flow = _DestinationFlow(self, conn, stream.stream_id,
-                                codec.FlowSeal(key, source_side=False) if key is not None else None)
+        flow = _DestinationFlow(self)
         try:
             transport, _ = await self._loop.create_datagram_endpoint(
                 lambda: _ServiceSocket(flow), remote_addr=(addr.host, addr.port))
@@ -120,19 +101,21 @@ class UdpDestination:
             await _refuse(messages, stream, CloseCode.DESTINATION_UNREACHABLE, "cannot reach the service")
             return
         flow.transport = transport
+        tunnel = FlowTunnel(conn, stream, codec.FlowSeal(key, source_side=False) if key is not None else None,
+                            self.drop)
         mux = self._muxes.of(conn)
-        mux.register(flow.flow_id, flow.from_tunnel)
+        mux.register(tunnel.flow_id, lambda payload: flow.from_tunnel(tunnel.opened(payload)))
         self.counters.flows_active += 1
         self.counters.flows_total += 1
         try:
             await messages.send(Connected())
-            while await stream.read():
-                pass  # nothing is sent on a flow's stream; its end ends the flow
+            flow.tunnel = tunnel
+            await tunnel.read_records(flow.from_tunnel)
         except (ConnectionLost, StreamReset, ProtocolError):
-            pass  # the source ended the flow (idle), or the path went
+            pass  # the path went before the flow started
         finally:
             self.counters.flows_active -= 1
-            mux.unregister(flow.flow_id)
+            mux.unregister(tunnel.flow_id)
             transport.close()
             stream.reset(CloseCode.OK)
 

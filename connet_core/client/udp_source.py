@@ -21,17 +21,17 @@ from dataclasses import dataclass, field
 from connet_core.client.sources import Sources
 from connet_core.client.state import ClientState, RelayLink
 from connet_core.client.udp_flows import DropLog, FlowTable, UdpCounters
+from connet_core.client.udp_tunnel import FlowTunnel
 from connet_core.component import spawn
 from connet_core.config import EndpointSettings
 from connet_core.datagram_mux import Muxes
-from connet_core.errors import ConfigError, ConnectionLost, ProtocolError, StreamReset
+from connet_core.errors import ConfigError
 from connet_core.logs import log_listening
 from connet_core.model import HostPort, Role
 from connet_core.protocol import datagrams as codec
 from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.messages import Connect
 from connet_core.supervise import pause
-from connet_core.transport import Connection, Stream
 
 log = logging.getLogger("connet.client")
 
@@ -64,17 +64,10 @@ def listen_udp(source: EndpointSettings, state: ClientState) -> socket.socket:
 
 
 @dataclass(eq=False)
-class _Tunnel:
-    conn: Connection
-    flow_id: int
-    seal: codec.FlowSeal | None  # relayed: sealed end to end
-
-
-@dataclass(eq=False)
 class _Flow:
     sender: tuple
     pending: list[bytes] = field(default_factory=list)
-    tunnel: _Tunnel | None = None
+    tunnel: FlowTunnel | None = None
     task: asyncio.Task | None = None
     failed: bool = False  # found no path: drops until it ends
 
@@ -150,23 +143,8 @@ class UdpSource:
                 flow.pending.append(data)
             else:
                 self.drop("queue_full", f"over {PENDING_LIMIT} datagrams while the flow's path opens")
-        else:
-            self._send(flow, flow.tunnel, data)
-
-    def _send(self, flow: _Flow, tunnel: _Tunnel, data: bytes) -> None:
-        payload = data
-        if tunnel.seal is not None:
-            sealed = tunnel.seal.seal(data)
-            if sealed is None:  # 2**32 datagrams under one key: the next flow gets a new one
-                self._end(flow)
-                return
-            payload = sealed
-        if not tunnel.conn.datagrams.send(codec.encode(tunnel.flow_id, payload)):
-            if tunnel.conn.closed:
-                self.drop("path_closed", "its path closed")
-            else:
-                self.drop("too_large", f"{len(data)} bytes, larger than the path carries "
-                          f"({max_payload(tunnel)} bytes now; docs/udp.md)")
+        elif not flow.tunnel.send(data) and flow.tunnel.exhausted:
+            self._end(flow)  # the sender's next datagram starts a flow with a new key
 
     def drop(self, cause: str, why: str) -> None:
         self.counters.drops[cause] += 1
@@ -192,16 +170,16 @@ class UdpSource:
                 return
             stream, _, via = opened
             assert via.conn is not None
-            tunnel = _Tunnel(via.conn, stream.stream_id,
-                             codec.FlowSeal(key, source_side=True) if isinstance(via, RelayLink) else None)
+            seal = codec.FlowSeal(key, source_side=True) if isinstance(via, RelayLink) else None
+            tunnel = FlowTunnel(via.conn, stream, seal, self.drop)
             mux = self._muxes.of(via.conn)
-            mux.register(tunnel.flow_id, lambda payload: self._from_tunnel(flow, tunnel, payload))
+            mux.register(tunnel.flow_id, lambda payload: self._from_tunnel(flow, tunnel.opened(payload)))
             try:
                 flow.tunnel = tunnel
                 pending, flow.pending = flow.pending, []
                 for data in pending:
-                    self._send(flow, tunnel, data)
-                await _held(stream)
+                    tunnel.send(data)
+                await tunnel.read_records(lambda datagram: self._from_tunnel(flow, datagram))
             finally:
                 mux.unregister(tunnel.flow_id)
                 stream.reset(CloseCode.OK)  # tells the destination the flow ended
@@ -211,15 +189,9 @@ class UdpSource:
             self._table.remove(flow.sender, flow)
             self.counters.flows_active -= 1
 
-    def _from_tunnel(self, flow: _Flow, tunnel: _Tunnel, payload: bytes) -> None:
-        if tunnel.seal is not None:
-            opened = tunnel.seal.open(payload)
-            if opened is None:
-                self.drop("not_authentic", "a relayed datagram that did not authenticate")
-                return
-            payload = opened
+    def _from_tunnel(self, flow: _Flow, payload: bytes | None) -> None:
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if payload is None or transport is None or transport.is_closing():
             return
         self.counters.datagrams_from_tunnel += 1
         self.counters.bytes_from_tunnel += len(payload)
@@ -229,19 +201,3 @@ class UdpSource:
     def _end(self, flow: _Flow) -> None:
         if flow.task is not None and not flow.task.done():
             flow.task.cancel()
-
-
-def max_payload(tunnel: _Tunnel) -> int:
-    """The largest UDP payload a flow carries on its path now (docs/udp.md)."""
-    room = tunnel.conn.datagrams.max_size() - codec.varint_size(tunnel.flow_id)
-    return max(0, room - (codec.SEAL_OVERHEAD if tunnel.seal is not None else 0))
-
-
-async def _held(stream: Stream) -> None:
-    """Until the flow's stream ends: the destination finished or reset it, or its
-    connection closed. Nothing is expected on it."""
-    try:
-        while await stream.read():
-            pass
-    except (ConnectionLost, StreamReset, ProtocolError):
-        pass  # the flow ends; its sender's next datagram starts a new one

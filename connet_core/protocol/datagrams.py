@@ -5,7 +5,13 @@ split or merged::
 
     flow id (QUIC varint) | payload
 
-The flow id is the id of the QUIC stream that opened the flow on *that* connection (a
+A datagram larger than the connection's DATAGRAM frames carry *now* (before the path MTU
+probe succeeded; qh3 as a server never probes) but at most STREAM_LIMIT bytes goes whole
+on the flow's own stream instead, as one record (inside the end-to-end TLS when relayed)::
+
+    length (2 bytes, big endian) | payload
+
+Larger ones are dropped and counted. The flow id is the id of the QUIC stream that opened the flow on *that* connection (a
 relay rewrites it from one connection's stream to the other's; id 0 is never a flow: the
 qh3 keepalive filler is a zero-filled frame). Directly, the payload is the UDP payload.
 Through a relay it is sealed end to end (:class:`FlowSeal`): the relay forwards what it
@@ -52,6 +58,45 @@ def decode(data: bytes) -> tuple[int, bytes] | None:
         return None
     flow_id = int.from_bytes(data[:size], "big") & ((1 << (8 * size - 2)) - 1)
     return flow_id, data[size:]
+
+
+# The largest datagram the stream carries when DATAGRAM frames cannot: what one DATAGRAM
+# frame carries on any 1500-byte path (IPv6: 1452-byte UDP payload, less 32 bytes of QUIC
+# packet and frame, less a 4-byte flow id). docs/udp.md "How large a datagram".
+STREAM_LIMIT = 1416
+# Relayed, a datagram travels two connections and its sender knows only the first: it goes
+# in a DATAGRAM frame only when that fits a frame in a minimum-size (1200-byte) QUIC packet,
+# which every connection carries (qh3 2.1 relays, as servers, never send larger packets);
+# 1200 less 32 bytes of QUIC packet and frame, a 4-byte flow id and the seal.
+RELAYED_FRAME_LIMIT = 1200 - 32 - 4 - 20
+RECORD_HEADER = 2
+
+
+def record(payload: bytes) -> bytes:
+    """One datagram as a record on the flow's stream."""
+    return len(payload).to_bytes(RECORD_HEADER, "big") + payload
+
+
+class RecordReader:
+    """Datagrams out of a flow stream's bytes, however the stream cut them."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The datagrams completed by ``data``. Raises ValueError for a record over STREAM_LIMIT."""
+        buffer = self._buffer
+        buffer += data
+        out = []
+        while len(buffer) >= RECORD_HEADER:
+            size = int.from_bytes(buffer[:RECORD_HEADER], "big")
+            if size > STREAM_LIMIT:
+                raise ValueError(f"a {size}-byte datagram record (at most {STREAM_LIMIT})")
+            if len(buffer) < RECORD_HEADER + size:
+                break
+            out.append(bytes(buffer[RECORD_HEADER:RECORD_HEADER + size]))
+            del buffer[:RECORD_HEADER + size]
+        return out
 
 
 def new_key() -> bytes:

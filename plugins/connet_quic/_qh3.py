@@ -464,7 +464,12 @@ class Qh3Library(SharedLibraryAdapter):
         quic.receive_gro_buffer(buffer, segment, addr, now)
 
     def probe_path_mtu(self, quic: Qh3Connection, size: int) -> None:
-        """Nothing to do: qh3's core searches the path MTU itself (DPLPMTUD)."""
+        """qh3's core searches the path MTU itself (DPLPMTUD), once told the handshake is
+        confirmed: qh3 2.1 tells a client's core (HANDSHAKE_DONE) but never a server's, whose
+        datagrams then stay at 1200 bytes. A server's handshake is confirmed once complete
+        (RFC 9001 4.1.2), which is when this is called."""
+        if not quic._is_client and quic._core is not None:
+            quic._core.handshake_confirmed()
 
     def send_keepalive(self, quic: Qh3Connection, uid: int) -> None:
         """A PING, and filler in a DATAGRAM frame where the peer accepts one: the core
