@@ -464,12 +464,7 @@ class Qh3Library(SharedLibraryAdapter):
         quic.receive_gro_buffer(buffer, segment, addr, now)
 
     def probe_path_mtu(self, quic: Qh3Connection, size: int) -> None:
-        """qh3's core searches the path MTU itself (DPLPMTUD), once told the handshake is
-        confirmed: qh3 2.1 tells a client's core (HANDSHAKE_DONE) but never a server's, whose
-        datagrams then stay at 1200 bytes. A server's handshake is confirmed once complete
-        (RFC 9001 4.1.2), which is when this is called."""
-        if not quic._is_client and quic._core is not None:
-            quic._core.handshake_confirmed()
+        """Nothing to do: qh3's core searches the path MTU itself (DPLPMTUD), as a client only."""
 
     def send_keepalive(self, quic: Qh3Connection, uid: int) -> None:
         """A PING, and filler in a DATAGRAM frame where the peer accepts one: the core
@@ -485,9 +480,9 @@ class Qh3Library(SharedLibraryAdapter):
         quic.send_datagram_frame(data)
 
     def datagram_payload_limit(self, quic: Qh3Connection) -> int:
-        """From the core's current path MTU (its own DPLPMTUD; ``active_path[5]``) with a
-        4-byte packet number: a DATAGRAM frame that fits no packet fails the whole
-        connection in qh3 2.1 ("packet builder capacity exhausted")."""
+        """From the core's current path MTU (``active_path[5]``; a server's stays at 1200:
+        qh3 2.1 probes as a client only) with a 4-byte packet number: a DATAGRAM frame that
+        fits no packet fails the whole connection ("packet builder capacity exhausted")."""
         core = quic._core
         if core is None or not quic._handshake_complete:
             return 0

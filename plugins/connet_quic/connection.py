@@ -468,9 +468,7 @@ class QuicEndpointConnection:
                 self.close(CloseCode.UNKNOWN_PEER, "unexpected certificate")
                 return
         if self._options.probe_datagram_size:
-            # the option is sized for IPv6; an IPv4 header is 20 bytes shorter (1472 on Ethernet)
-            ipv4 = ":" not in self._remote[0]
-            self._lib.probe_path_mtu(self._quic, self._options.probe_datagram_size + (20 if ipv4 else 0))
+            self._lib.probe_path_mtu(self._quic, self._options.probe_datagram_size)
         if self._options.keepalive_interval > 0 and not self._keepalive_stopped:
             self._next_ping_at = self._loop.time() + self._options.keepalive_interval
         if not self._handshake_done.done():
