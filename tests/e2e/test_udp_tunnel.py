@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from support.cluster import start_server
+from test_status import load_schema, validate
 from support.udp import (
     dig,
     dnsmasq,
+    metrics,
     sha256,
     start_udp_destination,
     start_udp_source,
@@ -38,12 +40,18 @@ def test_dig_through_the_tunnel(daemons, certs, tmp_path: Path, transport: str, 
         src.wait_for("peer .* matched for source 'dns'")
         answer = dig(source_port)
     assert answer == "10.1.2.3", src.log()
-    report = udp_endpoint(status(src), "dns", "source")
+    whole = status(src)
+    schema = load_schema("client.json")
+    validate(whole, schema, schema)  # docs/schemas/client.json, udp part included
+    report = udp_endpoint(whole, "dns", "source")
     assert report["protocol"] == "udp"
     assert report["udp"]["flows_total"] >= 1 and report["udp"]["datagrams_from_tunnel"] >= 1
     assert report["peers"][0]["paths"][0]["kind"] == route
     served = udp_endpoint(status(dst), "dns", "destination")["udp"]
     assert served["datagrams_from_tunnel"] >= 1 and served["datagrams_to_tunnel"] >= 1
+    exposition = metrics(src)
+    assert 'connet_client_udp_datagrams_total{name="dns",role="source",direction="from_tunnel"}' in exposition
+    assert 'connet_client_udp_drops_total{name="dns",role="source",cause="too_large"} 0' in exposition
 
 
 @pytest.mark.parametrize("route", ["direct", "relay"])
