@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,66 @@ async def test_tcp_source_and_udp_destination_do_not_match(daemons, certs) -> No
     assert data == b""
     dst.wait_for(r"refused: a tcp source asked for the udp destination 'dns'")
     src.wait_for(r"refused: protocol-mismatch")
+
+
+def wait_status(daemon, check, timeout: float = 15.0) -> dict:  # type: ignore[no-untyped-def]
+    """Until ``check(status)`` holds (polling the status endpoint), or fail with the last one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = status(daemon)
+        if check(report):
+            return report
+        if time.monotonic() > deadline:
+            raise AssertionError(f"status never satisfied the check: {report}")
+        time.sleep(0.1)  # the next look at the status
+
+
+async def test_flows_idle_out_and_are_capped(daemons, certs) -> None:
+    """udp-max-flows 2: a third sender is dropped (flows_full); udp-idle-timeout 1: both
+    flows end at both clients once quiet, and the third sender then gets its own."""
+    server = start_server(daemons, certs)
+    async with udp_echo_server() as echo_port:
+        dst = start_udp_destination(daemons, server, echo_port, endpoint="game", status_addr=LOCAL)
+        src, source_port = start_udp_source(daemons, server, endpoint="game", status_addr=LOCAL,
+                                             extra=("--src-udp-max-flows", "2", "--src-udp-idle-timeout", "1"))
+        await asyncio.to_thread(wait_udp_tunnel, source_port)  # flow 1 (then idle)
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+        try:
+            for sock in socks:
+                sock.settimeout(1.0)
+            first, second, third = socks
+            wait_status(src, lambda r: udp_endpoint(r, "game", "source")["udp"]["flows"] == 0)
+            for sock in (first, second):
+                assert await asyncio.to_thread(roundtrip_on, sock, source_port, b"mine") == b"mine"
+            assert await asyncio.to_thread(roundtrip_on, third, source_port, b"third", 1) is None
+            drops = udp_endpoint(status(src), "game", "source")["udp"]["drops"]
+            assert drops["flows_full"] >= 1
+            wait_status(src, lambda r: udp_endpoint(r, "game", "source")["udp"]["flows"] == 0)
+            wait_status(dst, lambda r: udp_endpoint(r, "game", "destination")["udp"]["flows"] == 0)
+            assert await asyncio.to_thread(roundtrip_on, third, source_port, b"third") == b"third"
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def roundtrip_on(sock: socket.socket, port: int, payload: bytes, tries: int = 10) -> bytes | None:
+    for _ in range(tries):
+        sock.sendto(payload, ("127.0.0.1", port))
+        try:
+            return sock.recvfrom(65536)[0]
+        except TimeoutError:
+            continue
+    return None
+
+
+async def test_no_common_route_drops_and_counts(daemons, certs) -> None:
+    """Routes apply as for TCP: a direct-only source and a relay-only destination share no
+    route; the sender gets nothing and the drops say no_path."""
+    server = start_server(daemons, certs)
+    async with udp_echo_server() as echo_port:
+        start_udp_destination(daemons, server, echo_port, endpoint="dns", route="relay")
+        src, source_port = start_udp_source(daemons, server, endpoint="dns", route="direct", status_addr=LOCAL)
+        src.wait_for("peer .* matched for source 'dns'")
+        assert await asyncio.to_thread(udp_roundtrip, source_port, b"hello", timeout=0.5, tries=2) is None
+    src.wait_for("no route: the source allows direct, the destination allows relay")
+    assert udp_endpoint(status(src), "dns", "source")["udp"]["drops"]["no_path"] >= 1
