@@ -108,9 +108,10 @@ async def test_tcp_source_and_udp_destination_do_not_match(daemons, certs) -> No
     """A TCP source asking a UDP destination of the same name is refused, one line each side."""
     server = start_server(daemons, certs)
     async with udp_echo_server() as echo_port:
-        dst = start_udp_destination(daemons, server, echo_port, endpoint="dns")
-        src, source_port = start_udp_source(daemons, server, endpoint="dns", protocol="tcp")
-        src.wait_for("peer .* matched for source 'dns'")
+        dst = start_udp_destination(daemons, server, echo_port, endpoint="dns", route="direct")
+        src, source_port = start_udp_source(daemons, server, endpoint="dns", protocol="tcp", route="direct")
+        src.wait_for("peer .* connected direct")
+        dst.wait_for("peer .* connected direct")
         reader, writer = await asyncio.open_connection("127.0.0.1", source_port)
         writer.write(b"hello")
         try:
