@@ -22,7 +22,14 @@ from connet_core.config import (
     load_config,
     sections_present,
 )
-from connet_core.config.flags import FlagSpec, daemon_flags, file_only_tables, flag_values
+from connet_core.config.flags import (
+    FlagSpec,
+    daemon_flags,
+    endpoint_flag_specs,
+    endpoint_flags,
+    file_only_tables,
+    flag_values,
+)
 from connet_core.errors import ConfigError, PluginError
 from connet_core.model import HostPort
 
@@ -41,6 +48,8 @@ CLIENT_FLAG_KEYS = {
     "server_name": "client.server-name",
     "direct_addr": "client.direct-addr",
     "status_addr": "client.status-addr",
+    "metadata": "client.metadata",
+    "handshake_idle_timeout": "client.handshake-idle-timeout",
 }
 
 
@@ -71,22 +80,6 @@ def common_options(func: F) -> F:
 def common_flags(log_level: str | None, log_format: str | None, transport: str | None) -> dict[str, object]:
     given = {"log_level": log_level, "log_format": log_format, "transport": transport}
     return {COMMON_FLAG_KEYS[name]: value for name, value in given.items() if value is not None}
-
-
-def endpoint_flags(kind: str, name: str | None, addr: str | None, route: str | None,
-                   **keys: str | None) -> dict[str, object]:
-    """``--dst-name web --dst-addr h:p`` -> ``client.destinations.web.addr``; same for sources
-    and for the other keys of the endpoint (``protocol``, ``udp_idle_timeout``, ...)."""
-    prefix = "dst" if kind == "destinations" else "src"
-    given = {"addr": addr, "route": route, **{key.replace("_", "-"): value for key, value in keys.items()}}
-    if name is None:
-        for flag, value in given.items():
-            if value is not None:
-                raise ConfigError(f"flag --{prefix}-{flag}: needs --{prefix}-name")
-        return {}
-    if all(value is None for value in given.values()):
-        raise ConfigError(f"flag --{prefix}-name: needs --{prefix}-addr")
-    return {f"client.{kind}.{name}.{key}": value for key, value in given.items() if value is not None}
 
 
 def run_daemon(command: str, files: Sequence[Path], flags: dict[str, object]) -> int:
@@ -191,6 +184,13 @@ class _PluginCommands(click.Group):
         return [*super().list_commands(ctx), *sorted(self._plugin_commands())]
 
 
+def _endpoint_options(func: F) -> F:
+    """--dst-KEY and --src-KEY for every key of a destination's and a source's table."""
+    for spec in reversed(endpoint_flag_specs()):
+        func = click.option(spec.flag, spec.dest, metavar=spec.metavar, help=spec.help)(func)
+    return func
+
+
 @click.group(
     cls=_PluginCommands,
     invoke_without_command=True,
@@ -219,16 +219,11 @@ class _PluginCommands(click.Group):
     "--direct-addr", metavar="HOST:PORT", help="UDP address for direct peer connections and control.  [default: :19192]"
 )
 @click.option("--status-addr", metavar="HOST:PORT", help="HTTP status endpoint.  [default: disabled]")
+@click.option("--metadata", metavar="TEXT", help="A short label shown in status, here and at control.")
+@click.option("--handshake-idle-timeout", metavar="DURATION", help="QUIC handshake timeout (like 5s, 1m).  [default: 5s]")
 @click.option("--dst-name", metavar="NAME", help="Name of one destination to expose (with --dst-addr).")
-@click.option("--dst-addr", metavar="HOST:PORT", help="Where that destination connects to.")
-@click.option("--dst-route", metavar="ROUTE", help="any | direct | relay  [default: any]")
 @click.option("--src-name", metavar="NAME", help="Name of one source (with --src-addr).")
-@click.option("--src-addr", metavar="HOST:PORT", help="Where that source listens (TCP, or UDP with --src-protocol udp).")
-@click.option("--src-route", metavar="ROUTE", help="any | direct | relay  [default: any]")
-@click.option("--dst-protocol", metavar="PROTOCOL", help="tcp | udp  [default: tcp]")
-@click.option("--src-protocol", metavar="PROTOCOL", help="tcp | udp  [default: tcp]")
-@click.option("--src-udp-idle-timeout", metavar="SECONDS", help="A UDP source's flow ends after this idle time.  [default: 60]")
-@click.option("--src-udp-max-flows", metavar="N", help="A UDP source's senders at once.  [default: 1024]")
+@_endpoint_options
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -243,16 +238,11 @@ def cli(
     server_name: str | None,
     direct_addr: str | None,
     status_addr: str | None,
+    metadata: str | None,
+    handshake_idle_timeout: str | None,
     dst_name: str | None,
-    dst_addr: str | None,
-    dst_route: str | None,
     src_name: str | None,
-    src_addr: str | None,
-    src_route: str | None,
-    dst_protocol: str | None,
-    src_protocol: str | None,
-    src_udp_idle_timeout: str | None,
-    src_udp_max_flows: str | None,
+    **endpoint_keys: str | None,
 ) -> int | None:
     """Run a connet client: expose destinations and serve sources (peer-to-peer over QUIC).
 
@@ -272,11 +262,13 @@ def cli(
         "server_name": server_name,
         "direct_addr": direct_addr,
         "status_addr": status_addr,
+        "metadata": metadata,
+        "handshake_idle_timeout": handshake_idle_timeout,
     }
     flags.update({CLIENT_FLAG_KEYS[name]: value for name, value in given.items() if value is not None})
-    flags.update(endpoint_flags("destinations", dst_name, dst_addr, dst_route, protocol=dst_protocol))
-    flags.update(endpoint_flags("sources", src_name, src_addr, src_route, protocol=src_protocol,
-                                udp_idle_timeout=src_udp_idle_timeout, udp_max_flows=src_udp_max_flows))
+    for kind, name in (("destinations", dst_name), ("sources", src_name)):
+        flags.update(endpoint_flags(kind, name, {f.key: endpoint_keys[f.dest] for f in endpoint_flag_specs()
+                                                 if f.kind == kind}))
     return run_daemon("client", config_files, flags)
 
 

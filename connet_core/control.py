@@ -4,6 +4,7 @@ pushes each side the other's certificate and addresses as they change."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -44,6 +45,7 @@ from connet_core.protocol.messages import (
     RelayRegistered,
     RelaysUpdate,
     Withdraw,
+    metadata_problem,
 )
 from connet_core.protocol.streams import MessageStream
 from connet_core.supervise import TaskGroup, contained
@@ -65,6 +67,7 @@ class ClientSession:
     principal: Principal
     token: str
     address: HostPort
+    metadata: str = ""
     outbox: Outbox = field(default_factory=Outbox)
     announced: dict[tuple[str, Role], Announcement] = field(default_factory=dict)
 
@@ -77,6 +80,7 @@ class RelayEntry:
     certificate: bytes
     grant_key: bytes
     conn: Connection | None = None  # None for the relay built into ``connet server``
+    metadata: str = ""
 
 
 class Control:
@@ -85,7 +89,7 @@ class Control:
     def __init__(self, settings: ControlSettings, hooks: Hooks | None = None) -> None:
         self.settings = settings
         self.hooks = hooks or load_hooks(settings.common.disable_plugins, plugin_settings=settings.common.plugins)
-        self.matcher = Matcher()
+        self.matcher = Matcher(settings.endpoint_expiry)  # endpoint-expiry-timeout
         self.sessions: dict[int, ClientSession] = {}
         self._ids = itertools.count(1)
         self.endpoint: Endpoint | None = None
@@ -108,6 +112,8 @@ class Control:
         transport = self.hooks.transport(self.settings.common.transport)
         alpns = [ALPN_CONTROL] + ([ALPN_RELAYS] if self.settings.relay_auth is not None else [])
         options = TransportOptions(stateless_reset_key=await persistent_secret(store, "reset-key"))
+        if self.settings.handshake_idle_timeout:  # handshake-idle-timeout
+            options = dataclasses.replace(options, handshake_timeout=self.settings.handshake_idle_timeout)
         self.endpoint = await transport.bind(self.settings.addr, identity=identity, alpns=alpns, options=options)
         log_listening(log, "control", "udp", self.endpoint.local_address)
 
@@ -122,6 +128,8 @@ class Control:
                 self._tg = tg
                 tg.create_task(self._recheck_tokens())
                 tg.create_task(self._refresh_grants())
+                if self.matcher.expiry > 0:
+                    tg.create_task(self._expire_endpoints())
                 self.started.set()
                 while True:
                     conn = await self.endpoint.accept()
@@ -160,6 +168,12 @@ class Control:
         for session in self.sessions.values():
             for (name, role), announcement in session.announced.items():
                 session.outbox.put(("relays", name, role.value), self._relays_update(announcement))
+
+    async def _expire_endpoints(self) -> None:
+        """Announcements of vanished sessions go once their expiry passed (within a tick)."""
+        while True:
+            await asyncio.sleep(min(1.0, self.matcher.expiry / 4))
+            self._deliver(self.matcher.expire(time.monotonic()))
 
     async def _refresh_grants(self) -> None:
         while True:
@@ -242,7 +256,10 @@ class Control:
             relay_addr = str(HostPort(hello.hostname, hello.port))
             if not 0 < hello.port < 65536 or not hello.hostname:
                 raise ProtocolError("bad relay address")
-            entry = RelayEntry(relay_addr, hello.certificate, self.grant_key_for(hello.certificate), conn)
+            if (problem := metadata_problem(hello.metadata)) is not None:
+                raise ProtocolError(f"relay metadata {problem}")
+            entry = RelayEntry(relay_addr, hello.certificate, self.grant_key_for(hello.certificate), conn,
+                               hello.metadata)
             await messages.send(RelayRegistered(entry.grant_key))
         except ProtocolError as exc:
             conn.close(exc.code, "protocol error")
@@ -277,7 +294,12 @@ class Control:
         if admitted is None:
             return
         principal, messages, hello = admitted
-        session = ClientSession(next(self._ids), conn, principal, hello.token, address)
+        if (problem := metadata_problem(hello.metadata)) is not None:
+            log.warning("client %s: metadata %s", address, problem, extra={"peer": str(address)})
+            self.counters["handshake_failures"] += 1
+            conn.close(CloseCode.PROTOCOL_ERROR, "bad metadata")
+            return
+        session = ClientSession(next(self._ids), conn, principal, hello.token, address, hello.metadata)
         self.sessions[session.id] = session
         log.info("client %s connected (%s)", address, principal.label, extra={"peer": str(address)})
         assert self._tg is not None
@@ -301,7 +323,7 @@ class Control:
                 if task is not None:
                     task.cancel()
             del self.sessions[session.id]
-            self._deliver(self.matcher.drop_session(session.id))
+            self._deliver(self.matcher.drop_session(session.id, time.monotonic()))
             conn.close(CloseCode.OK)
             log.info("client %s disconnected", address, extra={"peer": str(address)})
 
@@ -391,13 +413,15 @@ class Control:
             "role": "control",
             "addr": str(self.endpoint.local_address) if self.endpoint else None,
             "clients": [
-                {"addr": str(s.address), "principal": s.principal.label,
+                {"addr": str(s.address), "principal": s.principal.label, "metadata": s.metadata,
                  "announced": sorted(f"{role.value}:{name}" for name, role in s.announced)}
                 for s in self.sessions.values()
             ],
-            "relays": [{"addr": e.addr, "builtin": e.conn is None} for e in self.relays.values()],
+            "relays": [{"addr": e.addr, "builtin": e.conn is None, "metadata": e.metadata}
+                       for e in self.relays.values()],
             # with the endpoint's own (an optional transport attribute: Retry, datagrams dropped)
             "counters": {**self.counters, **getattr(self.endpoint, "counters", {})},
             "plugin_errors": self.hooks.error_report(),
             "names": self.matcher.names(),
+            "lingering_endpoints": self.matcher.lingering(),
         }

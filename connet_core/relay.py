@@ -9,6 +9,7 @@ forwards ciphertext only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -218,7 +219,10 @@ class RelayService:
         self.counters.streams_active += 1
         self.counters.streams_total += 1
         try:
-            await MessageStream(outbound).send(Connect(request.name, peer=source.hash, protocol=request.protocol))
+            # the TCP client's address travels on for the destination's PROXY protocol header,
+            # the protocol so a UDP destination knows the flow
+            await MessageStream(outbound).send(Connect(request.name, peer=source.hash, client_addr=request.client_addr,
+                                                       client_dest=request.client_dest, protocol=request.protocol))
             await messages.send(Connected())
             with self.udp.forwarding(request.protocol, source.conn, messages.stream.stream_id,
                                      destination.conn, outbound.stream_id):
@@ -248,11 +252,14 @@ class RelayService:
         }
 
 
-async def start_relay_service(hooks: Hooks, transport_name: str, addr: HostPort, store_dir: Path | None) -> RelayService:
+async def start_relay_service(hooks: Hooks, transport_name: str, addr: HostPort, store_dir: Path | None,
+                              handshake_timeout: float | None = None) -> RelayService:
     store = hooks.open_store("relay", store_dir or default_store_dir("relay"))
     identity = await load_or_create_identity(store)
     transport = hooks.transport(transport_name)
     options = TransportOptions(stateless_reset_key=await persistent_secret(store, "reset-key"))
+    if handshake_timeout:  # handshake-idle-timeout
+        options = dataclasses.replace(options, handshake_timeout=handshake_timeout)
     endpoint = await transport.bind(addr, identity=identity.tls, alpns=[ALPN_RELAY], options=options)
     log_listening(log, "relay", "udp", endpoint.local_address)
     log.info("relay certificate sha256 %s", identity.hash.hex())
@@ -271,7 +278,8 @@ class Relay:
 
     async def run(self) -> None:
         s = self.settings
-        self.service = await start_relay_service(self.hooks, s.common.transport, s.addr, s.store_dir)
+        self.service = await start_relay_service(self.hooks, s.common.transport, s.addr, s.store_dir,
+                                                s.handshake_idle_timeout)
         # grants control issued before a restart stay valid: serve them before re-registering
         remembered = await self.service.store.get("control", "grant-key")
         if remembered is not None:
@@ -293,7 +301,7 @@ class Relay:
         trust = Trust(server_name=s.control_name, cafile=s.control_cas)
         while True:
             conn = await dial_until_up(service.endpoint, s.control_addr, alpn=ALPN_RELAYS, trust=trust,
-                                       timeout=STEP_TIMEOUT, backoff=backoff, logger=log, what="control server")
+                                       timeout=s.handshake_idle_timeout or STEP_TIMEOUT, backoff=backoff, logger=log, what="control server")
             try:
                 with attempt() as tried:
                     closed = await self._registered_session(conn)
@@ -326,7 +334,7 @@ class Relay:
         service = self.service
         messages = MessageStream(await conn.open_stream())
         port = service.endpoint.local_address.port
-        await messages.send(RelayRegister(s.token, s.hostname, port, service.identity.der))
+        await messages.send(RelayRegister(s.token, s.hostname, port, service.identity.der, metadata=s.metadata))
         registered = await messages.recv(RelayRegistered, timeout=STEP_TIMEOUT)
         if registered.grant_key != service.grant_key:
             await service.store.put("control", "grant-key", registered.grant_key)
@@ -336,5 +344,5 @@ class Relay:
         return await conn.wait_closed()
 
     def status(self) -> dict:
-        return {"role": "relay", "control_connected": self.control_connected,
+        return {"role": "relay", "control_connected": self.control_connected, "metadata": self.settings.metadata,
                 **(self.service.status() if self.service else {})}

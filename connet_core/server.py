@@ -26,7 +26,8 @@ class Server:
     async def run(self) -> None:
         s = self.settings
         await self.control.start()
-        self.relay = await start_relay_service(self.hooks, s.common.transport, s.relay_addr, s.control.store_dir)
+        self.relay = await start_relay_service(self.hooks, s.common.transport, s.relay_addr, s.control.store_dir,
+                                               s.control.handshake_idle_timeout)
         # the built-in relay needs no registration: control hands it its grant key directly
         port = self.relay.endpoint.local_address.port
         entry = RelayEntry(str(HostPort(s.relay_hostname, port)), self.relay.identity.der,

@@ -37,7 +37,7 @@ from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.messages import ALPN_PEER, PeerInfo
 from connet_core.supervise import TaskGroup
 from connet_core.tls_stream import PinnedContexts
-from connet_core.transport import Endpoint, TLSIdentity
+from connet_core.transport import Endpoint, TLSIdentity, TransportOptions
 
 __all__ = ["Client"]
 
@@ -58,7 +58,8 @@ class Client:
         transport = self.hooks.transport(self.settings.common.transport)
         try:
             self.endpoint = await transport.bind(self.settings.direct_addr, identity=self.state.identity.tls,
-                                                 alpns=[ALPN_PEER])
+                                                 alpns=[ALPN_PEER], options=TransportOptions(
+                                                     handshake_timeout=self.state.dial_timeout))
         except TransportError as exc:
             # the usual cause is a second client on the same machine: name the key to change
             raise TransportError(

@@ -73,7 +73,7 @@ class ControlLink:
         trust = Trust(server_name=settings.server_name, cafile=settings.server_cas)
         while True:
             conn = await dial_until_up(self._endpoint, settings.server_addr, alpn=ALPN_CONTROL, trust=trust,
-                                       timeout=CONTROL_DIAL_TIMEOUT, backoff=unreachable, logger=log,
+                                       timeout=settings.handshake_idle_timeout or CONTROL_DIAL_TIMEOUT, backoff=unreachable, logger=log,
                                        what="control server", hint=self._trust_hint)
             try:
                 with attempt() as tried:
@@ -117,7 +117,7 @@ class ControlLink:
     async def _session(self, conn: Connection) -> None:
         state = self._state
         messages = MessageStream(await conn.open_stream())
-        await messages.send(Authenticate(token=self._settings.token))
+        await messages.send(Authenticate(token=self._settings.token, metadata=self._settings.metadata))
         welcome = await messages.recv(Authenticated, timeout=HANDSHAKE_STEP_TIMEOUT)
         try:
             state.observed = HostPort.parse(welcome.observed_addr)

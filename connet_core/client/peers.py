@@ -15,7 +15,6 @@ from typing import Awaitable, Callable
 from connet_core.addresses import DialLimiter
 from connet_core.client.state import (
     HANDSHAKE_STEP_TIMEOUT,
-    PEER_DIAL_TIMEOUT,
     UNKNOWN_PEER_GRACE,
     ClientState,
     Peer,
@@ -193,7 +192,7 @@ class Peers:
 
         async def dial_one(address: HostPort) -> None:
             try:
-                conn = await endpoint.dial(address, alpn=ALPN_PEER, trust=trust, timeout=PEER_DIAL_TIMEOUT)
+                conn = await endpoint.dial(address, alpn=ALPN_PEER, trust=trust, timeout=self._state.dial_timeout)
             except DialError as exc:
                 log.debug("dial peer %s at %s failed: %s", peer.label, address, exc)
                 return

@@ -11,7 +11,6 @@ from typing import Awaitable, Callable
 
 from connet_core.client.state import (
     HANDSHAKE_STEP_TIMEOUT,
-    PEER_DIAL_TIMEOUT,
     ClientState,
     RelayLink,
     prove_over,
@@ -108,7 +107,7 @@ class Relays:
     async def _session(self, link: RelayLink, trust: Trust, backoff: Backoff, up: list[bool]) -> None:
         """One connection to the relay: prove our key with the grants, then serve its
         streams and show it grants for names announced later, until something fails."""
-        conn = await self._endpoint.dial(link.addr, alpn=ALPN_RELAY, trust=trust, timeout=PEER_DIAL_TIMEOUT)
+        conn = await self._endpoint.dial(link.addr, alpn=ALPN_RELAY, trust=trust, timeout=self._state.dial_timeout)
         try:
             grants = tuple(link.grants.values())
             await prove_over(conn, self._state.identity, ALPN_RELAY, grants)

@@ -70,6 +70,7 @@ def client_status(settings: ClientSettings, state: ClientState, endpoint: Endpoi
     return {
         "role": "client",
         "id": state.identity.hash.hex()[:12],
+        "metadata": settings.metadata,
         "counters": {"handshake_failures": state.handshake_failures,
                      "refused_connections": sum(state.refused_connections.values())},
         "control": {"addr": str(settings.server_addr), "connected": state.control_connected},

@@ -152,6 +152,9 @@ class ClientState:
 
     def __init__(self, settings: ClientSettings) -> None:
         self.identity = LocalIdentity.generate()
+        # one QUIC handshake with a peer or a relay (handshake-idle-timeout)
+        self.dial_timeout = settings.handshake_idle_timeout or PEER_DIAL_TIMEOUT
+        self.metadata = settings.metadata
         # control link: the session and what control refused
         self.control_connected = False
         self.observed: HostPort | None = None

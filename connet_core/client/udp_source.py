@@ -160,7 +160,7 @@ class UdpSource:
         request = Connect(self.name, protocol="udp", key=key)
         opened = None
         try:
-            opened = await self._sources._open_some_path(self._settings, request)
+            opened = await self._sources._open_some_path(self._settings, ("", ""), request)  # no PROXY header for UDP
             if opened is None:
                 flow.failed = True
                 for _ in flow.pending:
@@ -168,8 +168,10 @@ class UdpSource:
                 flow.pending.clear()
                 await pause(NO_PATH_HOLD)
                 return
-            stream, _, via = opened
+            stream, _, via, peer = opened
             assert via.conn is not None
+            balancer = self._sources._balancer(self._settings)  # load balancing counts flows as connections
+            balancer.opened(peer.hash)
             seal = codec.FlowSeal(key, source_side=True) if isinstance(via, RelayLink) else None
             tunnel = FlowTunnel(via.conn, stream, seal, self.drop)
             mux = self._muxes.of(via.conn)
@@ -183,6 +185,7 @@ class UdpSource:
             finally:
                 mux.unregister(tunnel.flow_id)
                 stream.reset(CloseCode.OK)  # tells the destination the flow ended
+                balancer.closed(peer.hash)
         finally:
             if opened is not None:
                 opened[2].active_streams -= 1

@@ -251,6 +251,11 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
                     role=role,
                     addr=values["addr"],  # type: ignore[arg-type]
                     route=RoutePolicy(values.get("route", "any")),
+                    proxy_proto_version=values.get("proxy-proto-version", ""),  # type: ignore[arg-type]
+                    dial_timeout=values.get("dial-timeout"),  # type: ignore[arg-type]
+                    lb_policy=values.get("lb-policy", ""),  # type: ignore[arg-type]
+                    lb_retry=values.get("lb-retry", ""),  # type: ignore[arg-type]
+                    lb_retry_max=values.get("lb-retry-max", 0),  # type: ignore[arg-type]
                     protocol=values.get("protocol", "tcp"),  # type: ignore[arg-type]
                     udp_idle_timeout=values.get("udp-idle-timeout", 60.0),  # type: ignore[arg-type]
                     udp_max_flows=values.get("udp-max-flows", 1024),  # type: ignore[arg-type]
@@ -265,6 +270,8 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         destinations=tuple(endpoints[Role.DESTINATION]),
         sources=tuple(endpoints[Role.SOURCE]),
+        metadata=section.get("metadata", ""),  # type: ignore[arg-type]
+        handshake_idle_timeout=section.get("handshake-idle-timeout"),  # type: ignore[arg-type]
         common=common,
     )
 
@@ -282,6 +289,8 @@ def _build_server(section: _Section, common: CommonSettings) -> ServerSettings:
         addr=section.get("addr", HostPort("", 19190)),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         store_dir=section.get("store-dir"),  # type: ignore[arg-type]
+        handshake_idle_timeout=section.get("handshake-idle-timeout"),  # type: ignore[arg-type]
+        endpoint_expiry=_endpoint_expiry(section),
         common=common,
     )
     return ServerSettings(
@@ -290,6 +299,13 @@ def _build_server(section: _Section, common: CommonSettings) -> ServerSettings:
         relay_hostname=section.get("relay-hostname", "localhost"),  # type: ignore[arg-type]
         common=common,
     )
+
+
+def _endpoint_expiry(section: _Section) -> float:
+    """endpoint-expiry-timeout (30 s), or 0 when endpoint-expiry-disable is true."""
+    if section.get("endpoint-expiry-disable", False):
+        return 0.0
+    return section.get("endpoint-expiry-timeout", 30.0)  # type: ignore[return-value]
 
 
 def _tokens_plugin(common: CommonSettings) -> bool:
@@ -320,6 +336,8 @@ def _build_control(section: _Section, common: CommonSettings) -> ControlSettings
         addr=section.get("addr", HostPort("", 19190)),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         store_dir=section.get("store-dir"),  # type: ignore[arg-type]
+        handshake_idle_timeout=section.get("handshake-idle-timeout"),  # type: ignore[arg-type]
+        endpoint_expiry=_endpoint_expiry(section),
         common=common,
     )
 
@@ -335,6 +353,8 @@ def _build_relay(section: _Section, common: CommonSettings) -> RelaySettings:
         control_name=section.get("control-name", control_addr.host),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         store_dir=section.get("store-dir"),  # type: ignore[arg-type]
+        metadata=section.get("metadata", ""),  # type: ignore[arg-type]
+        handshake_idle_timeout=section.get("handshake-idle-timeout"),  # type: ignore[arg-type]
         common=common,
     )
 

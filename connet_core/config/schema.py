@@ -14,6 +14,7 @@ from typing import Callable, Mapping, Sequence, Union
 
 from connet_core.config.settings import LOG_FORMATS, LOG_LEVELS
 from connet_core.model import HostPort, Role, RoutePolicy
+from connet_core.protocol.messages import metadata_problem
 from connet_core.plugin_settings import describe_value as _describe  # one wording for both key sets
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -46,6 +47,10 @@ class _Array:
 _Spec = Union[_Leaf, _Named, _Array, dict]
 
 _ROUTES = tuple(p.value for p in RoutePolicy)
+PROXY_PROTO_VERSIONS = ("v1", "v2")
+# "" is the original connet's spelling of "no policy" (and of "never"); "none" says it in words
+LB_POLICIES = ("", "none", "least-latency", "least-conns", "round-robin", "random")
+LB_RETRIES = ("", "never", "count", "timed", "all")
 _ROLES = tuple(r.value for r in Role)
 _PROTOCOLS = ("tcp", "udp")
 # a UDP source's bounds (docs/udp.md): a flow is a stream, and a connection carries at
@@ -72,11 +77,26 @@ SCHEMA: dict[str, _Spec] = {
         "server-name": _Leaf("host"),
         "direct-addr": _Leaf("listen"),
         "status-addr": _Leaf("listen"),
-        "destinations": _Named({"addr": _Leaf("dial"), "route": _Leaf("enum", _ROUTES),
-                                "protocol": _Leaf("enum", _PROTOCOLS)}),
-        "sources": _Named({"addr": _Leaf("listen"), "route": _Leaf("enum", _ROUTES),
-                           "protocol": _Leaf("enum", _PROTOCOLS),
-                           "udp-idle-timeout": _Leaf("udp_idle_timeout"), "udp-max-flows": _Leaf("udp_max_flows")}),
+        "metadata": _Leaf("metadata"),
+        "handshake-idle-timeout": _Leaf("duration"),
+        "destinations": _Named({
+            "addr": _Leaf("dial"),
+            "route": _Leaf("enum", _ROUTES),
+            "proxy-proto-version": _Leaf("enum", PROXY_PROTO_VERSIONS),
+            "dial-timeout": _Leaf("duration"),
+            "protocol": _Leaf("enum", _PROTOCOLS),
+        }),
+        "sources": _Named({
+            "addr": _Leaf("listen"),
+            "route": _Leaf("enum", _ROUTES),
+            "dial-timeout": _Leaf("duration"),
+            "lb-policy": _Leaf("enum", LB_POLICIES),
+            "lb-retry": _Leaf("enum", LB_RETRIES),
+            "lb-retry-max": _Leaf("count"),
+            "protocol": _Leaf("enum", _PROTOCOLS),
+            "udp-idle-timeout": _Leaf("udp_idle_timeout"),
+            "udp-max-flows": _Leaf("udp_max_flows"),
+        }),
     },
     "server": {
         "addr": _Leaf("listen"),
@@ -88,6 +108,9 @@ SCHEMA: dict[str, _Spec] = {
         "relay-hostname": _Leaf("host"),
         "status-addr": _Leaf("listen"),
         "store-dir": _Leaf("path"),
+        "handshake-idle-timeout": _Leaf("duration"),
+        "endpoint-expiry-timeout": _Leaf("duration"),
+        "endpoint-expiry-disable": _Leaf("bool"),
         "ip-restriction": dict(_CIDR_RULE),
         "token-ip-restriction": _Array(_CIDR_RULE),
         "token-restriction": _Array(_TOKEN_RULE),
@@ -102,6 +125,9 @@ SCHEMA: dict[str, _Spec] = {
         "relay-tokens-file": _Leaf("path"),
         "status-addr": _Leaf("listen"),
         "store-dir": _Leaf("path"),
+        "handshake-idle-timeout": _Leaf("duration"),
+        "endpoint-expiry-timeout": _Leaf("duration"),
+        "endpoint-expiry-disable": _Leaf("bool"),
         "client-ip-restriction": dict(_CIDR_RULE),
         "client-token-ip-restriction": _Array(_CIDR_RULE),
         "client-token-restriction": _Array(_TOKEN_RULE),
@@ -118,6 +144,8 @@ SCHEMA: dict[str, _Spec] = {
         "control-name": _Leaf("host"),
         "status-addr": _Leaf("listen"),
         "store-dir": _Leaf("path"),
+        "metadata": _Leaf("metadata"),
+        "handshake-idle-timeout": _Leaf("duration"),
     },
 }
 
@@ -245,28 +273,70 @@ def _regex(value: object) -> str:
     return text
 
 
-def _number(value: object, integer: bool) -> float:
-    if isinstance(value, str):  # from a CONNET_* variable
-        try:
-            value = int(value.strip()) if integer else float(value.strip())
-        except ValueError:
-            raise _Invalid(f"{value!r} is not {'a whole number' if integer else 'a number'}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise _Invalid(f"expected {'a whole number' if integer else 'a number'}, got {_describe(value)}")
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|s|m|h))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_DURATION = 24 * 3600.0
+
+
+def _duration(value: object) -> float:
+    """Seconds, from a number of seconds or a Go-style duration ("500ms", "30s", "1m30s")."""
+    if isinstance(value, bool):
+        raise _Invalid(f"expected a duration such as \"30s\", got {_describe(value)}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        elif _DURATION.fullmatch(text):
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+        else:
+            raise _Invalid(f"{value!r} is not a duration (like \"500ms\", \"30s\" or \"1m\")")
+    else:
+        raise _Invalid(f"expected a duration such as \"30s\", got {_describe(value)}")
+    if not 0 <= seconds <= MAX_DURATION:
+        raise _Invalid(f"{value!r} is out of range 0 to 24h")
+    return seconds
+
+
+def _count(value: object) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"expected a whole number, got {_describe(value)}")
+    if not 0 <= value <= 1_000_000:
+        raise _Invalid(f"{value} is out of range 0-1000000")
     return value
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise _Invalid(f"expected true or false, got {_describe(value)}")
+
+
+def _metadata(value: object) -> str:
+    text = _text(value)
+    problem = metadata_problem(text)
+    if problem is not None:
+        raise _Invalid(problem)
+    return text
 
 
 def _udp_idle_timeout(value: object) -> float:
     low, high = UDP_IDLE_TIMEOUT_RANGE
-    seconds = float(_number(value, integer=False))
+    seconds = _duration(value)
     if not low <= seconds <= high:
-        raise _Invalid(f"{value!r}: give seconds from {low:.0f} to {high:.0f}")
+        raise _Invalid(f"{value!r}: give seconds from {low:.0f} to {high:.0f} (1s to 24h)")
     return seconds
 
 
 def _udp_max_flows(value: object) -> int:
     low, high = UDP_MAX_FLOWS_RANGE
-    count = int(_number(value, integer=True))
+    count = _count(value)
     if not low <= count <= high:
         raise _Invalid(f"{value!r}: give a number of flows from {low} to {high}")
     return count
@@ -275,6 +345,10 @@ def _udp_max_flows(value: object) -> int:
 _CONVERTERS: dict[str, Callable[[object], object]] = {
     "udp_idle_timeout": _udp_idle_timeout,
     "udp_max_flows": _udp_max_flows,
+    "duration": _duration,
+    "count": _count,
+    "bool": _bool,
+    "metadata": _metadata,
     "text": _text,
     "host": _host,
     "listen": _listen,
@@ -291,7 +365,8 @@ def _convert(leaf: _Leaf, value: _Value) -> object:
         if not isinstance(raw, str):
             raise _Invalid(f"expected one of {', '.join(leaf.choices)}, got {_describe(raw)}")
         if raw not in leaf.choices:
-            raise _Invalid(f"{raw!r} is not one of {', '.join(leaf.choices)}")
+            shown = ", ".join(c or '""' for c in leaf.choices)  # "" is a choice: no policy, say
+            raise _Invalid(f"{raw!r} is not one of {shown}")
         return raw
     if leaf.kind == "path":
         text = _text(raw)

@@ -34,6 +34,15 @@ class EndpointSettings:
     role: Role
     addr: HostPort
     route: RoutePolicy = RoutePolicy.ANY
+    # a destination: the PROXY protocol header for its service ("" none, "v1", "v2"), and
+    # how long dialing the service may take; a source: how long one destination may take to
+    # accept a stream request. None: the built-in default (docs/configuration.md)
+    proxy_proto_version: str = ""
+    dial_timeout: float | None = None
+    # a source: load balancing over the destinations announcing its name (client/balance.py)
+    lb_policy: str = ""  # "" none | least-latency | least-conns | round-robin | random
+    lb_retry: str = ""  # "" the policy's default | never | count | timed | all
+    lb_retry_max: int = 0  # count: destinations; timed: milliseconds; 0: the default
     protocol: str = "tcp"  # "tcp" or "udp" (docs/udp.md)
     udp_idle_timeout: float = 60.0  # a UDP source's flow ends after this long without traffic
     udp_max_flows: int = 1024  # a UDP source's senders at once; more are dropped
@@ -49,6 +58,8 @@ class ClientSettings:
     status_addr: HostPort | None = None
     destinations: tuple[EndpointSettings, ...] = ()
     sources: tuple[EndpointSettings, ...] = ()
+    metadata: str = ""  # a label shown in status (own and at control)
+    handshake_idle_timeout: float | None = None  # QUIC handshakes; None: the transport's default
     common: CommonSettings = CommonSettings()
 
 
@@ -61,6 +72,10 @@ class ControlSettings:
     addr: HostPort = HostPort("", 19190)
     status_addr: HostPort | None = None
     store_dir: Path | None = None  # None: a new temp directory per run
+    handshake_idle_timeout: float | None = None
+    # how long a destination or source whose session is gone stays announced (a reconnect
+    # within it changes nothing for its peers); 0: dropped at once
+    endpoint_expiry: float = 30.0
     common: CommonSettings = CommonSettings()
 
 
@@ -74,6 +89,8 @@ class RelaySettings:
     control_name: str = "localhost"
     status_addr: HostPort | None = None
     store_dir: Path | None = None
+    metadata: str = ""
+    handshake_idle_timeout: float | None = None
     common: CommonSettings = CommonSettings()
 
 

@@ -20,6 +20,18 @@ ALPN_PEER = "connet-peer/1"  # client <-> client
 # relay's certificate in RelayRegister is about 500 bytes). Configuration refuses longer.
 MAX_TOKEN_BYTES = 60 * 1024
 
+# A client's or relay's metadata: a label for status and the dashboard, not a payload.
+MAX_METADATA_LENGTH = 128
+
+
+def metadata_problem(text: str) -> str | None:
+    """Why ``text`` is not acceptable metadata, or None. Configuration and control both ask."""
+    if len(text) > MAX_METADATA_LENGTH:
+        return f"is {len(text)} characters long; at most {MAX_METADATA_LENGTH}"
+    if not text.isprintable():
+        return "must be printable text on one line (no control characters)"
+    return None
+
 
 # --- nested records (not messages on their own) ------------------------------------------
 
@@ -50,6 +62,7 @@ class Authenticate:
     token: str
     reconnect_id: bytes = b""  # from a previous session, so control can replace it at once
     client_version: str = ""
+    metadata: str = ""  # the client's label (metadata_problem says what is accepted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +123,7 @@ class RelayRegister:
     hostname: str
     port: int
     certificate: bytes
+    metadata: str = ""  # the relay's label, as for Authenticate
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +168,10 @@ class Connect:
 
     name: str
     peer: bytes = b""  # via a relay: sha256 of the destination's certificate (b"": any)
+    # host:port of the TCP client at the source, and where it connected there, for the
+    # destination's PROXY protocol header ("": unknown, as from a source before these fields)
+    client_addr: str = ""
+    client_dest: str = ""
     # "udp": this stream carries no bytes but owns one UDP flow, whose datagrams travel as
     # DATAGRAM frames (docs/udp.md); older peers ignore the field and see a TCP request
     protocol: str = "tcp"
