@@ -46,10 +46,13 @@ CLIENT_FLAG_KEYS = {
     "server_addr": "client.server-addr",
     "server_cas": "client.server-cas",
     "server_name": "client.server-name",
+    "server_tcp_addr": "client.server-tcp-addr",
+    "udp": "client.udp",
     "direct_addr": "client.direct-addr",
     "status_addr": "client.status-addr",
     "metadata": "client.metadata",
     "handshake_idle_timeout": "client.handshake-idle-timeout",
+    "port_mapping": "client.port-mapping",
 }
 
 
@@ -215,12 +218,18 @@ def _endpoint_options(func: F) -> F:
     metavar="HOST",
     help="Name checked in the control server certificate.  [default: the host of --server-addr]",
 )
+@click.option("--server-tcp-addr", metavar="HOST:PORT", help="Control server over TLS-over-TCP, where UDP is blocked.")
+@click.option("--udp", metavar="auto|never", help="auto: TCP after 3 s without UDP; never: TCP only.  [default: auto]")
 @click.option(
     "--direct-addr", metavar="HOST:PORT", help="UDP address for direct peer connections and control.  [default: :19192]"
 )
 @click.option("--status-addr", metavar="HOST:PORT", help="HTTP status endpoint.  [default: disabled]")
 @click.option("--metadata", metavar="TEXT", help="A short label shown in status, here and at control.")
 @click.option("--handshake-idle-timeout", metavar="DURATION", help="QUIC handshake timeout (like 5s, 1m).  [default: 5s]")
+@click.option(
+    "--port-mapping/--no-port-mapping", default=None,
+    help="Ask the router (PCP, NAT-PMP, UPnP) to map the direct-addr port.  [default: on]",
+)
 @click.option("--dst-name", metavar="NAME", help="Name of one destination to expose (with --dst-addr).")
 @click.option("--src-name", metavar="NAME", help="Name of one source (with --src-addr).")
 @_endpoint_options
@@ -236,10 +245,13 @@ def cli(
     server_addr: str | None,
     server_cas: Path | None,
     server_name: str | None,
+    server_tcp_addr: str | None,
+    udp: str | None,
     direct_addr: str | None,
     status_addr: str | None,
     metadata: str | None,
     handshake_idle_timeout: str | None,
+    port_mapping: bool | None,
     dst_name: str | None,
     src_name: str | None,
     **endpoint_keys: str | None,
@@ -260,10 +272,13 @@ def cli(
         "server_addr": server_addr,
         "server_cas": server_cas,
         "server_name": server_name,
+        "server_tcp_addr": server_tcp_addr,
+        "udp": udp,
         "direct_addr": direct_addr,
         "status_addr": status_addr,
         "metadata": metadata,
         "handshake_idle_timeout": handshake_idle_timeout,
+        "port_mapping": port_mapping,
     }
     flags.update({CLIENT_FLAG_KEYS[name]: value for name, value in given.items() if value is not None})
     for kind, name in (("destinations", dst_name), ("sources", src_name)):

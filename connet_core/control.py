@@ -49,7 +49,9 @@ from connet_core.protocol.messages import (
 )
 from connet_core.protocol.streams import MessageStream
 from connet_core.supervise import TaskGroup, contained
-from connet_core.transport import Connection, Endpoint, TransportOptions
+from connet_core.transport import Connection, Endpoint, TransportOptions, listen_over_tcp
+
+NAT_KINDS = ("easy", "hard")
 
 log = logging.getLogger("connet.control")
 
@@ -81,6 +83,7 @@ class RelayEntry:
     grant_key: bytes
     conn: Connection | None = None  # None for the relay built into ``connet server``
     metadata: str = ""
+    tcp_addr: str = ""  # where it also takes QUIC over TLS-over-TCP; "": it does not
 
 
 class Control:
@@ -93,6 +96,7 @@ class Control:
         self.sessions: dict[int, ClientSession] = {}
         self._ids = itertools.count(1)
         self.endpoint: Endpoint | None = None
+        self.tcp_address: HostPort | None = None
         self.started = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.relays: dict[bytes, RelayEntry] = {}  # by certificate hash
@@ -116,6 +120,9 @@ class Control:
             options = dataclasses.replace(options, handshake_timeout=self.settings.handshake_idle_timeout)
         self.endpoint = await transport.bind(self.settings.addr, identity=identity, alpns=alpns, options=options)
         log_listening(log, "control", "udp", self.endpoint.local_address)
+        if self.settings.tcp_addr is not None:  # for clients whose UDP is blocked
+            self.tcp_address = await listen_over_tcp(self.endpoint, self.settings.tcp_addr)
+            log_listening(log, "control", "tcp", self.tcp_address)
 
     async def run(self) -> None:
         await self.start()
@@ -161,7 +168,8 @@ class Control:
         if RoutePolicy(announcement.route).allows(PathKind.RELAY):
             grant = Grant(announcement.name, announcement.role, certificate_hash(announcement.certificate),
                           time.time() + GRANT_LIFETIME)
-            relays = [RelayInfo(e.addr, e.certificate, issue_grant(e.grant_key, grant)) for e in self.relays.values()]
+            relays = [RelayInfo(e.addr, e.certificate, issue_grant(e.grant_key, grant), e.tcp_addr)
+                      for e in self.relays.values()]
         return RelaysUpdate(announcement.name, announcement.role.value, tuple(relays))
 
     def _push_relays(self) -> None:
@@ -258,8 +266,9 @@ class Control:
                 raise ProtocolError("bad relay address")
             if (problem := metadata_problem(hello.metadata)) is not None:
                 raise ProtocolError(f"relay metadata {problem}")
+            tcp_addr = str(HostPort(hello.hostname, hello.tcp_port)) if 0 < hello.tcp_port < 65536 else ""
             entry = RelayEntry(relay_addr, hello.certificate, self.grant_key_for(hello.certificate), conn,
-                               hello.metadata)
+                               hello.metadata, tcp_addr)
             await messages.send(RelayRegistered(entry.grant_key))
         except ProtocolError as exc:
             conn.close(exc.code, "protocol error")
@@ -359,7 +368,8 @@ class Control:
             session.outbox.put(("refused", message.name, role.value), refusal)
             return
         addresses = sanitize(list(message.addresses), session.address)
-        announcement = Announcement(session.id, message.name, role, route.value, message.certificate, addresses)
+        nat = message.nat if message.nat in NAT_KINDS else ""  # passed on only as one of its words
+        announcement = Announcement(session.id, message.name, role, route.value, message.certificate, addresses, nat)
         session.announced[(message.name, role)] = announcement
         session.outbox.put(("relays", message.name, role.value), self._relays_update(announcement))
         log.info(
@@ -412,6 +422,7 @@ class Control:
         return {
             "role": "control",
             "addr": str(self.endpoint.local_address) if self.endpoint else None,
+            "tcp_addr": str(self.tcp_address) if self.tcp_address else None,
             "clients": [
                 {"addr": str(s.address), "principal": s.principal.label, "metadata": s.metadata,
                  "announced": sorted(f"{role.value}:{name}" for name, role in s.announced)}

@@ -45,7 +45,9 @@ from connet_core.protocol.messages import (
 from connet_core.protocol.streams import MessageStream
 from connet_core.store import Store
 from connet_core.supervise import TaskGroup, attempt, close_code, contained, describe, pause
-from connet_core.transport import CloseInfo, Connection, Endpoint, Stream, TLSIdentity, TransportOptions, Trust
+from connet_core.transport import (
+    CloseInfo, Connection, Endpoint, Stream, TLSIdentity, TransportOptions, Trust, listen_over_tcp,
+)
 
 log = logging.getLogger("connet.relay")
 
@@ -109,6 +111,7 @@ class RelayService:
         self.grant_key: bytes | None = None
         self.grant_key_ready = asyncio.Event()
         self.clients: set[RelayClient] = set()
+        self.tcp_address: HostPort | None = None  # QUIC over TLS-over-TCP too (connet_core.transport.TcpEndpoint)
         self.counters = RelayCounters()
         self.udp = RelayedFlows()  # UDP flows' datagrams (docs/udp.md)
         self._tg: asyncio.TaskGroup | None = None
@@ -235,10 +238,12 @@ class RelayService:
     def status(self) -> dict:
         return {
             "addr": str(self.endpoint.local_address),
+            "tcp_addr": str(self.tcp_address) if self.tcp_address else None,
             "certificate_sha256": self.identity.hash.hex(),
             "registered": self.grant_key is not None,
             "clients": [
                 {"addr": str(c.conn.remote_address),
+                 "carrier": getattr(c.conn, "carrier", "udp"),
                  "grants": sorted(f"{role.value}:{name}" for name, role in c.grants)}
                 for c in self.clients
             ],
@@ -253,7 +258,7 @@ class RelayService:
 
 
 async def start_relay_service(hooks: Hooks, transport_name: str, addr: HostPort, store_dir: Path | None,
-                              handshake_timeout: float | None = None) -> RelayService:
+                              handshake_timeout: float | None = None, tcp_addr: HostPort | None = None) -> RelayService:
     store = hooks.open_store("relay", store_dir or default_store_dir("relay"))
     identity = await load_or_create_identity(store)
     transport = hooks.transport(transport_name)
@@ -262,8 +267,16 @@ async def start_relay_service(hooks: Hooks, transport_name: str, addr: HostPort,
         options = dataclasses.replace(options, handshake_timeout=handshake_timeout)
     endpoint = await transport.bind(addr, identity=identity.tls, alpns=[ALPN_RELAY], options=options)
     log_listening(log, "relay", "udp", endpoint.local_address)
+    service = RelayService(endpoint, identity, store)
+    if tcp_addr is not None:  # for clients whose UDP is blocked
+        try:
+            service.tcp_address = await listen_over_tcp(endpoint, tcp_addr)
+        except BaseException:
+            await endpoint.close(CloseCode.SHUTDOWN, "shutdown")
+            raise
+        log_listening(log, "relay", "tcp", service.tcp_address)
     log.info("relay certificate sha256 %s", identity.hash.hex())
-    return RelayService(endpoint, identity, store)
+    return service
 
 
 class Relay:
@@ -279,7 +292,7 @@ class Relay:
     async def run(self) -> None:
         s = self.settings
         self.service = await start_relay_service(self.hooks, s.common.transport, s.addr, s.store_dir,
-                                                s.handshake_idle_timeout)
+                                                 s.handshake_idle_timeout, s.tcp_addr)
         # grants control issued before a restart stay valid: serve them before re-registering
         remembered = await self.service.store.get("control", "grant-key")
         if remembered is not None:
@@ -334,7 +347,9 @@ class Relay:
         service = self.service
         messages = MessageStream(await conn.open_stream())
         port = service.endpoint.local_address.port
-        await messages.send(RelayRegister(s.token, s.hostname, port, service.identity.der, metadata=s.metadata))
+        tcp_port = service.tcp_address.port if service.tcp_address else 0
+        await messages.send(RelayRegister(s.token, s.hostname, port, service.identity.der, metadata=s.metadata,
+                                          tcp_port=tcp_port))
         registered = await messages.recv(RelayRegistered, timeout=STEP_TIMEOUT)
         if registered.grant_key != service.grant_key:
             await service.store.put("control", "grant-key", registered.grant_key)

@@ -261,13 +261,19 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
                     udp_max_flows=values.get("udp-max-flows", 1024),  # type: ignore[arg-type]
                 )
             )
+    if section.get("udp", "auto") == "never" and section.get("server-tcp-addr") is None:
+        origin = section.origins.get("client.udp", section.where)
+        raise ConfigError(f"{origin}: client.udp: \"never\" needs server-tcp-addr (where control is reachable over TCP)")
     return ClientSettings(
         token=_token(section),
         server_addr=server_addr,
         server_cas=section.get("server-cas"),  # type: ignore[arg-type]
         server_name=section.get("server-name", server_addr.host),  # type: ignore[arg-type]
+        server_tcp_addr=section.get("server-tcp-addr"),  # type: ignore[arg-type]
+        udp=section.get("udp", "auto"),  # type: ignore[arg-type]
         direct_addr=section.get("direct-addr", HostPort("", 19192)),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
+        port_mapping=section.get("port-mapping", True),  # type: ignore[arg-type]
         destinations=tuple(endpoints[Role.DESTINATION]),
         sources=tuple(endpoints[Role.SOURCE]),
         metadata=section.get("metadata", ""),  # type: ignore[arg-type]
@@ -287,6 +293,7 @@ def _build_server(section: _Section, common: CommonSettings) -> ServerSettings:
         client_auth=client_auth,
         relay_auth=None,  # the relay is built in: it needs no token
         addr=section.get("addr", HostPort("", 19190)),  # type: ignore[arg-type]
+        tcp_addr=section.get("tcp-addr"),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         store_dir=section.get("store-dir"),  # type: ignore[arg-type]
         handshake_idle_timeout=section.get("handshake-idle-timeout"),  # type: ignore[arg-type]
@@ -296,6 +303,7 @@ def _build_server(section: _Section, common: CommonSettings) -> ServerSettings:
     return ServerSettings(
         control=control,
         relay_addr=section.get("relay-addr", HostPort("", 19191)),  # type: ignore[arg-type]
+        relay_tcp_addr=section.get("relay-tcp-addr"),  # type: ignore[arg-type]
         relay_hostname=section.get("relay-hostname", "localhost"),  # type: ignore[arg-type]
         common=common,
     )
@@ -334,6 +342,7 @@ def _build_control(section: _Section, common: CommonSettings) -> ControlSettings
         client_auth=client_auth,
         relay_auth=relay_auth,
         addr=section.get("addr", HostPort("", 19190)),  # type: ignore[arg-type]
+        tcp_addr=section.get("tcp-addr"),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         store_dir=section.get("store-dir"),  # type: ignore[arg-type]
         handshake_idle_timeout=section.get("handshake-idle-timeout"),  # type: ignore[arg-type]
@@ -347,6 +356,7 @@ def _build_relay(section: _Section, common: CommonSettings) -> RelaySettings:
     return RelaySettings(
         token=_token(section),
         addr=section.get("addr", HostPort("", 19191)),  # type: ignore[arg-type]
+        tcp_addr=section.get("tcp-addr"),  # type: ignore[arg-type]
         hostname=section.get("hostname", "localhost"),  # type: ignore[arg-type]
         control_addr=control_addr,
         control_cas=section.get("control-cas"),  # type: ignore[arg-type]

@@ -50,6 +50,8 @@ _HELP: dict[str, str] = {
     "relay-tokens-file": "File of relay tokens, one per line; re-read when it changes.",
     "relay-addr": "UDP address of the built-in relay.",
     "relay-hostname": "Host advertised to clients for the relay.",
+    "tcp-addr": "TLS-over-TCP address (e.g. :443) for clients whose UDP is blocked; off unless set.",
+    "relay-tcp-addr": "TLS-over-TCP address (e.g. :8443) of the built-in relay, for clients whose UDP is blocked.",
     "status-addr": "HTTP status endpoint (JSON at /, Prometheus at /metrics).",
     "store-dir": "Directory kept across restarts (identity and secrets).",
     "token": "Relay token for the control server (or --token-file).",

@@ -75,8 +75,11 @@ SCHEMA: dict[str, _Spec] = {
         "server-addr": _Leaf("dial"),
         "server-cas": _Leaf("path"),
         "server-name": _Leaf("host"),
+        "server-tcp-addr": _Leaf("dial"),
+        "udp": _Leaf("enum", ("auto", "never")),
         "direct-addr": _Leaf("listen"),
         "status-addr": _Leaf("listen"),
+        "port-mapping": _Leaf("bool"),
         "metadata": _Leaf("metadata"),
         "handshake-idle-timeout": _Leaf("duration"),
         "destinations": _Named({
@@ -104,7 +107,9 @@ SCHEMA: dict[str, _Spec] = {
         "key-file": _Leaf("path"),
         "tokens": _Leaf("strings"),
         "tokens-file": _Leaf("path"),
+        "tcp-addr": _Leaf("listen"),
         "relay-addr": _Leaf("listen"),
+        "relay-tcp-addr": _Leaf("listen"),
         "relay-hostname": _Leaf("host"),
         "status-addr": _Leaf("listen"),
         "store-dir": _Leaf("path"),
@@ -117,6 +122,7 @@ SCHEMA: dict[str, _Spec] = {
     },
     "control": {
         "addr": _Leaf("listen"),
+        "tcp-addr": _Leaf("listen"),
         "cert-file": _Leaf("path"),
         "key-file": _Leaf("path"),
         "client-tokens": _Leaf("strings"),
@@ -138,6 +144,7 @@ SCHEMA: dict[str, _Spec] = {
         "token": _Leaf("text"),
         "token-file": _Leaf("path"),
         "addr": _Leaf("listen"),
+        "tcp-addr": _Leaf("listen"),
         "hostname": _Leaf("host"),
         "control-addr": _Leaf("dial"),
         "control-cas": _Leaf("path"),
@@ -172,6 +179,7 @@ _MISPLACED: dict[str, str] = {
     "control.tokens-file": "in [control] the client tokens file is called client-tokens-file",
     "control.relay-addr": "[control] has no relay: use [server], or run connet relay",
     "control.relay-hostname": "[control] has no relay: use [server], or run connet relay",
+    "control.relay-tcp-addr": "[control] has no relay: use [server], or run connet relay",
     "control.ip-restriction": "in [control] it is client-ip-restriction or relay-ip-restriction",
     "control.token-ip-restriction": "in [control] it is client-token-ip-restriction or relay-token-ip-restriction",
     "control.token-restriction": "in [control] it is client-token-restriction",
@@ -311,11 +319,13 @@ def _count(value: object) -> int:
 
 
 def _bool(value: object) -> bool:
+    # a TOML boolean, or from a flag or CONNET_* variable the words true/false
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise _Invalid(f"expected true or false, got {_describe(value)}")
+    shown = repr(value) if isinstance(value, str) else _describe(value)
+    raise _Invalid(f"expected true or false, got {shown}")
 
 
 def _metadata(value: object) -> str:

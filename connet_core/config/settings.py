@@ -54,8 +54,11 @@ class ClientSettings:
     server_addr: HostPort = HostPort("localhost", 19190)
     server_cas: Path | None = None
     server_name: str = "localhost"
+    server_tcp_addr: HostPort | None = None  # control over TLS-over-TCP, where UDP is blocked
+    udp: str = "auto"  # auto: UDP first, TCP after UDP_FALLBACK_AFTER; never: TCP only
     direct_addr: HostPort = HostPort("", 19192)
     status_addr: HostPort | None = None
+    port_mapping: bool = True  # ask the router (PCP, NAT-PMP, UPnP) to map direct-addr's port
     destinations: tuple[EndpointSettings, ...] = ()
     sources: tuple[EndpointSettings, ...] = ()
     metadata: str = ""  # a label shown in status (own and at control)
@@ -70,6 +73,7 @@ class ControlSettings:
     client_auth: AuthSettings
     relay_auth: AuthSettings | None = None  # None: relays are not accepted
     addr: HostPort = HostPort("", 19190)
+    tcp_addr: HostPort | None = None  # also over TLS-over-TCP (off unless set)
     status_addr: HostPort | None = None
     store_dir: Path | None = None  # None: a new temp directory per run
     handshake_idle_timeout: float | None = None
@@ -83,6 +87,7 @@ class ControlSettings:
 class RelaySettings:
     token: str
     addr: HostPort = HostPort("", 19191)
+    tcp_addr: HostPort | None = None  # also over TLS-over-TCP (off unless set), advertised beside addr
     hostname: str = "localhost"
     control_addr: HostPort = HostPort("localhost", 19190)
     control_cas: Path | None = None
@@ -100,6 +105,7 @@ class ServerSettings:
 
     control: ControlSettings
     relay_addr: HostPort = HostPort("", 19191)
+    relay_tcp_addr: HostPort | None = None
     relay_hostname: str = "localhost"
     common: CommonSettings = CommonSettings()
 

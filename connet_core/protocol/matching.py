@@ -29,9 +29,10 @@ class Announcement:
     route: str
     certificate: bytes
     addresses: tuple[str, ...]
+    nat: str = ""
 
     def peer_info(self) -> PeerInfo:
-        return PeerInfo(certificate=self.certificate, addresses=self.addresses, route=self.route)
+        return PeerInfo(certificate=self.certificate, addresses=self.addresses, route=self.route, nat=self.nat)
 
 
 class Matcher:

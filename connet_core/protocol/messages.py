@@ -43,6 +43,7 @@ class PeerInfo:
     certificate: bytes  # DER; its sha256 is the peer's identity
     addresses: tuple[str, ...] = ()  # host:port candidates for a direct dial
     route: str = "any"
+    nat: str = ""  # what the peer says of its NAT: "easy", "hard" or "" (unknown); see Announce
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,9 @@ class RelayInfo:
     addr: str  # host:port
     certificate: bytes  # DER, pinned by the client
     grant: bytes
+    # host:port where the relay also takes QUIC over TLS-over-TCP (clients whose UDP is
+    # blocked); "" when it does not. Added after 1.0: older peers ignore it, older relays omit it.
+    tcp_addr: str = ""
 
 
 # --- control protocol (connet-control/1), on the session stream --------------------------
@@ -80,6 +84,10 @@ class Announce:
     route: str  # "any" | "direct" | "relay"
     certificate: bytes
     addresses: tuple[str, ...] = ()
+    # "hard": the NAT gave control another port than the socket's (endpoint-dependent
+    # mapping, most likely), "easy": the same port or a router mapping, "": unknown. Peers
+    # with one hard and one easy side try birthday probing (connet_core/client/birthday_probe.py).
+    nat: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +132,7 @@ class RelayRegister:
     port: int
     certificate: bytes
     metadata: str = ""  # the relay's label, as for Authenticate
+    tcp_port: int = 0  # the relay's TLS-over-TCP port (at hostname); 0: none
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,9 @@ itself (send datagrams, route its connection IDs, report its handshake and its e
 passed in (:class:`connet_quic.wiring.ConnectionWiring`), as hypercorn's
 ``QuicProtocol(send, call_at, now)`` gets its capabilities.
 
-Each connection has one timer, which drives the library's timer (pacing included), the
-keepalive and the handshake deadline. Received datagrams are answered once per read batch:
-the endpoint calls :meth:`QuicEndpointConnection.transmit` after the batch, so one ACK
-covers many datagrams.
+Each connection has one timer, which drives the library's timer (pacing included), the keepalive
+and the handshake deadline. Received datagrams are answered once per read batch: the endpoint
+calls :meth:`QuicEndpointConnection.transmit` after the batch, so one ACK covers many datagrams.
 """
 
 from __future__ import annotations
@@ -61,6 +60,8 @@ class QuicEndpointConnection:
         self._wiring = wiring
         self._is_dialer = is_dialer
         self._remote = remote
+        # over a TCP pipe: the TCP peer is the address the engines see (CIDR rules, status)
+        self._pipe_peer = wiring.pipe_peer(remote)
         self._pinned_hash = certificate_hash(pinned_der) if pinned_der is not None else None
         self._alpn = ""
         self._peer_certificate: bytes | None = None
@@ -91,7 +92,7 @@ class QuicEndpointConnection:
         # an accepted connection closed before its handshake completed is forgotten as soon as
         # its CONNECTION_CLOSE left, not after the closing period (3 PTO): see transmit
         self._forget_once_sent = False
-        self.datagrams = QuicDatagrams(self, self._lib, quic)  # RFC 9221, see datagrams.py
+        self.datagrams = QuicDatagrams(self, self._lib, quic, self._transmit_soon)  # RFC 9221, see datagrams.py
 
     def __repr__(self) -> str:
         role = "dialed" if self._is_dialer else "accepted"
@@ -109,7 +110,11 @@ class QuicEndpointConnection:
 
     @property
     def remote_address(self) -> HostPort:
-        return HostPort(*self._remote)
+        return self._pipe_peer or HostPort(*self._remote)
+
+    @property
+    def carrier(self) -> str:  # "udp", or "tcp": a pipe (connet_quic.tcp_pipe)
+        return "tcp" if self._pipe_peer is not None else "udp"
 
     @property
     def peer_certificate(self) -> bytes | None:
@@ -339,9 +344,6 @@ class QuicEndpointConnection:
         self._clock = now
         return now
 
-    def send_soon(self) -> None:  # for the datagrams: one send round for a burst of them
-        self._transmit_soon()
-
     def _transmit_soon(self) -> None:
         if self._transmit_handle is None and not self._terminated:
             self._transmit_handle = self._loop.call_soon(self.transmit)
@@ -504,6 +506,5 @@ class QuicEndpointConnection:
         for stream in self._streams.values():
             stream.wake_reader()
             stream.wake_writer()
-        self.datagrams.closed()
         self._closed_event.set()
         self._wiring.closed(self)

@@ -27,8 +27,9 @@ class QuicDatagrams:
     """Implements :class:`connet_core.transport.Datagrams` over the library's DATAGRAM frames."""
 
     def __init__(self, conn: "QuicEndpointConnection", library: QuicLibrary[QuicLibraryConnection],
-                 quic: QuicLibraryConnection) -> None:
+                 quic: QuicLibraryConnection, send_soon: Callable[[], None]) -> None:
         self._conn = conn
+        self._send_soon = send_soon  # one send round for a burst of datagrams
         self._lib = library
         self._quic = quic
         self._receiver: Receiver | None = None
@@ -48,7 +49,7 @@ class QuicDatagrams:
             return False
         self._lib.send_datagram(self._quic, data)
         self.sent += 1
-        self._conn.send_soon()
+        self._send_soon()
         return True
 
     def set_receiver(self, receiver: Receiver | None) -> None:
@@ -58,7 +59,7 @@ class QuicDatagrams:
 
     def received(self, data: bytes) -> None:
         receiver = self._receiver
-        if receiver is None:
+        if receiver is None or self._conn.closed:
             self.unclaimed += 1
             return
         self.received_count += 1
@@ -66,6 +67,3 @@ class QuicDatagrams:
             receiver(data)
         except Exception:  # a receiver's bug must not end the connection's event processing
             logger.exception("datagram receiver failed")
-
-    def closed(self) -> None:
-        self._receiver = None
