@@ -24,6 +24,7 @@ from connet_core.control_addresses import ControlAddresses
 from connet_core.config import RelaySettings
 from connet_core.errors import ConnectionLost, ProtocolError, StoreError, StreamReset
 from connet_core.forward import splice
+from connet_core.relay_datagrams import RelayedFlows
 from connet_core.logs import log_listening
 from connet_core.model import HostPort, Role, certificate_hash
 from connet_core.plugins import Hooks, load_hooks
@@ -113,6 +114,7 @@ class RelayService:
         self.clients: set[RelayClient] = set()
         self.tcp_address: HostPort | None = None  # QUIC over TLS-over-TCP too (connet_core.transport.TcpEndpoint)
         self.counters = RelayCounters()
+        self.udp = RelayedFlows()  # UDP flows' datagrams (docs/udp.md)
         self._tg: asyncio.TaskGroup | None = None
 
     def set_grant_key(self, key: bytes) -> None:
@@ -221,11 +223,14 @@ class RelayService:
         self.counters.streams_active += 1
         self.counters.streams_total += 1
         try:
-            # the TCP client's address travels on for the destination's PROXY protocol header
+            # the TCP client's address travels on for the destination's PROXY protocol header,
+            # the protocol so a UDP destination knows the flow
             await MessageStream(outbound).send(Connect(request.name, peer=source.hash, client_addr=request.client_addr,
-                                                       client_dest=request.client_dest))
+                                                       client_dest=request.client_dest, protocol=request.protocol))
             await messages.send(Connected())
-            moved = await splice(messages.stream, outbound, initial_to_b=messages.take_remaining())
+            with self.udp.forwarding(request.protocol, source.conn, messages.stream.stream_id,
+                                     destination.conn, outbound.stream_id):
+                moved = await splice(messages.stream, outbound, initial_to_b=messages.take_remaining())
             self.counters.bytes_relayed += moved
             log.debug("relayed a stream for %r: %d bytes", request.name, moved, extra={"endpoint": request.name})
         finally:
@@ -247,6 +252,7 @@ class RelayService:
             "streams_active": self.counters.streams_active,
             "streams_total": self.counters.streams_total,
             "streams_refused": self.counters.refused,
+            "udp": self.udp.status(),
             # the endpoint's own (an optional transport attribute: Retry, datagrams dropped)
             "counters": dict(getattr(self.endpoint, "counters", {})),
         }

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Protocol
 
 from connet_core.logs import log_listening
+from connet_core.status_udp import relay_udp_metrics, udp_endpoint_metrics
 from connet_core.model import HostPort
 from connet_core.status_admission import Admission
 from connet_core.supervise import TaskGroup
@@ -404,6 +405,7 @@ def _client_metrics(m: MetricsBuilder, report: dict[str, Any]) -> None:
         for kind, count in by_kind.items():
             m.add("connet_client_paths", "gauge", "Paths up to this endpoint's peers, by kind.", count,
                   **ident, kind=kind)
+        udp_endpoint_metrics(m, endpoint, ident)
     _counter_metrics(m, "client", report.get("counters"))
 
 
@@ -438,4 +440,5 @@ def _relay_metrics(m: MetricsBuilder, report: dict[str, Any]) -> None:
     m.add("connet_relay_streams_total", "counter", "Streams relayed since start.", report.get("streams_total"))
     m.add("connet_relay_streams_refused_total", "counter", "Stream requests the relay refused.",
           report.get("streams_refused"))
+    relay_udp_metrics(m, report)
     _counter_metrics(m, "relay", report.get("counters"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from connet_core.errors import TransportError
 from connet_core.model import HostPort
@@ -101,9 +101,36 @@ class Stream(Protocol):
 
 
 @runtime_checkable
+class Datagrams(Protocol):
+    """Unreliable datagrams on one connection: QUIC DATAGRAM frames (RFC 9221).
+
+    A datagram is delivered whole or not at all, never split or merged, in no promised
+    order. Lost datagrams are not resent; nothing here waits (no backpressure: a sender
+    faster than the path loses datagrams, as UDP would)."""
+
+    def max_size(self) -> int:
+        """The largest datagram ``send`` takes now: what fits one QUIC packet on this
+        connection's path (it grows once a path MTU probe succeeded). 0 when the peer
+        accepts no datagrams."""
+
+    def send(self, data: bytes) -> bool:
+        """Queue one datagram. False, and nothing sent, when it is larger than
+        ``max_size()`` or the connection is closed."""
+
+    def set_receiver(self, receiver: Callable[[bytes], None] | None) -> None:
+        """Call ``receiver(data)`` for every datagram the peer sends from now on (called
+        from the transport's event processing: it must not block or raise). With no
+        receiver, datagrams are dropped."""
+
+
+@runtime_checkable
 class Connection(Protocol):
     @property
     def alpn(self) -> str: ...
+
+    @property
+    def datagrams(self) -> Datagrams:
+        """This connection's unreliable datagrams (RFC 9221)."""
 
     @property
     def is_dialer(self) -> bool: ...

@@ -28,6 +28,7 @@ from connet_core.client.peers import Peers
 from connet_core.client.relays import Relays
 from connet_core.client.report import client_status
 from connet_core.client.sources import Sources, listen_tcp
+from connet_core.client.udp_source import UdpSource, listen_udp
 from connet_core.client.state import ClientState, Key, Peer, RelayLink
 from connet_core.config import ClientSettings, EndpointSettings
 from connet_core.errors import TransportError
@@ -87,7 +88,7 @@ class Client:
         try:
             # before any task starts: a source that cannot listen is a configuration error
             for source in self.settings.sources:
-                listeners.append(listen_tcp(source, self.state))
+                listeners.append((listen_udp if source.protocol == "udp" else listen_tcp)(source, self.state))
             async with TaskGroup() as tg:
                 self._start(tg, self.endpoint, listeners)
                 self.started.set()
@@ -108,7 +109,10 @@ class Client:
         control = ControlLink(settings, state, endpoint, on_peers=peers.update, on_relays=relays.update,
                               carrier=carrier)
         for source, sock in zip(settings.sources, listeners):
-            tg.create_task(sources.accept(source, sock))
+            if source.protocol == "udp":  # docs/udp.md
+                tg.create_task(UdpSource(source, state, sources, state.muxes, tg).run(sock))
+            else:
+                tg.create_task(sources.accept(source, sock))
         tg.create_task(peers.accept())
         tg.create_task(control.run())
         tg.create_task(peers.retire_unmatched())

@@ -9,6 +9,7 @@ import asyncio
 import logging
 
 from connet_core import proxy_protocol
+from connet_core.client.udp_destination import UdpDestinations
 from connet_core.client.state import (
     HANDSHAKE_STEP_TIMEOUT,
     UNKNOWN_PEER_GRACE,
@@ -39,6 +40,7 @@ class Destinations:
     def __init__(self, settings: ClientSettings, state: ClientState) -> None:
         self._by_name = {d.name: d for d in settings.destinations}
         self._state = state
+        self._udp = UdpDestinations(settings.destinations, state.udp_counters, state.muxes)  # docs/udp.md
 
     async def _matched_source(self, name: str, peer_hash: bytes) -> PeerInfo | None:
         """The source ``peer_hash`` as control matched it to our destination ``name``, waiting
@@ -71,6 +73,13 @@ class Destinations:
             await _refuse(messages, stream, *refusal)
             return
         assert destination is not None
+        if "udp" in (request.protocol, destination.protocol):
+            pc.active_streams += 1
+            try:
+                await self._udp.serve_direct(destination, request.protocol, peer.label, messages, stream, pc.conn)
+            finally:
+                pc.active_streams -= 1
+            return
         await self._connect(destination, messages, stream, pc, request)
 
     async def serve_relayed_stream(self, link: RelayLink, stream: Stream) -> None:
@@ -98,6 +107,11 @@ class Destinations:
             return
         link.active_streams += 1
         try:
+            if "udp" in (request.protocol, destination.protocol):
+                if link.conn is not None:  # else the relay connection just closed, and the stream with it
+                    await self._udp.serve_relayed(destination, request.protocol, request.peer.hex()[:12], tls,
+                                                  link.conn)
+                return
             await self._connect(destination, MessageStream(tls), tls, None, request)
         finally:
             link.active_streams -= 1

@@ -69,6 +69,8 @@ def client_status(settings: ClientSettings, state: ClientState, endpoint: Endpoi
             "active_connections": counters.active,
             "refused_connections": state.refused_connections[key],
             "total_connections": counters.total,
+            "protocol": e.protocol,
+            "udp": state.udp_counters[key].report() if key in state.udp_counters else None,
         })
     return {
         "role": "client",

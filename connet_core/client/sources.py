@@ -8,6 +8,7 @@ import asyncio
 import logging
 import socket
 import time
+from dataclasses import replace
 
 from connet_core.client.balance import Balancer, Choice
 from connet_core.client.state import ClientState, Peer, PeerConnection, RelayLink
@@ -179,14 +180,16 @@ class Sources:
             balancer = self._balancers[source.name] = Balancer(source.lb_policy, source.lb_retry, source.lb_retry_max)
         return balancer
 
-    async def _open_some_path(self, source: EndpointSettings, origin: Origin) -> tuple[Stream, bytes, Via, Peer] | None:
+    async def _open_some_path(self, source: EndpointSettings, origin: Origin, request: Connect | None = None
+                              ) -> tuple[Stream, bytes, Via, Peer] | None:
         """A tunneled stream to the destination the balancer picks, over its best path that
         works, or None (the log says why).
 
         Destinations are tried in the balancer's order while its budget (lb-retry) allows,
         each over its paths best first. When a path's connection vanished under the request
         (a duplicate closed by the other side, a path that just died), the choice is made
-        again: no TCP byte has been read yet, so nothing is lost by retrying."""
+        again: no TCP byte has been read yet, so nothing is lost by retrying. ``request``: a
+        UDP flow's stream request (connet_core.client.udp_source) instead of a TCP one."""
         refused = self._state.refused_connections
         balancer = self._balancer(source)
         budget = balancer.budget(time.monotonic())
@@ -213,7 +216,7 @@ class Sources:
                     break
                 last_peer = rank == len(order) - 1 or budget.is_last()
                 budget.tried()
-                opened, went_away = await self._try_destination(source, by_peer[peer_hash], last_peer, origin)
+                opened, went_away = await self._try_destination(source, by_peer[peer_hash], last_peer, origin, request)
                 if opened is not None:
                     return opened
                 if went_away:
@@ -228,7 +231,8 @@ class Sources:
         return None
 
     async def _try_destination(self, source: EndpointSettings, paths: list[PathCandidate], last: bool,
-                               origin: Origin) -> tuple[tuple[Stream, bytes, Via, Peer] | None, bool]:
+                               origin: Origin, request: Connect | None = None
+                               ) -> tuple[tuple[Stream, bytes, Via, Peer] | None, bool]:
         """One destination over its paths, best first: the opened stream (or None), and
         whether a path vanished under the request rather than being refused or timing out."""
         vanished = False
@@ -236,7 +240,7 @@ class Sources:
             peer, via = path.key
             via.active_streams += 1
             try:
-                opened = await self._open_path(source, peer, via, last and index == len(paths) - 1, origin)
+                opened = await self._open_path(source, peer, via, last and index == len(paths) - 1, origin, request)
             except (ConnectionLost, StreamReset) as exc:
                 vanished = True
                 log.debug("source %r: %s path to peer %s went away: %s", source.name, path.kind.value,
@@ -257,14 +261,14 @@ class Sources:
         return None, vanished
 
     async def _open_path(self, source: EndpointSettings, peer: Peer, via: Via, last: bool,
-                         origin: Origin) -> tuple[Stream, bytes] | None:
+                         origin: Origin, request: Connect | None = None) -> tuple[Stream, bytes] | None:
         """Open a tunneled stream to ``peer``'s destination ``name``: the stream to pump and
         the bytes already read past the reply, or None if the destination refused. A stream
         given up on is reset, so the destination stops working on it too."""
         assert via.conn is not None
         raw = await via.conn.open_stream()
         try:
-            opened = await self._request(source, peer, via, raw, last, origin)
+            opened = await self._request(source, peer, via, raw, last, origin, request)
         except (ProtocolError, TimeoutError):
             raw.reset(CloseCode.TIMEOUT)
             raise
@@ -273,7 +277,7 @@ class Sources:
         return opened
 
     async def _request(self, source: EndpointSettings, peer: Peer, via: Via, raw: Stream, last: bool,
-                       origin: Origin) -> tuple[Stream, bytes] | None:
+                       origin: Origin, request: Connect | None = None) -> tuple[Stream, bytes] | None:
         assert via.conn is not None
         name = source.name
         # dial-timeout: how long this destination may take to accept, before the next is tried
@@ -283,7 +287,9 @@ class Sources:
         if isinstance(via, RelayLink):
             hop = MessageStream(raw)
             # the relay hands the client's address on to the destination (the PROXY header)
-            await hop.send(Connect(name, peer=peer.hash, client_addr=client_addr, client_dest=client_dest))
+            protocol = request.protocol if request is not None else "tcp"  # a UDP flow's key stays inside TLS
+            await hop.send(Connect(name, peer=peer.hash, client_addr=client_addr, client_dest=client_dest,
+                                   protocol=protocol))
             relayed = await _reply(hop, via.conn, last, timeout)
             if isinstance(relayed, ConnectRefused):
                 log.warning("relay %s refused %r: %s", via.label, name, CloseCode.describe(relayed.code),
@@ -293,9 +299,13 @@ class Sources:
                                initial=hop.take_remaining())
             await asyncio.wait_for(stream.handshake(), timeout)
             messages = MessageStream(stream)
+            if request is not None:  # a UDP flow's key, where only the destination reads it
+                await messages.send(request)
         else:
             messages = MessageStream(stream)
-            await messages.send(Connect(name, client_addr=client_addr, client_dest=client_dest))
+            # QUIC protects a direct UDP flow: no key
+            await messages.send(replace(request, key=b"") if request is not None
+                                else Connect(name, client_addr=client_addr, client_dest=client_dest))
         reply = await _reply(messages, via.conn, last, timeout)
         if isinstance(reply, ConnectRefused):
             log.warning("source %r: peer %s refused: %s", name, peer.label, CloseCode.describe(reply.code),

@@ -17,7 +17,9 @@ from typing import Callable
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from connet_core.certs import make_identity
+from connet_core.client.udp_flows import UdpCounters
 from connet_core.config import ClientSettings
+from connet_core.datagram_mux import Muxes
 from connet_core.errors import ProtocolError
 from connet_core.forward import Counters
 from connet_core.model import HostPort, Role, RoutePolicy, certificate_hash
@@ -177,6 +179,11 @@ class ClientState:
             (e.name, e.role): Counters() for e in (*settings.destinations, *settings.sources)
         }
         self.refused_connections: dict[Key, int] = {key: 0 for key in self.counters}
+        # UDP tunnels (docs/udp.md): counters of the udp endpoints; each connection's flows
+        self.udp_counters: dict[Key, UdpCounters] = {
+            (e.name, e.role): UdpCounters() for e in (*settings.destinations, *settings.sources) if e.protocol == "udp"
+        }
+        self.muxes = Muxes()
         # end-to-end TLS of relayed streams, one context per side and peer; the peers part
         # forgets a peer's when the peer is gone (every restart of a peer is a new certificate)
         self.tls = PinnedContexts(self.identity.tls)

@@ -257,6 +257,9 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
                     lb_policy=values.get("lb-policy", ""),  # type: ignore[arg-type]
                     lb_retry=values.get("lb-retry", ""),  # type: ignore[arg-type]
                     lb_retry_max=values.get("lb-retry-max", 0),  # type: ignore[arg-type]
+                    protocol=values.get("protocol", "tcp"),  # type: ignore[arg-type]
+                    udp_idle_timeout=values.get("udp-idle-timeout", 60.0),  # type: ignore[arg-type]
+                    udp_max_flows=values.get("udp-max-flows", 1024),  # type: ignore[arg-type]
                 )
             )
     server_tcp_addrs: tuple[HostPort, ...] = section.get("server-tcp-addr", ())  # type: ignore[assignment]

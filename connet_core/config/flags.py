@@ -170,7 +170,13 @@ _ENDPOINT_HELP: dict[str, str] = {
     "lb-policy": "least-latency | least-conns | round-robin | random  [default: none]",
     "lb-retry": "never | count | timed | all  [default: never with a policy]",
     "lb-retry-max": "count: destinations; timed: milliseconds  [default: 2 | 1000]",
+    "protocol": "tcp | udp  [default: tcp] (docs/udp.md)",
+    "udp-idle-timeout": "A UDP flow ends after this long without traffic (like 60s).  [default: 60s]",
+    "udp-max-flows": "Remote senders a UDP source serves at once.  [default: 1024]",
 }
+
+
+_ENDPOINT_METAVARS = {"udp_idle_timeout": "DURATION", "udp_max_flows": "COUNT"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +200,10 @@ def endpoint_flag_specs() -> list[EndpointFlag]:
         assert isinstance(table, _Named)
         for key, spec in table.schema.items():
             assert isinstance(spec, _Leaf)
-            what, verb = ("destination", "connects to") if kind == "destinations" else ("source", "listens on (TCP)")
+            what, verb = ("destination", "connects to") if kind == "destinations" else ("source", "listens on (TCP, or UDP)")
             dial = "dialing the service" if kind == "destinations" else "one destination's answer"
-            metavar = "HOST:PORT" if key == "addr" else "|".join(c for c in spec.choices if c) or spec.kind.upper()
+            metavar = "HOST:PORT" if key == "addr" else "|".join(c for c in spec.choices if c) or _ENDPOINT_METAVARS.get(
+                spec.kind, spec.kind.upper())
             out.append(EndpointFlag(kind, key, f"--{prefix}-{key}", f"{prefix}_{key.replace('-', '_')}", metavar,
                                     _ENDPOINT_HELP[key].format(what=what, verb=verb, dial=dial)))
     return out

@@ -52,6 +52,11 @@ PROXY_PROTO_VERSIONS = ("v1", "v2")
 LB_POLICIES = ("", "none", "least-latency", "least-conns", "round-robin", "random")
 LB_RETRIES = ("", "never", "count", "timed", "all")
 _ROLES = tuple(r.value for r in Role)
+_PROTOCOLS = ("tcp", "udp")
+# a UDP source's bounds (docs/udp.md): a flow is a stream, and a connection carries at
+# most TransportOptions.max_streams (4096) of them at once
+UDP_IDLE_TIMEOUT_RANGE = (1.0, 86400.0)
+UDP_MAX_FLOWS_RANGE = (1, 4096)
 _CIDR_RULE: dict[str, _Spec] = {"allow-cidrs": _Leaf("cidrs"), "deny-cidrs": _Leaf("cidrs")}
 _TOKEN_RULE: dict[str, _Spec] = {
     **_CIDR_RULE,
@@ -82,6 +87,7 @@ SCHEMA: dict[str, _Spec] = {
             "route": _Leaf("enum", _ROUTES),
             "proxy-proto-version": _Leaf("enum", PROXY_PROTO_VERSIONS),
             "dial-timeout": _Leaf("duration"),
+            "protocol": _Leaf("enum", _PROTOCOLS),
         }),
         "sources": _Named({
             "addr": _Leaf("listen"),
@@ -90,6 +96,9 @@ SCHEMA: dict[str, _Spec] = {
             "lb-policy": _Leaf("enum", LB_POLICIES),
             "lb-retry": _Leaf("enum", LB_RETRIES),
             "lb-retry-max": _Leaf("count"),
+            "protocol": _Leaf("enum", _PROTOCOLS),
+            "udp-idle-timeout": _Leaf("udp_idle_timeout"),
+            "udp-max-flows": _Leaf("udp_max_flows"),
         }),
     },
     "server": {
@@ -342,7 +351,25 @@ def _metadata(value: object) -> str:
     return text
 
 
+def _udp_idle_timeout(value: object) -> float:
+    low, high = UDP_IDLE_TIMEOUT_RANGE
+    seconds = _duration(value)
+    if not low <= seconds <= high:
+        raise _Invalid(f"{value!r}: give seconds from {low:.0f} to {high:.0f} (1s to 24h)")
+    return seconds
+
+
+def _udp_max_flows(value: object) -> int:
+    low, high = UDP_MAX_FLOWS_RANGE
+    count = _count(value)
+    if not low <= count <= high:
+        raise _Invalid(f"{value!r}: give a number of flows from {low} to {high}")
+    return count
+
+
 _CONVERTERS: dict[str, Callable[[object], object]] = {
+    "udp_idle_timeout": _udp_idle_timeout,
+    "udp_max_flows": _udp_max_flows,
     "duration": _duration,
     "count": _count,
     "bool": _bool,

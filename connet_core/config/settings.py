@@ -43,6 +43,9 @@ class EndpointSettings:
     lb_policy: str = ""  # "" none | least-latency | least-conns | round-robin | random
     lb_retry: str = ""  # "" the policy's default | never | count | timed | all
     lb_retry_max: int = 0  # count: destinations; timed: milliseconds; 0: the default
+    protocol: str = "tcp"  # "tcp" or "udp" (docs/udp.md)
+    udp_idle_timeout: float = 60.0  # a UDP source's flow ends after this long without traffic
+    udp_max_flows: int = 1024  # a UDP source's senders at once; more are dropped
 
 
 @dataclass(frozen=True, slots=True)

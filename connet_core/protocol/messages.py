@@ -181,6 +181,11 @@ class Connect:
     # destination's PROXY protocol header ("": unknown, as from a source before these fields)
     client_addr: str = ""
     client_dest: str = ""
+    # "udp": this stream carries no bytes but owns one UDP flow, whose datagrams travel as
+    # DATAGRAM frames (docs/udp.md); older peers ignore the field and see a TCP request
+    protocol: str = "tcp"
+    # udp through a relay, only inside the end-to-end TLS: the flow's AES-GCM key
+    key: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from typing import Protocol
 from connet_core.errors import ConnectionLost, StreamReset, TransportError
 from connet_core.model import HostPort
 from connet_core.protocol.codes import CloseCode
+from connet_core.testing.datagrams import MemoryDatagrams
 from connet_core.testing.signals import _Signal
 from connet_core.transport import CloseInfo, ConnectionStats, TransportOptions
 
@@ -180,6 +181,7 @@ class MemoryConnection:
         self._bytes_sent = 0
         self._bytes_received = 0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self.datagrams = MemoryDatagrams(self)
 
     @property
     def alpn(self) -> str:

@@ -7,10 +7,24 @@ from __future__ import annotations
 from typing import Any, Callable
 
 CONNECTION_ID_LENGTH = 8  # every endpoint must use the same: short headers do not carry it
-# DATAGRAM frames (RFC 9221) we accept: only as keepalive filler (see the adapters'
-# send_keepalive), so small; advertising them lets a peer make its keepalive long enough
-# to draw a stateless reset from a restarted endpoint
-DATAGRAM_FRAME_LIMIT = 64
+# The largest DATAGRAM frame (RFC 9221) we accept, type and length included: they carry UDP
+# tunnels (connet_core.client.udp_*) and keepalive filler (the adapters' send_keepalive).
+# What is sent is bounded by the path instead (datagram_payload_limit); this only must not
+# be below any packet we could receive.
+DATAGRAM_FRAME_LIMIT = 65535
+# AEAD tag of every QUIC packet protection (AES-GCM, ChaCha20-Poly1305)
+AEAD_TAG = 16
+# a DATAGRAM frame's type (1 byte) and length (a 2-byte varint for 64..16383 bytes)
+DATAGRAM_FRAME_HEADER = 3
+
+
+def datagram_payload_limit(packet_size: int, header: int, peer_limit: int | None) -> int:
+    """The largest DATAGRAM payload in one 1-RTT packet of ``packet_size`` bytes whose
+    header takes ``header`` bytes, capped by the peer's max_datagram_frame_size (None:
+    the peer accepts no DATAGRAM frames)."""
+    if not peer_limit:
+        return 0
+    return max(0, min(packet_size - header - AEAD_TAG, peer_limit) - DATAGRAM_FRAME_HEADER)
 
 
 class SharedLibraryAdapter:

@@ -55,7 +55,7 @@ from aioquic.quic.connection import (
     QuicConnection,
     QuicConnectionState,
 )
-from aioquic.quic.packet_builder import QuicPacketBuilder, QuicPacketBuilderStop
+from aioquic.quic.packet_builder import PACKET_NUMBER_SEND_SIZE, QuicPacketBuilder, QuicPacketBuilderStop
 from aioquic.quic.packet import (
     QuicFrameType,
     QuicPacketType,
@@ -65,7 +65,12 @@ from aioquic.quic.packet import (
 from aioquic.tls import load_pem_private_key, load_pem_x509_certificates
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, SharedLibraryAdapter
+from connet_quic._adapter import (
+    CONNECTION_ID_LENGTH,
+    DATAGRAM_FRAME_LIMIT,
+    SharedLibraryAdapter,
+    datagram_payload_limit,
+)
 from connet_quic._udp import segments
 
 logger = logging.getLogger("connet.quic")
@@ -336,6 +341,17 @@ class AioquicLibrary(SharedLibraryAdapter):
     def send_keepalive(self, quic: FlowControlledConnection, uid: int) -> None:
         """A PING, padded (see FlowControlledConnection._write_ping_frame)."""
         quic.send_ping(uid)
+
+    # DATAGRAM frames
+
+    def send_datagram(self, quic: FlowControlledConnection, data: bytes) -> None:
+        quic.send_datagram_frame(data)
+
+    def datagram_payload_limit(self, quic: FlowControlledConnection) -> int:
+        """One 1-RTT packet of the current size (1200 until the MTU probe was acknowledged):
+        aioquic keeps a DATAGRAM frame that fits no packet at the head of its queue forever."""
+        header = 1 + len(quic._peer_cid.cid) + PACKET_NUMBER_SEND_SIZE
+        return datagram_payload_limit(quic._max_datagram_size, header, quic._remote_max_datagram_frame_size)
 
     # connection state
 

@@ -90,7 +90,12 @@ from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 
 from connet_core.protocol.codes import CloseCode
 
-from connet_quic._adapter import CONNECTION_ID_LENGTH, DATAGRAM_FRAME_LIMIT, SharedLibraryAdapter
+from connet_quic._adapter import (
+    CONNECTION_ID_LENGTH,
+    DATAGRAM_FRAME_LIMIT,
+    SharedLibraryAdapter,
+    datagram_payload_limit,
+)
 from connet_quic._qh3_amplification import AmplificationBudget, core_receive
 from connet_quic._qh3_core import CoreProxy
 from connet_quic._qh3_fin import FinGate
@@ -102,6 +107,9 @@ SMALLEST_MAX_DATAGRAM_SIZE = 1200
 # a DATAGRAM frame of this many zero bytes makes a keepalive packet longer than the 41
 # bytes a restarted peer answers (a bare qh3 PING packet is ~29)
 KEEPALIVE_FILLER = 16
+# the packet number length the core may use in a 1-RTT packet (the most: 4 bytes), so a
+# DATAGRAM frame sized for it always fits
+QH3_PACKET_NUMBER_SIZE = 4
 # Unread bytes above which a connection holds its incoming datagrams back (see the module
 # docstring). 32 MiB was tried: qh3 then stalled a stream more often (docs/performance.md).
 DEFAULT_UNREAD_PAUSE = 8 * 1024 * 1024
@@ -456,7 +464,7 @@ class Qh3Library(SharedLibraryAdapter):
         quic.receive_gro_buffer(buffer, segment, addr, now)
 
     def probe_path_mtu(self, quic: Qh3Connection, size: int) -> None:
-        """Nothing to do: qh3's core searches the path MTU itself (DPLPMTUD)."""
+        """Nothing to do: qh3's core searches the path MTU itself (DPLPMTUD), as a client only."""
 
     def send_keepalive(self, quic: Qh3Connection, uid: int) -> None:
         """A PING, and filler in a DATAGRAM frame where the peer accepts one: the core
@@ -465,6 +473,21 @@ class Qh3Library(SharedLibraryAdapter):
         limit = quic._remote_max_datagram_frame_size
         if limit is not None and limit >= KEEPALIVE_FILLER + 4:  # frame type and length fit too
             quic.send_datagram_frame(bytes(KEEPALIVE_FILLER))
+
+    # DATAGRAM frames
+
+    def send_datagram(self, quic: Qh3Connection, data: bytes) -> None:
+        quic.send_datagram_frame(data)
+
+    def datagram_payload_limit(self, quic: Qh3Connection) -> int:
+        """From the core's current path MTU (``active_path[5]``; a server's stays at 1200:
+        qh3 2.1 probes as a client only) with a 4-byte packet number: a DATAGRAM frame that
+        fits no packet fails the whole connection ("packet builder capacity exhausted")."""
+        core = quic._core
+        if core is None or not quic._handshake_complete:
+            return 0
+        header = 1 + CONNECTION_ID_LENGTH + QH3_PACKET_NUMBER_SIZE
+        return datagram_payload_limit(core.active_path[5], header, quic._remote_max_datagram_frame_size)
 
     # connection state
 

@@ -8,10 +8,9 @@ itself (send datagrams, route its connection IDs, report its handshake and its e
 passed in (:class:`connet_quic.wiring.ConnectionWiring`), as hypercorn's
 ``QuicProtocol(send, call_at, now)`` gets its capabilities.
 
-Each connection has one timer, which drives the library's timer (pacing included), the
-keepalive and the handshake deadline. Received datagrams are answered once per read batch:
-the endpoint calls :meth:`QuicEndpointConnection.transmit` after the batch, so one ACK
-covers many datagrams.
+Each connection has one timer, which drives the library's timer (pacing included), the keepalive
+and the handshake deadline. Received datagrams are answered once per read batch: the endpoint
+calls :meth:`QuicEndpointConnection.transmit` after the batch, so one ACK covers many datagrams.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from connet_core.transport import CloseInfo, ConnectionStats
 
 from connet_quic.addresses import Address
 from connet_quic.closing import close_info_of
+from connet_quic.datagrams import QuicDatagrams
 from connet_quic.inbox import Inbox
 from connet_quic.library import QuicLibrary, QuicLibraryConnection
 from connet_quic.stream import QuicEndpointStream
@@ -92,6 +92,7 @@ class QuicEndpointConnection:
         # an accepted connection closed before its handshake completed is forgotten as soon as
         # its CONNECTION_CLOSE left, not after the closing period (3 PTO): see transmit
         self._forget_once_sent = False
+        self.datagrams = QuicDatagrams(self, self._lib, quic, self._transmit_soon)  # RFC 9221, see datagrams.py
 
     def __repr__(self) -> str:
         role = "dialed" if self._is_dialer else "accepted"
@@ -413,6 +414,8 @@ class QuicEndpointConnection:
             elif kind is ev.ConnectionIdRetired:
                 self._cids.discard(event.connection_id)
                 self._wiring.unroute(event.connection_id, self)
+            elif kind is ev.DatagramFrameReceived:
+                self.datagrams.received(event.data)
             elif kind is ev.StreamReset:
                 stream = self._streams.get(event.stream_id)
                 if stream is not None:

@@ -52,6 +52,7 @@ class QuicEventTypes(Protocol):
     ConnectionIdRetired: type  # .connection_id: bytes — stop routing it
     HandshakeCompleted: type  # .alpn_protocol: str | None
     ConnectionTerminated: type  # .error_code, .reason_phrase — the last event
+    DatagramFrameReceived: type  # .data: bytes — one DATAGRAM frame (RFC 9221)
 
 
 @runtime_checkable
@@ -185,6 +186,16 @@ class QuicLibrary(Protocol[C]):
     def send_keepalive(self, quic: C, uid: int) -> None:
         """Queue a keepalive PING with id ``uid``, in a datagram long enough (>= 41 bytes)
         for a restarted peer to answer it with a stateless reset."""
+
+    # DATAGRAM frames (RFC 9221)
+
+    def send_datagram(self, quic: C, data: bytes) -> None:
+        """Queue one DATAGRAM frame carrying ``data``; the endpoint sends it only when it
+        is at most :meth:`datagram_payload_limit` (so it fits one packet)."""
+
+    def datagram_payload_limit(self, quic: C) -> int:
+        """The largest DATAGRAM payload that fits one packet on the path now (it grows
+        once a path MTU probe succeeded) and that the peer accepts; 0 when it accepts none."""
 
     # connection state
 

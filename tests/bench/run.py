@@ -248,8 +248,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small transfers, 2 repeats (~2 minutes)")
     parser.add_argument("--transports", default="aioquic,qh3")
-    parser.add_argument("--only", default="ceilings,iperf3,targets,raw,direct,relay,latency",
-                        help="comma list of: ceilings, iperf3, targets, raw, direct, relay, latency")
+    parser.add_argument("--only", default="ceilings,iperf3,targets,raw,direct,relay,latency,udp",
+                        help="comma list of: ceilings, iperf3, targets, raw, direct, relay, latency, udp")
     parser.add_argument("--rounds", type=int, default=None,
                         help="rounds of the interleaved targets section (default 5, 2 with --quick)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON (default: a temp file)")
@@ -289,6 +289,10 @@ async def main() -> None:
             steps.append((f"relay {t}", lambda t=t: bench_tunnel(report, t, "relay", size, repeat, [1, 8])))
         if "latency" in only:
             steps.append((f"latency {t}", lambda t=t: bench_latency_and_rates(report, t, requests, repeat, open_conns)))
+    if "udp" in only:  # iperf3 -u through UDP tunnels: loss at fixed rates, datagrams per second
+        from udp_tunnels import bench_udp
+
+        steps.append(("udp", lambda: bench_udp(report, transports, ("direct", "relay"), 3.0 if args.quick else 5.0)))
     for label, step in steps:
         started = time.perf_counter()
         await step()

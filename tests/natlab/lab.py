@@ -47,6 +47,7 @@ from support.daemons import CONNET, Daemon
 
 PRESETS: tuple[str, ...] = ("none", "easy", "fullcone", "hard")
 NETPROBE = Path(__file__).with_name("netprobe.py")
+UDPPROBE = Path(__file__).with_name("udpprobe.py")
 
 INET_CIDR = "203.0.113.0/24"
 SERVER_IP = "203.0.113.10"
@@ -427,9 +428,21 @@ class Lab:
         echo.listening("echo", "tcp")
         return echo
 
-    def start_client(self, role: str, host: Host, route: str = "any", extra: str = "") -> Client:
+    def start_udp_echo(self, host: Host) -> NsProcess:
+        """A UDP echo on ECHO_PORT (tests/natlab/udpprobe.py), for clients with protocol udp."""
+        echo = self.spawn(f"udp-echo@{host.ns}", host.ns, [sys.executable, str(UDPPROBE), "echo", "--port", str(ECHO_PORT)])
+        echo.listening("echo", "udp")
+        return echo
+
+    def send_udp(self, host: Host, count: int, size: int, deadline: float = 60.0) -> dict:
+        """``count`` datagrams of ``size`` bytes through a udp source from inside ``host``, each echoed whole."""
+        return json.loads(sh(sys.executable, str(UDPPROBE), "send", "--port", str(SOURCE_PORT), "--count", str(count),
+                             "--size", str(size), "--deadline", str(deadline), ns=host.ns,
+                             timeout=deadline + 15).strip().splitlines()[-1])
+
+    def start_client(self, role: str, host: Host, route: str = "any", extra: str = "", protocol: str = "tcp") -> Client:
         """A destination (in front of the echo service) or a source (on 127.0.0.1:SOURCE_PORT);
-        ``extra``: more [client] lines (TOML)."""
+        ``extra``: more [client] lines (TOML); ``protocol``: the endpoint's (docs/udp.md)."""
         token = TOKENS[0] if role == "destination" else TOKENS[1]
         table = "destinations" if role == "destination" else "sources"
         addr = f"127.0.0.1:{ECHO_PORT}" if role == "destination" else f"127.0.0.1:{SOURCE_PORT}"
@@ -445,6 +458,7 @@ class Lab:
             f"[client.{table}.{ENDPOINT}]\n"
             f'addr = "{addr}"\n'
             f'route = "{route}"\n'
+            f'protocol = "{protocol}"\n'
         )
         daemon = self.spawn(role, host.ns, [*CONNET, "--config", str(config)])
         return Client(role, host, daemon, config)
@@ -538,7 +552,7 @@ class Pair:
 
 
 def build_pair(lab: Lab, src_preset: str, dst_preset: str, *, src_route: str = "any",
-               dst_route: str = "any") -> Pair:
+               dst_route: str = "any", protocol: str = "tcp") -> Pair:
     """Server, two sites (or one ``same-lan`` router with two hosts), echo, both clients."""
     lab.start_server()
     if src_preset == "same-lan" or dst_preset == "same-lan":
@@ -547,9 +561,9 @@ def build_pair(lab: Lab, src_preset: str, dst_preset: str, *, src_route: str = "
     else:
         src_host = lab.add_site(src_preset, "198.51.100").hosts[0]
         dst_host = lab.add_site(dst_preset, "192.0.2").hosts[0]
-    lab.start_echo(dst_host)
+    (lab.start_udp_echo if protocol == "udp" else lab.start_echo)(dst_host)
     started = time.monotonic()
-    destination = lab.start_client("destination", dst_host, dst_route)
-    source = lab.start_client("source", src_host, src_route)
-    source.daemon.listening("source", "tcp")
+    destination = lab.start_client("destination", dst_host, dst_route, protocol=protocol)
+    source = lab.start_client("source", src_host, src_route, protocol=protocol)
+    source.daemon.listening("source", protocol)
     return Pair(lab, source, destination, started)

@@ -92,7 +92,12 @@ AIOQUIC: list[Use] = [
     Use("conn._host_cids", "reads", f"{FCC}._derive_reset_tokens)"),
     Use("host_cid.cid", "reads", f"{FCC}._derive_reset_tokens)"),
     Use("host_cid.stateless_reset_token", "sets", f"{FCC}._derive_reset_tokens)"),
-    Use("conn._peer_cid", "reads", f"{AIOQUIC_OURS} (AioquicLibrary.peer_reset_tokens)"),
+    Use("conn._peer_cid", "reads", f"{AIOQUIC_OURS} (AioquicLibrary.peer_reset_tokens, datagram_payload_limit)"),
+    Use("peer_cid.cid", "reads", f"{AIOQUIC_OURS} (AioquicLibrary.datagram_payload_limit)"),
+    Use("conn._max_datagram_size", "reads", f"{AIOQUIC_OURS} (AioquicLibrary.datagram_payload_limit)"),
+    Use("conn._remote_max_datagram_frame_size", "reads", f"{AIOQUIC_OURS} (AioquicLibrary.datagram_payload_limit)"),
+    Use(f"{A_CONN}.send_datagram_frame", "calls", f"{AIOQUIC_OURS} (AioquicLibrary.send_datagram)"),
+    Use("aioquic.quic.packet_builder:PACKET_NUMBER_SEND_SIZE", "reads", f"{AIOQUIC_OURS} (AioquicLibrary.datagram_payload_limit)"),
     Use("peer_cid.stateless_reset_token", "reads", f"{AIOQUIC_OURS} (AioquicLibrary.peer_reset_tokens)"),
     Use("conn._streams", "reads", f"{FCC}.stream_credit_due)"),
     Use("stream.receiver", "reads", f"{FCC}._write_stream_limits)"),
@@ -182,6 +187,8 @@ QH3: list[Use] = [
     Use("conn._remote_max_datagram_frame_size", "reads", f"{QH3_OURS} (Qh3Library.send_keepalive)"),
     Use("core.poll_transmit", "calls", f"{QC}.datagrams_to_send)"),
     Use("core.smoothed_rtt", "reads", f"{QH3_OURS} (Qh3Library.smoothed_rtt)"),
+    Use("core.active_path", "reads", f"{QH3_OURS} (Qh3Library.datagram_payload_limit: [5] is the path MTU)"),
+    Use("conn._handshake_complete", "reads", f"{QH3_OURS} (Qh3Library.datagram_payload_limit)"),
     Use("core.next_event", "calls", f"{QH3_OURS} (_CoreProxy.next_event)"),
     Use("tls.configuration", "reads", f"{QH3_OURS} (_Qh3TlsBridge.serialize_transport_parameters)"),
     *[Use(f"parameters.{name}", "sets", f"{QH3_OURS} (_Qh3TlsBridge, Qh3Library.peer_reset_tokens)") for name in (
@@ -208,6 +215,7 @@ EVENT_FIELDS = {
     "ConnectionIdRetired": ("connection_id",),
     "HandshakeCompleted": ("alpn_protocol",),
     "ConnectionTerminated": ("error_code", "frame_type", "reason_phrase"),
+    "DatagramFrameReceived": ("data",),
 }
 for _library, _uses in (("aioquic", AIOQUIC), ("qh3", QH3)):
     _uses += [

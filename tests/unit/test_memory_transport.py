@@ -338,3 +338,24 @@ async def test_endpoint_close_closes_its_connections_and_accept(network, server_
     _, der, _, _ = server_cert
     with pytest.raises(DialError):
         await client.dial(server.local_address, alpn=ALPN, trust=Trust(pinned_der=der))
+
+
+async def test_datagrams_arrive_whole_unless_partitioned_or_too_large(network, server_cert):
+    """The memory transport's Datagrams (connet_core.transport.Datagrams), for engine tests
+    of UDP tunnels: whole, refused over max_size, lost across a partition, none once closed."""
+    server, client, dialed, accepted = await connected_pair(network, server_cert)
+    got: list[bytes] = []
+    accepted.datagrams.set_receiver(got.append)
+    limit = dialed.datagrams.max_size()
+    assert limit == TransportOptions().probe_datagram_size - 30
+    assert dialed.datagrams.send(b"a" * limit) and not dialed.datagrams.send(b"a" * (limit + 1))
+    await settle()
+    assert got == [b"a" * limit]
+    network.partition(client.local_address, server.local_address)
+    assert dialed.datagrams.send(b"lost")  # sent, as UDP would, and lost on the way
+    await settle()
+    network.heal(client.local_address, server.local_address)
+    dialed.close()
+    assert dialed.datagrams.max_size() == 0 and not dialed.datagrams.send(b"x")
+    await settle()
+    assert got == [b"a" * limit]
