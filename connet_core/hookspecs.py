@@ -3,7 +3,9 @@
 Plugins implement these with ``@connet_core.hookimpl``; the rest of connet calls them only
 through :class:`connet_core.plugins.Hooks`. The authentication hooks may be async
 (``async def``): the engine awaits them with a time limit (``Hooks.hook_timeout``, 5 s), and
-a timeout refuses the one request. Route selection must be synchronous and pure.
+a timeout refuses the one request; written as plain functions they run in a hook worker
+thread under the same limit, so one that blocks never blocks the event loop. Route selection
+must be synchronous and pure (it runs on the loop).
 Objects that do I/O (stores, transports) are handed out by factory hooks.
 
 Settings objects passed to hooks are the frozen dataclasses of :mod:`connet_core.config`, so

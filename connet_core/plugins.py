@@ -21,6 +21,7 @@ import pluggy
 
 from connet_core import hookspecs
 from connet_core.errors import PluginError, StoreError
+from connet_core.hook_threads import HookThreads
 from connet_core.model import PathCandidate, Principal, PrincipalKind, Role, RoutePolicy, Veto
 from connet_core.plugin_settings import PluginKey, PluginSettings, with_defaults
 
@@ -104,6 +105,7 @@ class Hooks:
         self.errors: Counter[tuple[str, str]] = Counter()  # plugin failures by (plugin, hook)
         self._labels: dict[int, str] = {}
         self.hook_timeout = HOOK_TIMEOUT
+        self._threads = HookThreads()
         self.declared = self.plugin_keys()
         given = plugin_settings or {}
         self.settings: dict[str, PluginSettings] = {
@@ -147,17 +149,22 @@ class Hooks:
     async def _acall(self, caller: Any, check: Callable[[object], bool], expected: str, *, first: bool,
                      **kwargs: object) -> list[tuple[str, Any]]:
         """:meth:`_call` for the engines: an implementation may be async, and is awaited for
-        at most ``hook_timeout`` seconds; a timeout is that plugin's failure. A cancellation
-        of the caller propagates (it is no plugin's failure)."""
+        at most ``hook_timeout`` seconds; a plain function runs in a worker thread
+        (:mod:`connet_core.hook_threads`) under the same limit, so one that blocks holds a
+        worker, not the event loop. A timeout is that plugin's failure. A cancellation of
+        the caller propagates (it is no plugin's failure)."""
         hook = caller.name
         results: list[tuple[str, Any]] = []
         for impl in reversed(caller.get_hookimpls()):
             label = self._label(impl.plugin)
             limit = asyncio.timeout(self.hook_timeout)
             try:
-                result = impl.function(*self._arguments(impl, kwargs))
-                if inspect.isawaitable(result):
-                    async with limit:
+                async with limit:
+                    if inspect.iscoroutinefunction(impl.function):
+                        result = impl.function(*self._arguments(impl, kwargs))
+                    else:  # a plain function may block (a synchronous client library): never on the loop
+                        result = await self._threads.run(impl.function, *self._arguments(impl, kwargs))
+                    if inspect.isawaitable(result):
                         result = await result
             except TimeoutError as exc:
                 what = f"timed out after {self.hook_timeout:g}s" if limit.expired() else f"raised {_describe(exc)}"
