@@ -197,7 +197,7 @@ class Hooks:
         declared: dict[str, tuple[PluginKey, ...]] = {}
         for plugin, keys in self._call(self._hook.connet_plugin_keys, _is_key_list, "a list of PluginKey",
                                        first=False):
-            seen: set[str] = set()
+            seen: set[str] = set()  # one name per key, whatever its place: hooks get them in one mapping
             for key in keys:
                 problem = key.problem() or (f"key {key.key!r} declared twice" if key.key in seen else None)
                 if problem is not None:

@@ -10,8 +10,15 @@ from typing import Callable, Iterable, Mapping, Sequence
 from connet_core.config.layers import _env_layer, _flag_layer, _to_tree, file_layer
 from connet_core.config.merge import Table as _Table
 from connet_core.config.merge import layer, unknown_hint
-from connet_core.config.plugin_keys import PLUGINS, _PluginLeaf, declared_keys, schema_with_plugins
-from connet_core.config.schema import _Array, _convert, _describe, _dotted, _Invalid, _Named, _Spec, _Value
+from connet_core.config.plugin_keys import (
+    PLUGINS,
+    _PluginLeaf,
+    alternatives,
+    declared_keys,
+    schema_with_plugins,
+    section_keys,
+)
+from connet_core.config.schema import TOKEN_GROUPS, _Array, _convert, _describe, _dotted, _Invalid, _Named, _Spec, _Value
 from connet_core.config.settings import (
     COMMANDS,
     ENV_PREFIX,
@@ -375,13 +382,29 @@ def _common(values: dict[str, object], origins: dict[str, str], transport_names:
     return common
 
 
+def _with_section_keys(tables: Mapping[str, Mapping[str, object]], declared: Mapping[str, Sequence[PluginKey]],
+                       section: _Section) -> dict[str, dict[str, object]]:
+    """Each plugin's settings as its hooks get them: its ``[plugins.NAME]`` table, and its
+    keys in the running command's section (None where not set). Two keys that say one thing
+    two ways (``alternative``) may not both be given."""
+    for where, (first, second) in alternatives(declared):
+        if where == section.name and first in section.values and second in section.values:
+            raise section.error(second, f"give {first} or {second}, not both ({first} from {section.origin(first)})")
+    out = {name: dict(values) for name, values in tables.items()}
+    for name, keys in section_keys(declared, section.name).items():
+        out.setdefault(name, {}).update({key.key: section.get(key.key) for key in keys})
+    return out
+
+
 def sections_present(files: Sequence[Path], environ: Mapping[str, str] | None = None, *,
                      plugin_keys: Mapping[str, Sequence[PluginKey]] | None = None) -> list[str]:
     """The command sections ([client], [server], [control], [relay]) the files and the
     environment define, in :data:`COMMANDS` order: how ``connet check`` infers what to check."""
     environ = os.environ if environ is None else environ
-    schema = schema_with_plugins(declared_keys() if plugin_keys is None else plugin_keys)
-    layered = layer([*(file_layer(Path(f)) for f in files), _env_layer(environ, Path.cwd(), schema)], schema)
+    declared = declared_keys() if plugin_keys is None else plugin_keys
+    schema = schema_with_plugins(declared)
+    layered = layer([*(file_layer(Path(f)) for f in files), _env_layer(environ, Path.cwd(), schema)], schema,
+                    (*TOKEN_GROUPS, *alternatives(declared)))
     return [command for command in COMMANDS if command in layered]
 
 
@@ -411,15 +434,18 @@ def load_config(
         raise ConfigError(f"unknown command {command!r} (one of {', '.join(COMMANDS)})")
     environ = os.environ if environ is None else environ
     cwd = Path.cwd()
-    schema = schema_with_plugins(declared_keys() if plugin_keys is None else plugin_keys)
+    declared = declared_keys() if plugin_keys is None else plugin_keys
+    schema = schema_with_plugins(declared)
+    groups = (*TOKEN_GROUPS, *alternatives(declared))
     layered = layer([*(file_layer(Path(f)) for f in files), _env_layer(environ, cwd, schema),
-                     _flag_layer(flags or {}, cwd)], schema)
+                     _flag_layer(flags or {}, cwd)], schema, groups)
 
     origins: dict[str, str] = {}
     values = _validate_table(layered, schema, (), origins)
-    common = _common(values, origins, transport_names)
     where = ", ".join(str(f) for f in files)
     section = _Section(command, values.get(command, {}), origins, where)  # type: ignore[arg-type]
+    values[PLUGINS] = _with_section_keys(values.get(PLUGINS, {}), declared, section)  # type: ignore[arg-type]
+    common = _common(values, origins, transport_names)
     if command not in values and command != "client":
         raise section.missing(f"no [{command}] section" + (" in these files" if files else " (give --config FILE)"))
     built = _BUILDERS[command](section, common)
