@@ -1,4 +1,5 @@
-"""What ``connet check`` says a configuration would run: one line per command section."""
+"""What ``connet check`` says a configuration would run: one line per command section (who
+may connect is the authentication plugins' settings, not summarized here)."""
 
 from __future__ import annotations
 
@@ -28,28 +29,14 @@ def summarize(config: Config) -> str:
         control = server.control
         return (
             f"server: control on {control.addr}, relay on {server.relay_addr} "
-            f"(advertised as {server.relay_hostname}); {_tokens(control.client_auth.tokens)}; "
-            f"status {_addr(control.status_addr)}"
+            f"(advertised as {server.relay_hostname}); status {_addr(control.status_addr)}"
         )
     if config.control is not None:
         control = config.control
-        relays = _tokens(control.relay_auth.tokens) if control.relay_auth else "relays not accepted"
-        return (
-            f"control: on {control.addr}; clients: {_tokens(control.client_auth.tokens)}; relays: {relays}; "
-            f"status {_addr(control.status_addr)}"
-        )
+        return f"control: on {control.addr}; status {_addr(control.status_addr)}"
     assert config.relay is not None
     relay = config.relay
     return (
         f"relay: on {relay.addr} (advertised as {relay.hostname}), registers with {relay.control_addr}; "
         f"status {_addr(relay.status_addr)}"
     )
-
-
-def _tokens(source: object) -> str:
-    tokens = getattr(source, "tokens", None)
-    if tokens is not None:
-        return _plural(len(tokens), "token")
-    if getattr(source, "file", None) is None:  # the tokens plugin is disabled: another authenticates
-        return "no token list"
-    return f"tokens from {source.file}"  # type: ignore[attr-defined]

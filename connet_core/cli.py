@@ -23,7 +23,14 @@ from connet_core.config import (
     sections_present,
 )
 from connet_core.check_summary import summarize
-from connet_core.config.flags import DAEMON_SECTIONS, FlagSpec, daemon_flags, file_only_tables, flag_values
+from connet_core.config.flags import (
+    DAEMON_SECTIONS,
+    FlagSpec,
+    daemon_flags,
+    file_only_tables,
+    flag_values,
+    with_plugin_keys,
+)
 from connet_core.config.schema import SCHEMA
 from connet_core.errors import ConfigError, PluginError
 from connet_core.model import HostPort
@@ -150,12 +157,8 @@ class _PluginCommands(click.Group):
         """``connet server|control|relay`` with a flag for each key plugins put in that
         section too (the plugins' declarations are read only when such a command runs)."""
         if name not in self._daemons:
-            from connet_core.config.plugin_keys import declared_keys, schema_with_plugins
-
-            declared = declared_keys()
-            docs = {f"{k.section}.{k.key}": k.doc for keys in declared.values() for k in keys if k.section}
-            self._daemons[name] = _make_daemon_command(name, _DAEMON_SUMMARIES[name],
-                                                       schema_with_plugins(declared), docs)
+            schema, docs = with_plugin_keys()
+            self._daemons[name] = _make_daemon_command(name, _DAEMON_SUMMARIES[name], schema, docs)
         return self._daemons[name]
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -64,9 +64,11 @@ class PluginKey:
     # is in the hooks' ``plugin_settings`` (None when not set) only when the running command
     # reads that section: ``"tokens" in plugin_settings`` tells ``connet server`` apart.
     section: str | None = None
-    fields: tuple[tuple[str, str], ...] = ()  # kind "table"/"tables": (field, kind) pairs
+    # kind "table"/"tables": (field, kind) or (field, "string", choices) for each field
+    fields: tuple[tuple, ...] = ()
     choices: tuple[str, ...] = ()  # kind "string" in a section: the values allowed
     alternative: str = ""  # in a section: the key that says the same thing another way
+    needs: tuple[str, ...] = ()  # in a section: keys of which one must be given with this one
 
     def problem(self) -> str | None:
         """Why this declaration is unusable, or None."""
@@ -83,8 +85,8 @@ class PluginKey:
                 return f"key {self.key!r}: default {self.default!r}: {exc}"
         if not isinstance(self.doc, str) or "\n" in self.doc:
             return f"key {self.key!r}: doc must be one line"
-        if self.fields or self.choices or self.alternative:
-            return f"key {self.key!r}: fields, choices and alternative are for keys in a core section"
+        if self.fields or self.choices or self.alternative or self.needs:
+            return f"key {self.key!r}: fields, choices, alternative and needs are for keys in a core section"
         return None
 
     def _section_problem(self) -> str | None:
@@ -99,14 +101,29 @@ class PluginKey:
             return f"{where}: doc must be one line"
         if (self.kind in ("table", "tables")) != bool(self.fields):
             return f"{where}: fields are given for, and only for, kinds table and tables"
-        for name, kind in self.fields:
+        for field in self.fields:
+            name, kind, choices = (*field, ())[:3] if len(field) in (2, 3) else ("?", "?", ())
             if not isinstance(name, str) or not _KEY.match(name) or kind not in _FIELD_KINDS:
                 return f"{where}: field {name!r} of kind {kind!r} (kinds: {', '.join(_FIELD_KINDS)})"
+            if choices and (kind != "string" or not all(isinstance(c, str) and c for c in choices)):
+                return f"{where}: field {name!r}: choices are non-empty strings, for kind string"
         if self.choices and (self.kind != "string" or not all(isinstance(c, str) and c for c in self.choices)):
             return f"{where}: choices are non-empty strings, for kind string"
-        if self.alternative and (not isinstance(self.alternative, str) or not _KEY.match(self.alternative)):
-            return f"{where}: alternative {self.alternative!r} is not a key name"
+        for other in (self.alternative, *self.needs) if self.alternative else self.needs:
+            if not isinstance(other, str) or not _KEY.match(other):
+                return f"{where}: {other!r} (alternative or needs) is not a key name"
         return None
+
+
+class SettingProblem(ValueError):
+    """What ``connet_check_settings`` raises for a setting that is wrong beyond its type:
+    ``key`` (a key of yours) and what is wrong, or ``key=None`` for something missing. connet
+    reports it as one line naming the key and where it was set (exit code 2)."""
+
+    def __init__(self, key: str | None, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
 
 
 class PluginSettings(Mapping[str, object]):

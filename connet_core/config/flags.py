@@ -116,20 +116,32 @@ def _walk(schema: Mapping[str, _Spec], path: tuple[str, ...], out: list[FlagSpec
             _walk(spec, key_path, out, file_only, docs)
 
 
-def daemon_flags(section: str, schema: Mapping[str, _Spec] = SCHEMA,
+def with_plugin_keys() -> tuple[dict[str, _Spec], dict[str, str]]:
+    """SCHEMA with the keys the installed plugins put in sections (``[server] tokens`` is the
+    tokens plugin's), and their one-line docs by dotted path, for their flags' help."""
+    from connet_core.config.plugin_keys import declared_keys, schema_with_plugins
+
+    declared = declared_keys()
+    docs = {f"{k.section}.{k.key}": k.doc for keys in declared.values() for k in keys if k.section}
+    return schema_with_plugins(declared), docs
+
+
+def daemon_flags(section: str, schema: Mapping[str, _Spec] | None = None,
                  docs: Mapping[str, str] | None = None) -> list[FlagSpec]:
     """The flags of ``connet SECTION``: one per leaf key of ``[SECTION]``, in schema order.
-    ``schema``: SCHEMA with the keys plugins put in sections; ``docs``: their one-line docs
-    by dotted path (``server.tokens``)."""
+    ``schema``: default, SCHEMA with the installed plugins' keys (:func:`with_plugin_keys`);
+    ``docs``: the plugins' keys' one-line docs by dotted path (``server.tokens``)."""
+    if schema is None:
+        schema, docs = with_plugin_keys()
     out: list[FlagSpec] = []
     _walk(schema[section], (section,), out, [], docs or {})  # type: ignore[arg-type]
     return out
 
 
-def file_only_tables(section: str, schema: Mapping[str, _Spec] = SCHEMA) -> list[str]:
+def file_only_tables(section: str, schema: Mapping[str, _Spec] | None = None) -> list[str]:
     """The tables of ``[SECTION]`` that have no flags (arrays of tables)."""
     file_only: list[str] = []
-    _walk(schema[section], (section,), [], file_only, {})  # type: ignore[arg-type]
+    _walk((schema or with_plugin_keys()[0])[section], (section,), [], file_only, {})  # type: ignore[arg-type]
     return file_only
 
 

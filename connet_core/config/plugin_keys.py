@@ -57,7 +57,7 @@ def schema_with_plugins(declared: Mapping[str, Sequence[PluginKey]]) -> dict[str
 def section_spec(key: PluginKey) -> _Spec:
     """A plugin's key in a core section as the schema language says it."""
     if key.kind in ("table", "tables"):
-        fields = {field: _field_leaf(kind, ()) for field, kind in key.fields}
+        fields = {field[0]: _field_leaf(field[1], tuple(field[2]) if len(field) > 2 else ()) for field in key.fields}
         return fields if key.kind == "table" else _Array(fields)
     return _field_leaf(key.kind, key.choices)
 

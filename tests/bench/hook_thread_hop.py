@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
 
 from connet_core import plugins  # noqa: E402
-from connet_core.model import AuthSettings, CidrRule, Principal, PrincipalKind, TokenSource  # noqa: E402
+from connet_core.model import Principal, PrincipalKind  # noqa: E402
 
 TOKENS = tuple(f"token-{i:04d}-{'x' * 24}" for i in range(100))
-AUTH = AuthSettings(tokens=TokenSource(tokens=TOKENS),
-                    ip_restriction=CidrRule(allow=(ipaddress.ip_network("127.0.0.0/8"),)))
+# connet server's [server] keys of the tokens and cidr plugins
+SETTINGS = {"tokens": {"tokens": TOKENS}, "cidr": {"ip-restriction": {"allow-cidrs": (ipaddress.ip_network("127.0.0.0/8"),)}}}
 ADDRESS = ipaddress.ip_address("127.0.0.1")
 
 
@@ -42,10 +42,10 @@ class Inline:
 
 async def authenticate_once(hooks: plugins.Hooks, token: str) -> None:
     kind = PrincipalKind.CLIENT
-    assert await hooks.admit_address_async(AUTH, kind, ADDRESS) is None
-    principal = await hooks.authenticate_async(AUTH, kind, token)
+    assert await hooks.admit_address_async(kind, ADDRESS) is None
+    principal = await hooks.authenticate_async(kind, token)
     assert isinstance(principal, Principal)
-    assert await hooks.authorize_async(AUTH, principal, ADDRESS) is None
+    assert await hooks.authorize_async(principal, ADDRESS) is None
 
 
 async def measure(hooks: plugins.Hooks, rounds: int, concurrent: int) -> tuple[float, float]:
@@ -69,7 +69,7 @@ async def main() -> None:
     rows = []
     for label, inline in (("inline (before)", True), ("worker thread (now)", False)):
         for concurrent in (1, args.concurrent):
-            hooks = plugins.load_hooks()
+            hooks = plugins.load_hooks(plugin_settings=SETTINGS)
             if inline:
                 hooks._threads = Inline()  # type: ignore[assignment]
             wall, cpu = await measure(hooks, args.rounds, concurrent)

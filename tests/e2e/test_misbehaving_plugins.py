@@ -29,7 +29,7 @@ MISBEHAVING = """
     from connet_core.model import PathCandidate, Principal
 
     @hookimpl
-    async def connet_authenticate(settings, kind, token):
+    async def connet_authenticate(kind, token):
         if token == "token-raises":
             raise RuntimeError("the directory is down")
         if token == "token-wrong-type":
@@ -42,7 +42,7 @@ MISBEHAVING = """
         return None  # the tokens plugin decides
 
     @hookimpl
-    def connet_authorize(settings, principal, address, name, role):
+    def connet_authorize(principal, address, name, role):
         if name == "raises-here":
             raise KeyError(name)
         if name == "sleeps-here":  # a synchronous client library waiting on a server that is slow

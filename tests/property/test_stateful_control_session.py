@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from connet_core.certs import write_test_certificates
-from connet_core.config import AuthSettings, CommonSettings, ControlSettings, TokenSource
+from connet_core.config import CommonSettings, ControlSettings
 from connet_core.control import Control
 from connet_core.errors import ConnectionLost, ProtocolError, StreamReset
 from connet_core.model import HostPort, Role
@@ -100,9 +100,10 @@ class ControlSessionMachine(RuleBasedStateMachine):
         common = CommonSettings(transport="memory")
         control_settings = ControlSettings(
             cert_file=certs()["cert"], key_file=certs()["key"],
-            client_auth=AuthSettings(TokenSource(tokens=TOKENS)),
             addr=HostPort("127.0.0.1", 0), store_dir=Path(self.store.name), common=common)
-        self.control = Control(control_settings, load_hooks(extra_plugins=[memory_transport_plugin(self.network)]))
+        hooks = load_hooks(extra_plugins=[memory_transport_plugin(self.network)],
+                           plugin_settings={"tokens": {"tokens": TOKENS}})  # connet server's [server] tokens
+        self.control = Control(control_settings, hooks)
         self.transport = self.network.transport("memory")
         self.endpoints: dict[int, object] = {}
         self.sessions: dict[int, Session] = {}

@@ -16,7 +16,7 @@ from connet_core import hookimpl, plugins
 from connet_core.certs import write_test_certificates
 from connet_core.config import load_config
 from connet_core.errors import ConfigError, PluginError
-from connet_core.plugin_settings import PluginKey
+from connet_core.plugin_settings import PluginKey, SettingProblem
 from support.plugin_dist import plugin_on_path
 
 KEYS = (
@@ -30,7 +30,7 @@ KEYS = (
     PluginKey("client-users", "strings", doc="who may come", section="control"),
     PluginKey("motto", "string", "hi", "its own table"),
 )
-DECLARED = {"welcome": KEYS}
+DECLARED = {**plugins.load_hooks().declared, "welcome": KEYS}  # with the default plugins' ([server] tokens)
 
 
 @pytest.fixture(autouse=True)
@@ -132,6 +132,9 @@ def test_a_section_key_connet_or_another_plugin_has_is_refused(tmp_path, certs):
     with pytest.raises(PluginError, match=r"plugin 'welcome': key 'addr' in \[server\] is connet's already"):
         load_config("server", [], {}, environ={}, plugin_keys={"welcome": (PluginKey("addr", "string",
                                                                                       section="server"),)})
+    with pytest.raises(PluginError, match=r"plugin 'welcome': key 'tokens' in \[server\] is plugin 'tokens''s"):
+        load_config("server", [], {}, environ={}, plugin_keys={**DECLARED, "welcome": (PluginKey("tokens", "strings",
+                                                                                                   section="server"),)})
     twice = {"a": (PluginKey("x", "string", section="server"),), "b": (PluginKey("x", "string", section="server"),)}
     with pytest.raises(PluginError, match=r"plugin 'b': key 'x' in \[server\] is plugin 'a''s already"):
         load_config("server", [], {}, environ={}, plugin_keys=twice)
@@ -139,12 +142,17 @@ def test_a_section_key_connet_or_another_plugin_has_is_refused(tmp_path, certs):
 
 PLUGIN = """
     from connet_core import hookimpl
-    from connet_core.plugin_settings import PluginKey
+    from connet_core.plugin_settings import PluginKey, SettingProblem
 
     @hookimpl
     def connet_plugin_keys():
         return [PluginKey("greeting", "string", doc="What the server says first.", section="server"),
                 PluginKey("rule", "tables", doc="rules", section="server", fields=(("name-matches", "regex"),))]
+
+    @hookimpl
+    def connet_check_settings(section, plugin_settings):
+        if section == "server" and str(plugin_settings.get("greeting") or "").isupper():
+            raise SettingProblem("greeting", "do not shout")
 """
 
 
@@ -167,3 +175,37 @@ def test_an_installed_plugins_section_key_has_a_flag_and_connet_check_validates_
     assert connet(tmp_path, "check", "--config", str(config)).returncode == 0
     result = connet(tmp_path, "check", "--config", str(config), env={"CONNET_SERVER__GREETNG": "x"})
     assert result.returncode == 2 and "server.greetng: unknown key (did you mean greeting?)" in result.stderr
+
+
+class Picky:
+    """Checks its settings beyond their types: ``greeting`` may not shout."""
+
+    @hookimpl
+    def connet_plugin_keys(self):
+        return [PluginKey("greeting", "string", doc="what to say", section="server")]
+
+    @hookimpl
+    def connet_check_settings(self, section, plugin_settings, files):
+        if section == "server" and str(plugin_settings.get("greeting") or "").isupper():
+            raise SettingProblem("greeting", "do not shout")
+        if section == "server" and plugin_settings.get("greeting") is None:
+            raise SettingProblem(None, "greeting is required")
+
+
+def test_a_plugins_own_check_is_called_through_the_facade():
+    hooks = plugins.load_hooks(disable=["tokens"], extra_plugins=[Picky()],
+                               plugin_settings={"Picky": {"greeting": "HELLO"}})
+    with pytest.raises(SettingProblem, match="do not shout"):
+        hooks.check_settings("server", files=False)
+    assert hooks.check_settings("control", files=False) is None
+    quiet = plugins.load_hooks(disable=["tokens"], extra_plugins=[Picky()],
+                               plugin_settings={"Picky": {"greeting": "hello"}})
+    assert quiet.check_settings("server", files=True) is None
+
+
+def test_an_installed_plugins_own_check_is_one_line_exit_2_in_connet_check(tmp_path, certs):
+    config = tmp_path / "server.toml"
+    config.write_text(server_toml(certs, 'greeting = "HELLO"\n'))
+    result = connet(tmp_path, "check", "--config", str(config))
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"connet: error: {config}: server.greeting: do not shout"], result.stderr

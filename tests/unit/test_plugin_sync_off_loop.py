@@ -12,10 +12,10 @@ import pytest
 from connet_core import hookimpl, plugins
 from connet_core.errors import PluginError
 from connet_core.hook_threads import HookThreads
-from connet_core.model import AuthSettings, Principal, PrincipalKind, TokenSource
+from connet_core.model import Principal, PrincipalKind
 
 CLIENT = PrincipalKind.CLIENT
-AUTH = AuthSettings(tokens=TokenSource(tokens=("known",)))
+AUTH = {"tokens": {"tokens": ("known",)}}  # the tokens plugin's [server] tokens
 HERE = ipaddress.ip_address("127.0.0.1")
 
 
@@ -47,8 +47,8 @@ class BlockingDirectory:
 
 async def test_a_blocking_sync_hook_leaves_the_loop_running_and_answers_when_it_returns():
     directory = BlockingDirectory()
-    hooks = plugins.load_hooks(extra_plugins=[directory])
-    pending = asyncio.ensure_future(hooks.authenticate_async(AUTH, CLIENT, "blocks"))
+    hooks = plugins.load_hooks(extra_plugins=[directory], plugin_settings=AUTH)
+    pending = asyncio.ensure_future(hooks.authenticate_async(CLIENT, "blocks"))
     # the loop turns while the plugin blocks: this task runs, and sees the plugin inside
     await asyncio.get_running_loop().run_in_executor(None, directory.entered.wait, 10)
     ticks = 0
@@ -63,24 +63,24 @@ async def test_a_blocking_sync_hook_leaves_the_loop_running_and_answers_when_it_
 
 async def test_a_sync_hook_that_blocks_too_long_is_that_plugins_timeout_and_counted():
     directory = BlockingDirectory()
-    hooks = plugins.load_hooks(extra_plugins=[directory])
+    hooks = plugins.load_hooks(extra_plugins=[directory], plugin_settings=AUTH)
     hooks.hook_timeout = 0.2
     try:
         with pytest.raises(PluginError,
                            match=r"plugin 'BlockingDirectory' failed in connet_authorize: timed out after 0.2s"):
-            await hooks.authorize_async(AUTH, Principal(CLIENT), HERE, "blocks")
+            await hooks.authorize_async(Principal(CLIENT), HERE, "blocks")
         assert hooks.errors[("BlockingDirectory", "connet_authorize")] == 1
         # the other decisions still answer, from the other workers
-        assert await hooks.authenticate_async(AUTH, CLIENT, "known") == Principal(CLIENT, 0, "token#0")
+        assert await hooks.authenticate_async(CLIENT, "known") == Principal(CLIENT, "token#0")
     finally:
         directory.release.set()
 
 
 async def test_the_default_plugins_answer_from_worker_threads_as_before():
-    hooks = plugins.load_hooks()
-    assert await hooks.authenticate_async(AUTH, CLIENT, "known") == Principal(CLIENT, 0, "token#0")
-    assert await hooks.authenticate_async(AUTH, CLIENT, "unknown") is None
-    assert await hooks.admit_address_async(AUTH, CLIENT, HERE) is None
+    hooks = plugins.load_hooks(plugin_settings=AUTH)
+    assert await hooks.authenticate_async(CLIENT, "known") == Principal(CLIENT, "token#0")
+    assert await hooks.authenticate_async(CLIENT, "unknown") is None
+    assert await hooks.admit_address_async(CLIENT, HERE) is None
 
 
 async def test_a_call_whose_time_ran_out_in_the_queue_is_never_run():
