@@ -51,7 +51,9 @@ def connet_plugin_keys() -> "Sequence[PluginKey]":
     Every implementation is called once, when the hooks are loaded. Users set the keys in a
     ``[plugins.NAME]`` table or as ``CONNET_PLUGINS__NAME__KEY`` (NAME: the plugin's entry
     point name); connet validates them like its own keys and hands the values to this
-    plugin's hooks as ``plugin_settings``. A bad declaration stops loading with one line.
+    plugin's hooks as ``plugin_settings``. A key declared with ``section="server"`` (or
+    control, relay) is a key of that core section instead (``[server] tokens`` is the tokens
+    plugin's), with its flag. A bad declaration stops loading with one line.
     """
 
 
