@@ -45,8 +45,10 @@ ENV PATH=/opt/connet/bin:$PATH \
 VOLUME /data
 WORKDIR /data
 USER connet
-# 19190 control, 19191 relay, 19192 a client's direct (peer) address
-EXPOSE 19190/udp 19191/udp 19192/udp
+# 19190 control, 19191 relay, 19192 a client's direct (peer) address; 443 and 8443 over TCP
+# only where tcp-addr = ":443" / relay-tcp-addr = ":8443" are set (clients whose UDP is blocked;
+# the non-root user binds 443 where ip_unprivileged_port_start allows it: docs/deploy.md)
+EXPOSE 19190/udp 19191/udp 19192/udp 443/tcp 8443/tcp
 # passes without a status endpoint; with one, GET / must answer connet's status JSON
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["/opt/connet/bin/python", "/opt/connet/healthcheck.py"]

@@ -27,6 +27,8 @@ from connet_core.config.flags import (
     DAEMON_SECTIONS,
     FlagSpec,
     daemon_flags,
+    endpoint_flag_specs,
+    endpoint_flags,
     file_only_tables,
     flag_values,
     with_plugin_keys,
@@ -48,8 +50,13 @@ CLIENT_FLAG_KEYS = {
     "server_addr": "client.server-addr",
     "server_cas": "client.server-cas",
     "server_name": "client.server-name",
+    "server_tcp_addr": "client.server-tcp-addr",
+    "udp": "client.udp",
     "direct_addr": "client.direct-addr",
     "status_addr": "client.status-addr",
+    "metadata": "client.metadata",
+    "handshake_idle_timeout": "client.handshake-idle-timeout",
+    "port_mapping": "client.port-mapping",
 }
 
 
@@ -80,24 +87,6 @@ def common_options(func: F) -> F:
 def common_flags(log_level: str | None, log_format: str | None, transport: str | None) -> dict[str, object]:
     given = {"log_level": log_level, "log_format": log_format, "transport": transport}
     return {COMMON_FLAG_KEYS[name]: value for name, value in given.items() if value is not None}
-
-
-def endpoint_flags(kind: str, name: str | None, addr: str | None, route: str | None) -> dict[str, object]:
-    """``--dst-name web --dst-addr h:p`` -> ``client.destinations.web.addr``; same for sources."""
-    prefix = "dst" if kind == "destinations" else "src"
-    if name is None:
-        for flag, value in (("addr", addr), ("route", route)):
-            if value is not None:
-                raise ConfigError(f"flag --{prefix}-{flag}: needs --{prefix}-name")
-        return {}
-    if addr is None and route is None:
-        raise ConfigError(f"flag --{prefix}-name: needs --{prefix}-addr")
-    flags: dict[str, object] = {}
-    if addr is not None:
-        flags[f"client.{kind}.{name}.addr"] = addr
-    if route is not None:
-        flags[f"client.{kind}.{name}.route"] = route
-    return flags
 
 
 def run_daemon(command: str, files: Sequence[Path], flags: dict[str, object]) -> int:
@@ -165,6 +154,13 @@ class _PluginCommands(click.Group):
         return [*super().list_commands(ctx), *sorted(self._plugin_commands())]
 
 
+def _endpoint_options(func: F) -> F:
+    """--dst-KEY and --src-KEY for every key of a destination's and a source's table."""
+    for spec in reversed(endpoint_flag_specs()):
+        func = click.option(spec.flag, spec.dest, metavar=spec.metavar, help=spec.help)(func)
+    return func
+
+
 @click.group(
     cls=_PluginCommands,
     invoke_without_command=True,
@@ -189,16 +185,21 @@ class _PluginCommands(click.Group):
     metavar="HOST",
     help="Name checked in the control server certificate.  [default: the host of --server-addr]",
 )
+@click.option("--server-tcp-addr", metavar="HOST:PORT", help="Control server over TLS-over-TCP, where UDP is blocked.")
+@click.option("--udp", metavar="auto|never", help="auto: TCP after 3 s without UDP; never: TCP only.  [default: auto]")
 @click.option(
     "--direct-addr", metavar="HOST:PORT", help="UDP address for direct peer connections and control.  [default: :19192]"
 )
 @click.option("--status-addr", metavar="HOST:PORT", help="HTTP status endpoint.  [default: disabled]")
+@click.option("--metadata", metavar="TEXT", help="A short label shown in status, here and at control.")
+@click.option("--handshake-idle-timeout", metavar="DURATION", help="QUIC handshake timeout (like 5s, 1m).  [default: 5s]")
+@click.option(
+    "--port-mapping/--no-port-mapping", default=None,
+    help="Ask the router (PCP, NAT-PMP, UPnP) to map the direct-addr port.  [default: on]",
+)
 @click.option("--dst-name", metavar="NAME", help="Name of one destination to expose (with --dst-addr).")
-@click.option("--dst-addr", metavar="HOST:PORT", help="Where that destination connects to.")
-@click.option("--dst-route", metavar="ROUTE", help="any | direct | relay  [default: any]")
 @click.option("--src-name", metavar="NAME", help="Name of one source (with --src-addr).")
-@click.option("--src-addr", metavar="HOST:PORT", help="Where that source listens for TCP connections.")
-@click.option("--src-route", metavar="ROUTE", help="any | direct | relay  [default: any]")
+@_endpoint_options
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -211,14 +212,16 @@ def cli(
     server_addr: str | None,
     server_cas: Path | None,
     server_name: str | None,
+    server_tcp_addr: str | None,
+    udp: str | None,
     direct_addr: str | None,
     status_addr: str | None,
+    metadata: str | None,
+    handshake_idle_timeout: str | None,
+    port_mapping: bool | None,
     dst_name: str | None,
-    dst_addr: str | None,
-    dst_route: str | None,
     src_name: str | None,
-    src_addr: str | None,
-    src_route: str | None,
+    **endpoint_keys: str | None,
 ) -> int | None:
     """Run a connet client: expose destinations and serve sources (peer-to-peer over QUIC).
 
@@ -236,12 +239,18 @@ def cli(
         "server_addr": server_addr,
         "server_cas": server_cas,
         "server_name": server_name,
+        "server_tcp_addr": server_tcp_addr,
+        "udp": udp,
         "direct_addr": direct_addr,
         "status_addr": status_addr,
+        "metadata": metadata,
+        "handshake_idle_timeout": handshake_idle_timeout,
+        "port_mapping": port_mapping,
     }
     flags.update({CLIENT_FLAG_KEYS[name]: value for name, value in given.items() if value is not None})
-    flags.update(endpoint_flags("destinations", dst_name, dst_addr, dst_route))
-    flags.update(endpoint_flags("sources", src_name, src_addr, src_route))
+    for kind, name in (("destinations", dst_name), ("sources", src_name)):
+        flags.update(endpoint_flags(kind, name, {f.key: endpoint_keys[f.dest] for f in endpoint_flag_specs()
+                                                 if f.kind == kind}))
     return run_daemon("client", config_files, flags)
 
 

@@ -4,6 +4,7 @@ pushes each side the other's certificate and addresses as they change."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -43,10 +44,13 @@ from connet_core.protocol.messages import (
     RelayRegistered,
     RelaysUpdate,
     Withdraw,
+    metadata_problem,
 )
 from connet_core.protocol.streams import MessageStream
 from connet_core.supervise import TaskGroup, contained
-from connet_core.transport import Connection, Endpoint, TransportOptions
+from connet_core.transport import Connection, Endpoint, TransportOptions, listen_over_tcp
+
+NAT_KINDS = ("easy", "hard")
 
 log = logging.getLogger("connet.control")
 
@@ -64,6 +68,7 @@ class ClientSession:
     principal: Principal
     token: str
     address: HostPort
+    metadata: str = ""
     outbox: Outbox = field(default_factory=Outbox)
     announced: dict[tuple[str, Role], Announcement] = field(default_factory=dict)
 
@@ -76,6 +81,8 @@ class RelayEntry:
     certificate: bytes
     grant_key: bytes
     conn: Connection | None = None  # None for the relay built into ``connet server``
+    metadata: str = ""
+    tcp_addr: str = ""  # where it also takes QUIC over TLS-over-TCP; "": it does not
 
 
 class Control:
@@ -84,10 +91,11 @@ class Control:
     def __init__(self, settings: ControlSettings, hooks: Hooks | None = None) -> None:
         self.settings = settings
         self.hooks = hooks or load_hooks(settings.common.disable_plugins, plugin_settings=settings.common.plugins)
-        self.matcher = Matcher()
+        self.matcher = Matcher(settings.endpoint_expiry)  # endpoint-expiry-timeout
         self.sessions: dict[int, ClientSession] = {}
         self._ids = itertools.count(1)
         self.endpoint: Endpoint | None = None
+        self.tcp_address: HostPort | None = None
         self.started = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.relays: dict[bytes, RelayEntry] = {}  # by certificate hash
@@ -103,8 +111,13 @@ class Control:
         transport = self.hooks.transport(self.settings.common.transport)
         alpns = [ALPN_CONTROL] + ([ALPN_RELAYS] if self.settings.accept_relays else [])
         options = TransportOptions(stateless_reset_key=await persistent_secret(store, "reset-key"))
+        if self.settings.handshake_idle_timeout:  # handshake-idle-timeout
+            options = dataclasses.replace(options, handshake_timeout=self.settings.handshake_idle_timeout)
         self.endpoint = await transport.bind(self.settings.addr, identity=identity, alpns=alpns, options=options)
         log_listening(log, "control", "udp", self.endpoint.local_address)
+        if self.settings.tcp_addr is not None:  # for clients whose UDP is blocked
+            self.tcp_address = await listen_over_tcp(self.endpoint, self.settings.tcp_addr)
+            log_listening(log, "control", "tcp", self.tcp_address)
 
     async def run(self) -> None:
         await self.start()
@@ -117,6 +130,8 @@ class Control:
                 self._tg = tg
                 tg.create_task(self._recheck_tokens())
                 tg.create_task(self._refresh_grants())
+                if self.matcher.expiry > 0:
+                    tg.create_task(self._expire_endpoints())
                 self.started.set()
                 while True:
                     conn = await self.endpoint.accept()
@@ -148,13 +163,20 @@ class Control:
         if RoutePolicy(announcement.route).allows(PathKind.RELAY):
             grant = Grant(announcement.name, announcement.role, certificate_hash(announcement.certificate),
                           time.time() + GRANT_LIFETIME)
-            relays = [RelayInfo(e.addr, e.certificate, issue_grant(e.grant_key, grant)) for e in self.relays.values()]
+            relays = [RelayInfo(e.addr, e.certificate, issue_grant(e.grant_key, grant), e.tcp_addr)
+                      for e in self.relays.values()]
         return RelaysUpdate(announcement.name, announcement.role.value, tuple(relays))
 
     def _push_relays(self) -> None:
         for session in self.sessions.values():
             for (name, role), announcement in session.announced.items():
                 session.outbox.put(("relays", name, role.value), self._relays_update(announcement))
+
+    async def _expire_endpoints(self) -> None:
+        """Announcements of vanished sessions go once their expiry passed (within a tick)."""
+        while True:
+            await asyncio.sleep(min(1.0, self.matcher.expiry / 4))
+            self._deliver(self.matcher.expire(time.monotonic()))
 
     async def _refresh_grants(self) -> None:
         while True:
@@ -233,7 +255,11 @@ class Control:
             relay_addr = str(HostPort(hello.hostname, hello.port))
             if not 0 < hello.port < 65536 or not hello.hostname:
                 raise ProtocolError("bad relay address")
-            entry = RelayEntry(relay_addr, hello.certificate, self.grant_key_for(hello.certificate), conn)
+            if (problem := metadata_problem(hello.metadata)) is not None:
+                raise ProtocolError(f"relay metadata {problem}")
+            tcp_addr = str(HostPort(hello.hostname, hello.tcp_port)) if 0 < hello.tcp_port < 65536 else ""
+            entry = RelayEntry(relay_addr, hello.certificate, self.grant_key_for(hello.certificate), conn,
+                               hello.metadata, tcp_addr)
             await messages.send(RelayRegistered(entry.grant_key))
         except ProtocolError as exc:
             conn.close(exc.code, "protocol error")
@@ -268,7 +294,12 @@ class Control:
         if admitted is None:
             return
         principal, messages, hello = admitted
-        session = ClientSession(next(self._ids), conn, principal, hello.token, address)
+        if (problem := metadata_problem(hello.metadata)) is not None:
+            log.warning("client %s: metadata %s", address, problem, extra={"peer": str(address)})
+            self.counters["handshake_failures"] += 1
+            conn.close(CloseCode.PROTOCOL_ERROR, "bad metadata")
+            return
+        session = ClientSession(next(self._ids), conn, principal, hello.token, address, hello.metadata)
         self.sessions[session.id] = session
         log.info("client %s connected (%s)", address, principal.label, extra={"peer": str(address)})
         assert self._tg is not None
@@ -292,7 +323,7 @@ class Control:
                 if task is not None:
                     task.cancel()
             del self.sessions[session.id]
-            self._deliver(self.matcher.drop_session(session.id))
+            self._deliver(self.matcher.drop_session(session.id, time.monotonic()))
             conn.close(CloseCode.OK)
             log.info("client %s disconnected", address, extra={"peer": str(address)})
 
@@ -328,7 +359,8 @@ class Control:
             session.outbox.put(("refused", message.name, role.value), refusal)
             return
         addresses = sanitize(list(message.addresses), session.address)
-        announcement = Announcement(session.id, message.name, role, route.value, message.certificate, addresses)
+        nat = message.nat if message.nat in NAT_KINDS else ""  # passed on only as one of its words
+        announcement = Announcement(session.id, message.name, role, route.value, message.certificate, addresses, nat)
         session.announced[(message.name, role)] = announcement
         session.outbox.put(("relays", message.name, role.value), self._relays_update(announcement))
         log.info(
@@ -380,14 +412,17 @@ class Control:
         return {
             "role": "control",
             "addr": str(self.endpoint.local_address) if self.endpoint else None,
+            "tcp_addr": str(self.tcp_address) if self.tcp_address else None,
             "clients": [
-                {"addr": str(s.address), "principal": s.principal.label,
+                {"addr": str(s.address), "principal": s.principal.label, "metadata": s.metadata,
                  "announced": sorted(f"{role.value}:{name}" for name, role in s.announced)}
                 for s in self.sessions.values()
             ],
-            "relays": [{"addr": e.addr, "builtin": e.conn is None} for e in self.relays.values()],
+            "relays": [{"addr": e.addr, "builtin": e.conn is None, "metadata": e.metadata}
+                       for e in self.relays.values()],
             # with the endpoint's own (an optional transport attribute: Retry, datagrams dropped)
             "counters": {**self.counters, **getattr(self.endpoint, "counters", {})},
             "plugin_errors": self.hooks.error_report(),
             "names": self.matcher.names(),
+            "lingering_endpoints": self.matcher.lingering(),
         }

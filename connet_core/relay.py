@@ -9,6 +9,7 @@ forwards ciphertext only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ from connet_core.protocol.messages import (
 from connet_core.protocol.streams import MessageStream
 from connet_core.store import Store
 from connet_core.supervise import TaskGroup, attempt, close_code, contained, describe, pause
-from connet_core.transport import CloseInfo, Connection, Endpoint, Stream, TLSIdentity, TransportOptions, Trust
+from connet_core.transport import (
+    CloseInfo, Connection, Endpoint, Stream, TLSIdentity, TransportOptions, Trust, listen_over_tcp,
+)
 
 log = logging.getLogger("connet.relay")
 
@@ -107,6 +110,7 @@ class RelayService:
         self.grant_key: bytes | None = None
         self.grant_key_ready = asyncio.Event()
         self.clients: set[RelayClient] = set()
+        self.tcp_address: HostPort | None = None  # QUIC over TLS-over-TCP too (connet_core.transport.TcpEndpoint)
         self.counters = RelayCounters()
         self._tg: asyncio.TaskGroup | None = None
 
@@ -216,7 +220,9 @@ class RelayService:
         self.counters.streams_active += 1
         self.counters.streams_total += 1
         try:
-            await MessageStream(outbound).send(Connect(request.name, peer=source.hash))
+            # the TCP client's address travels on for the destination's PROXY protocol header
+            await MessageStream(outbound).send(Connect(request.name, peer=source.hash, client_addr=request.client_addr,
+                                                       client_dest=request.client_dest))
             await messages.send(Connected())
             moved = await splice(messages.stream, outbound, initial_to_b=messages.take_remaining())
             self.counters.bytes_relayed += moved
@@ -227,10 +233,12 @@ class RelayService:
     def status(self) -> dict:
         return {
             "addr": str(self.endpoint.local_address),
+            "tcp_addr": str(self.tcp_address) if self.tcp_address else None,
             "certificate_sha256": self.identity.hash.hex(),
             "registered": self.grant_key is not None,
             "clients": [
                 {"addr": str(c.conn.remote_address),
+                 "carrier": getattr(c.conn, "carrier", "udp"),
                  "grants": sorted(f"{role.value}:{name}" for name, role in c.grants)}
                 for c in self.clients
             ],
@@ -243,15 +251,26 @@ class RelayService:
         }
 
 
-async def start_relay_service(hooks: Hooks, transport_name: str, addr: HostPort, store_dir: Path | None) -> RelayService:
+async def start_relay_service(hooks: Hooks, transport_name: str, addr: HostPort, store_dir: Path | None,
+                              handshake_timeout: float | None = None, tcp_addr: HostPort | None = None) -> RelayService:
     store = hooks.open_store("relay", store_dir or default_store_dir("relay"))
     identity = await load_or_create_identity(store)
     transport = hooks.transport(transport_name)
     options = TransportOptions(stateless_reset_key=await persistent_secret(store, "reset-key"))
+    if handshake_timeout:  # handshake-idle-timeout
+        options = dataclasses.replace(options, handshake_timeout=handshake_timeout)
     endpoint = await transport.bind(addr, identity=identity.tls, alpns=[ALPN_RELAY], options=options)
     log_listening(log, "relay", "udp", endpoint.local_address)
+    service = RelayService(endpoint, identity, store)
+    if tcp_addr is not None:  # for clients whose UDP is blocked
+        try:
+            service.tcp_address = await listen_over_tcp(endpoint, tcp_addr)
+        except BaseException:
+            await endpoint.close(CloseCode.SHUTDOWN, "shutdown")
+            raise
+        log_listening(log, "relay", "tcp", service.tcp_address)
     log.info("relay certificate sha256 %s", identity.hash.hex())
-    return RelayService(endpoint, identity, store)
+    return service
 
 
 class Relay:
@@ -266,7 +285,8 @@ class Relay:
 
     async def run(self) -> None:
         s = self.settings
-        self.service = await start_relay_service(self.hooks, s.common.transport, s.addr, s.store_dir)
+        self.service = await start_relay_service(self.hooks, s.common.transport, s.addr, s.store_dir,
+                                                 s.handshake_idle_timeout, s.tcp_addr)
         # grants control issued before a restart stay valid: serve them before re-registering
         remembered = await self.service.store.get("control", "grant-key")
         if remembered is not None:
@@ -288,7 +308,7 @@ class Relay:
         trust = Trust(server_name=s.control_name, cafile=s.control_cas)
         while True:
             conn = await dial_until_up(service.endpoint, s.control_addr, alpn=ALPN_RELAYS, trust=trust,
-                                       timeout=STEP_TIMEOUT, backoff=backoff, logger=log, what="control server")
+                                       timeout=s.handshake_idle_timeout or STEP_TIMEOUT, backoff=backoff, logger=log, what="control server")
             try:
                 with attempt() as tried:
                     closed = await self._registered_session(conn)
@@ -321,7 +341,9 @@ class Relay:
         service = self.service
         messages = MessageStream(await conn.open_stream())
         port = service.endpoint.local_address.port
-        await messages.send(RelayRegister(s.token, s.hostname, port, service.identity.der))
+        tcp_port = service.tcp_address.port if service.tcp_address else 0
+        await messages.send(RelayRegister(s.token, s.hostname, port, service.identity.der, metadata=s.metadata,
+                                          tcp_port=tcp_port))
         registered = await messages.recv(RelayRegistered, timeout=STEP_TIMEOUT)
         if registered.grant_key != service.grant_key:
             await service.store.put("control", "grant-key", registered.grant_key)
@@ -331,5 +353,5 @@ class Relay:
         return await conn.wait_closed()
 
     def status(self) -> dict:
-        return {"role": "relay", "control_connected": self.control_connected,
+        return {"role": "relay", "control_connected": self.control_connected, "metadata": self.settings.metadata,
                 **(self.service.status() if self.service else {})}

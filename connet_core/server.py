@@ -26,11 +26,14 @@ class Server:
     async def run(self) -> None:
         s = self.settings
         await self.control.start()
-        self.relay = await start_relay_service(self.hooks, s.common.transport, s.relay_addr, s.control.store_dir)
+        self.relay = await start_relay_service(self.hooks, s.common.transport, s.relay_addr, s.control.store_dir,
+                                               s.control.handshake_idle_timeout, s.relay_tcp_addr)
         # the built-in relay needs no registration: control hands it its grant key directly
         port = self.relay.endpoint.local_address.port
+        tcp = self.relay.tcp_address
         entry = RelayEntry(str(HostPort(s.relay_hostname, port)), self.relay.identity.der,
-                           self.control.grant_key_for(self.relay.identity.der))
+                           self.control.grant_key_for(self.relay.identity.der),
+                           tcp_addr=str(HostPort(s.relay_hostname, tcp.port)) if tcp else "")
         self.relay.set_grant_key(entry.grant_key)
         self.control.add_relay(entry)
         try:

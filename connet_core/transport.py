@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
+from connet_core.errors import TransportError
 from connet_core.model import HostPort
 
 
@@ -159,6 +160,34 @@ class Endpoint(Protocol):
 
     async def close(self, code: int = 0, reason: str = "") -> None:
         """Close every open connection with ``code`` (the peers see it at once), then the socket."""
+
+    # Optional (the QUIC endpoint has it; the client does without where it is missing):
+    # def send_probe(self, data: bytes, address: HostPort) -> None:
+    #     """One non-QUIC datagram from this socket to an IP literal (birthday probing)."""
+
+
+@runtime_checkable
+class TcpEndpoint(Endpoint, Protocol):
+    """An endpoint that also carries QUIC over TLS-over-TCP, for clients whose UDP is
+    blocked (optional: the quic plugin's endpoints are; the engines check with isinstance).
+    Its connections then have ``carrier``: ``"udp"`` or ``"tcp"``."""
+
+    async def listen_tcp(self, address: HostPort) -> HostPort:
+        """Also accept connections over TLS-over-TCP at ``address`` (the endpoint's
+        certificate is the outer one); the bound address. Raises TransportError."""
+
+    async def dial_tcp(
+        self, address: HostPort, *, alpn: str, trust: Trust, timeout: float | None = None
+    ) -> Connection:
+        """As ``dial``, over TLS-over-TCP to ``address``; the outer certificate is checked
+        against ``trust`` as the QUIC one is. Raises DialError."""
+
+
+async def listen_over_tcp(endpoint: Endpoint, address: HostPort) -> HostPort:
+    """``endpoint.listen_tcp(address)``, or TransportError when the transport has none."""
+    if not isinstance(endpoint, TcpEndpoint):
+        raise TransportError(f"cannot listen on TCP {address}: the transport carries QUIC over UDP only")
+    return await endpoint.listen_tcp(address)
 
 
 @runtime_checkable

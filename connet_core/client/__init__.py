@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import Awaitable, Callable
 
+from connet_core.client.carrier import Carrier
 from connet_core.client.control_link import ControlLink
 from connet_core.client.destinations import Destinations
 from connet_core.client.peers import Peers
@@ -32,15 +34,24 @@ from connet_core.errors import TransportError
 from connet_core.logs import log_listening
 from connet_core.model import HostPort
 from connet_core.plugins import Hooks, load_hooks
+from connet_core.portmap.mapper import PortMapper
 from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.messages import ALPN_PEER, PeerInfo
+from connet_core.component import spawn
 from connet_core.supervise import TaskGroup
 from connet_core.tls_stream import PinnedContexts
-from connet_core.transport import Endpoint, TLSIdentity
+from connet_core.transport import Endpoint, TLSIdentity, TransportOptions
 
 __all__ = ["Client"]
 
 log = logging.getLogger("connet.client")
+
+
+def _control_on_this_machine(settings: ClientSettings) -> bool:
+    """Control on loopback (one machine: tests, demos): no router between us and anyone it
+    matches us with, so no mapping to ask for and no packet to send to the router."""
+    ip = settings.server_addr.ip()
+    return (ip is not None and ip.is_loopback) or settings.server_addr.host == "localhost"
 
 
 class Client:
@@ -52,12 +63,20 @@ class Client:
         self.state = ClientState(settings)
         self.endpoint: Endpoint | None = None
         self.started = asyncio.Event()  # set once every socket is bound and the parts run
+        self._bind_extra: Callable[[int], Awaitable[Endpoint]] | None = None  # set by run()
 
     async def run(self) -> None:
         transport = self.hooks.transport(self.settings.common.transport)
+
+        async def bind_extra(port: int) -> Endpoint:
+            # birthday probing's hand-over: dial-only, on the port whose NAT mapping met the peer
+            return await transport.bind(HostPort("0.0.0.0", port), identity=self.state.identity.tls, alpns=[])
+
+        self._bind_extra = bind_extra
         try:
             self.endpoint = await transport.bind(self.settings.direct_addr, identity=self.state.identity.tls,
-                                                 alpns=[ALPN_PEER])
+                                                 alpns=[ALPN_PEER], options=TransportOptions(
+                                                     handshake_timeout=self.state.dial_timeout))
         except TransportError as exc:
             # the usual cause is a second client on the same machine: name the key to change
             raise TransportError(
@@ -81,15 +100,26 @@ class Client:
         """Build the parts, each handed the calls it makes into another, and start their loops."""
         settings, state = self.settings, self.state
         destinations = Destinations(settings, state)
-        peers = Peers(settings, state, endpoint, tg, serve_stream=destinations.serve_direct_stream)
-        relays = Relays(state, endpoint, tg, serve_stream=destinations.serve_relayed_stream)
+        peers = Peers(settings, state, endpoint, tg, serve_stream=destinations.serve_direct_stream,
+                      bind_extra=self._bind_extra)
+        carrier = Carrier(endpoint, settings.udp)
+        relays = Relays(state, endpoint, tg, serve_stream=destinations.serve_relayed_stream, carrier=carrier)
         sources = Sources(state, self.hooks, tg)
-        control = ControlLink(settings, state, endpoint, on_peers=peers.update, on_relays=relays.update)
+        control = ControlLink(settings, state, endpoint, on_peers=peers.update, on_relays=relays.update,
+                              carrier=carrier)
         for source, sock in zip(settings.sources, listeners):
             tg.create_task(sources.accept(source, sock))
         tg.create_task(peers.accept())
         tg.create_task(control.run())
         tg.create_task(peers.retire_unmatched())
+        if settings.port_mapping and not _control_on_this_machine(settings):
+            # in the background: until (unless) the router answers, nothing waits for it
+            mapper = PortMapper(endpoint.local_address.port, lambda: self._mapping_changed(mapper))
+            spawn(tg, mapper.run(), "port mapping", log)
+
+    def _mapping_changed(self, mapper: PortMapper) -> None:
+        self.state.port_mapping = mapper.current
+        self.state.candidates_changed.set()
 
     def status(self) -> dict:
         return {**client_status(self.settings, self.state, self.endpoint), "plugin_errors": self.hooks.error_report()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from connet_core import proxy_protocol
 from connet_core.client.state import (
     HANDSHAKE_STEP_TIMEOUT,
     UNKNOWN_PEER_GRACE,
@@ -70,7 +71,7 @@ class Destinations:
             await _refuse(messages, stream, *refusal)
             return
         assert destination is not None
-        await self._connect(destination, messages, stream, pc)
+        await self._connect(destination, messages, stream, pc, request)
 
     async def serve_relayed_stream(self, link: RelayLink, stream: Stream) -> None:
         """A source reaches one of our destinations through the relay: TLS end to end."""
@@ -97,23 +98,30 @@ class Destinations:
             return
         link.active_streams += 1
         try:
-            await self._connect(destination, MessageStream(tls), tls, None)
+            await self._connect(destination, MessageStream(tls), tls, None, request)
         finally:
             link.active_streams -= 1
 
     async def _connect(
-        self, destination: EndpointSettings, messages: MessageStream, stream: Stream, pc: PeerConnection | None
+        self, destination: EndpointSettings, messages: MessageStream, stream: Stream, pc: PeerConnection | None,
+        request: Connect,
     ) -> None:
         """Dial the destination's addr and tunnel; refuse the stream if it cannot connect."""
         name = destination.name
+        timeout = destination.dial_timeout or DESTINATION_DIAL_TIMEOUT
         try:
-            end = await asyncio.wait_for(dial_tcp(destination.addr.host, destination.addr.port), DESTINATION_DIAL_TIMEOUT)
+            end = await asyncio.wait_for(dial_tcp(destination.addr.host, destination.addr.port), timeout)
         except (OSError, TimeoutError) as exc:
             log.warning("destination %r: cannot connect to %s: %s", name, destination.addr,
-                        "no answer within %.0f s" % DESTINATION_DIAL_TIMEOUT if isinstance(exc, TimeoutError) else describe(exc),
+                        "no answer within %g s" % timeout if isinstance(exc, TimeoutError) else describe(exc),
                         extra={"endpoint": name})
             await _refuse(messages, stream, CloseCode.DESTINATION_UNREACHABLE, "cannot connect")
             return
+        if destination.proxy_proto_version:
+            # before any byte of the tunnel: the service reads the header first
+            end.transport.write(proxy_protocol.header(destination.proxy_proto_version,
+                                                      proxy_protocol.parse_addr(request.client_addr),
+                                                      proxy_protocol.parse_addr(request.client_dest)))
         if pc is not None:
             pc.active_streams += 1
         try:

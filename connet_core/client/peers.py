@@ -13,9 +13,9 @@ import time
 from typing import Awaitable, Callable
 
 from connet_core.addresses import DialLimiter
+from connet_core.client.birthday_probe import BindExtra, close_with, own_nat, peer_nat, probe_as_easy, probe_as_hard, roles
 from connet_core.client.state import (
     HANDSHAKE_STEP_TIMEOUT,
-    PEER_DIAL_TIMEOUT,
     UNKNOWN_PEER_GRACE,
     ClientState,
     Peer,
@@ -31,6 +31,7 @@ from connet_core.model import HostPort, PathKind, RoutePolicy, certificate_hash
 from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.identity import Accepted, Authorize, Refused
 from connet_core.protocol.identity_io import verify
+from connet_core.protocol import birthday
 from connet_core.protocol.messages import ALPN_PEER, PeersUpdate
 from connet_core.protocol.streams import MessageStream
 from connet_core.supervise import TaskGroup, attempt, checkpoint, close_code, contained, describe
@@ -88,13 +89,15 @@ class Peers:
     """The matched peers (``state.matches``, ``state.peers``) and their direct connections."""
 
     def __init__(self, settings: ClientSettings, state: ClientState, endpoint: Endpoint, tg: asyncio.TaskGroup, *,
-                 serve_stream: ServeStream) -> None:
+                 serve_stream: ServeStream, bind_extra: BindExtra | None = None) -> None:
         self._settings = settings
         self._state = state
         self._endpoint = endpoint
         self._tg = tg
         self._serve_stream = serve_stream
         self._dial_limiter = DialLimiter()
+        self._bind_extra = bind_extra  # a dial-only endpoint on a given port (birthday probing)
+        self._birthday_at: dict[bytes, float] = {}  # peer hash -> when its last attempt started
 
     async def update(self, update: PeersUpdate) -> None:
         """Control's list of the peers matched under one name and role."""
@@ -114,6 +117,7 @@ class Peers:
             peer.unmatched_since = None
             peer.changed.set()
             self._ensure_dialer(peer)
+            self._ensure_birthday(peer)
         for peer_hash in stale:
             peer = state.peers[peer_hash]
             peer.matched.pop(key, None)
@@ -161,6 +165,40 @@ class Peers:
         if peer.dialer is None or peer.dialer.done():
             peer.dialer = spawn(self._tg, self._keep_direct(peer))
 
+    def _ensure_birthday(self, peer: Peer) -> None:
+        """Start birthday probing with ``peer`` when one NAT is hard and the other easy (once
+        per ATTEMPT_INTERVAL): ``birthday_probe`` plays our side, the peer plays its own."""
+        own, theirs = own_nat(self._state, self._endpoint.local_address.port), peer_nat(peer)
+        role = roles(own, theirs)
+        addresses = peer.addresses()  # control's observation of the peer comes first
+        if not self._wants_direct(peer):
+            return
+        if own == theirs == "hard" and peer.hash not in self._birthday_at:
+            self._birthday_at[peer.hash] = float("-inf")  # said once per peer
+            log.info("peer %s: both NATs map per destination (hard): no direct path without a port mapping "
+                     "on either router; the relay carries the tunnel", peer.label)
+        ip = addresses[0].ip() if addresses else None
+        if role is None or self._bind_extra is None or ip is None or ip.version != 4:
+            return  # (IPv6 has no NAT to meet through; the probe sockets are IPv4)
+        now = time.monotonic()
+        last = self._birthday_at.get(peer.hash)
+        if peer.active() is not None or (last is not None and now - last < birthday.ATTEMPT_INTERVAL):
+            return
+        self._birthday_at[peer.hash] = now
+        log.debug("peer %s: birthday probing as the %s side", peer.label, role)
+        spawn(self._tg, self._birthday(peer, role, addresses[0]), f"birthday probing with peer {peer.label}", log)
+
+    async def _birthday(self, peer: Peer, role: str, address: HostPort) -> None:
+        if role == "easy":
+            await probe_as_easy(self._state, self._endpoint, peer, address.host)
+            return
+        assert self._bind_extra is not None
+        found = await probe_as_hard(self._state, peer, address, self._bind_extra)
+        if found is not None:
+            conn, endpoint = found
+            spawn(self._tg, close_with(conn, endpoint))
+            self._adopt(peer, conn, dialer_hash=self._state.identity.hash)
+
     async def _keep_direct(self, peer: Peer) -> None:
         """Dial the peer's candidates in parallel whenever there is no live connection.
         Both ends do this at once, which is what opens the NAT mappings."""
@@ -193,7 +231,7 @@ class Peers:
 
         async def dial_one(address: HostPort) -> None:
             try:
-                conn = await endpoint.dial(address, alpn=ALPN_PEER, trust=trust, timeout=PEER_DIAL_TIMEOUT)
+                conn = await endpoint.dial(address, alpn=ALPN_PEER, trust=trust, timeout=self._state.dial_timeout)
             except DialError as exc:
                 log.debug("dial peer %s at %s failed: %s", peer.label, address, exc)
                 return
@@ -210,15 +248,27 @@ class Peers:
             winner.append(conn)
             self._adopt(peer, conn, dialer_hash=identity.hash)
 
-        now = time.monotonic()
-        addresses = [a for a in peer.addresses() if self._dial_limiter.allow(a, now)]
-        if not addresses:
-            return False
-        log.debug("dialing peer %s at %s", peer.label, ", ".join(map(str, addresses)))
+        dialed: set[HostPort] = set()
+
+        def start_new(tg: asyncio.TaskGroup) -> list[asyncio.Task]:
+            now = time.monotonic()
+            fresh = [a for a in peer.addresses() if a not in dialed and self._dial_limiter.allow(a, now)]
+            if fresh:
+                log.debug("dialing peer %s at %s", peer.label, ", ".join(map(str, fresh)))
+            dialed.update(fresh)
+            return [tg.create_task(dial_one(address)) for address in fresh]
+
         async with TaskGroup() as tg:
-            for address in addresses:
-                tg.create_task(dial_one(address))
-        return bool(winner)
+            running = start_new(tg)
+            # an address that arrives during the round (a router mapping the peer got, its
+            # re-announcement) is dialed at once rather than after the others time out
+            while not winner and any(not t.done() for t in running):
+                peer.changed.clear()
+                news = tg.create_task(peer.changed.wait())
+                await asyncio.wait([news, *running], return_when=asyncio.FIRST_COMPLETED)
+                news.cancel()
+                running = [t for t in running if not t.done()] + start_new(tg)
+        return bool(dialed) and bool(winner)
 
     # ---- accepting -------------------------------------------------------------------------
 

@@ -11,12 +11,12 @@ from typing import Awaitable, Callable
 
 from connet_core.client.state import (
     HANDSHAKE_STEP_TIMEOUT,
-    PEER_DIAL_TIMEOUT,
     ClientState,
     RelayLink,
     prove_over,
     role_of,
 )
+from connet_core.client.carrier import Carrier
 from connet_core.component import RECONNECT_CEILING, Backoff, spawn
 from connet_core.errors import ConnectionLost, DialError
 from connet_core.model import HostPort, certificate_hash
@@ -35,7 +35,8 @@ class Relays:
     """The relay links (``state.relays``, ``state.relays_for``)."""
 
     def __init__(self, state: ClientState, endpoint: Endpoint, tg: asyncio.TaskGroup, *,
-                 serve_stream: ServeStream) -> None:
+                 serve_stream: ServeStream, carrier: Carrier | None = None) -> None:
+        self._carrier = carrier or Carrier(endpoint, "auto")
         self._state = state
         self._endpoint = endpoint
         self._tg = tg
@@ -49,8 +50,10 @@ class Relays:
         for info in update.relays:
             try:
                 HostPort.parse(info.addr)
+                if info.tcp_addr:
+                    HostPort.parse(info.tcp_addr)
             except ValueError:
-                log.warning("control sent a relay with a bad address %r", info.addr)
+                log.warning("control sent a relay with a bad address %r", f"{info.addr} {info.tcp_addr}"[:80])
                 continue
             fresh[certificate_hash(info.certificate)] = info
         fresh_addrs = {HostPort.parse(info.addr) for info in fresh.values()}
@@ -66,6 +69,7 @@ class Relays:
             if link is None:
                 link = state.relays[relay_hash] = RelayLink(HostPort.parse(info.addr), info.certificate)
             link.grants[key] = info.grant
+            link.tcp_addr = HostPort.parse(info.tcp_addr) if info.tcp_addr else None
             link.changed.set()
             if link.task is None or link.task.done():
                 link.task = spawn(self._tg, self._keep(link))
@@ -108,7 +112,8 @@ class Relays:
     async def _session(self, link: RelayLink, trust: Trust, backoff: Backoff, up: list[bool]) -> None:
         """One connection to the relay: prove our key with the grants, then serve its
         streams and show it grants for names announced later, until something fails."""
-        conn = await self._endpoint.dial(link.addr, alpn=ALPN_RELAY, trust=trust, timeout=PEER_DIAL_TIMEOUT)
+        conn = await self._carrier.dial(link.addr, link.tcp_addr, alpn=ALPN_RELAY, trust=trust,
+                                        timeout=self._state.dial_timeout)
         try:
             grants = tuple(link.grants.values())
             await prove_over(conn, self._state.identity, ALPN_RELAY, grants)
@@ -119,6 +124,9 @@ class Relays:
             await self._state.notify_paths()
             async with TaskGroup() as tg:
                 tg.create_task(self._present_new_grants(link, conn))
+                # back to UDP when it works again, between relayed streams (none is cut)
+                tg.create_task(self._carrier.back_to_udp(conn, link.addr, alpn=ALPN_RELAY, trust=trust,
+                                                         idle=lambda: link.active_streams == 0))
                 while True:
                     stream = await conn.accept_stream()
                     spawn(tg, self._serve_stream(link, stream), f"relayed stream from {link.label}", log)

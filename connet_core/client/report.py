@@ -3,6 +3,9 @@ docs/schemas/client.json). Read-only: a view of the shared state at this moment.
 
 from __future__ import annotations
 
+import time
+
+from connet_core.client.carrier import carrier_of
 from connet_core.client.state import ClientState, Key, Peer, local_route
 from connet_core.config import ClientSettings
 from connet_core.model import PathKind, Role, RoutePolicy
@@ -20,6 +23,7 @@ def client_status(settings: ClientSettings, state: ClientState, endpoint: Endpoi
             {
                 "kind": "relay",
                 "addr": link.label,
+                "carrier": carrier_of(link.conn),
                 "rtt": link.conn.stats().smoothed_rtt,
                 "bytes_sent": link.conn.stats().bytes_sent,
                 "bytes_received": link.conn.stats().bytes_received,
@@ -36,6 +40,7 @@ def client_status(settings: ClientSettings, state: ClientState, endpoint: Endpoi
                 {
                     "kind": "direct",
                     "addr": str(pc.conn.remote_address),
+                    "carrier": carrier_of(pc.conn),
                     "rtt": pc.conn.stats().smoothed_rtt,
                     "dialed": pc.conn.is_dialer,
                     "draining": pc.draining,
@@ -68,11 +73,14 @@ def client_status(settings: ClientSettings, state: ClientState, endpoint: Endpoi
     return {
         "role": "client",
         "id": state.identity.hash.hex()[:12],
+        "metadata": settings.metadata,
         "counters": {"handshake_failures": state.handshake_failures,
                      "refused_connections": sum(state.refused_connections.values())},
-        "control": {"addr": str(settings.server_addr), "connected": state.control_connected},
+        "control": {"addr": str(settings.server_addr), "connected": state.control_connected,
+                    "carrier": state.control_carrier if state.control_connected else None},
         "observed_addr": str(state.observed) if state.observed else None,
         "direct_addr": str(endpoint.local_address) if endpoint else None,
+        "port_mapping": state.port_mapping.status(time.monotonic()) if state.port_mapping else None,
         "endpoints": endpoints,
         "relay_tls_contexts": len(state.tls),
     }

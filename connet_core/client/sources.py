@@ -9,6 +9,7 @@ import logging
 import socket
 import time
 
+from connet_core.client.balance import Balancer, Choice
 from connet_core.client.state import ClientState, Peer, PeerConnection, RelayLink
 from connet_core.component import Backoff, spawn
 from connet_core.config import EndpointSettings
@@ -35,6 +36,7 @@ DEAD_PATH_SILENCE = 2.0
 REPLY_TIMEOUT = 15.0
 
 Via = PeerConnection | RelayLink  # what carries a tunneled stream: a direct connection or a relay link
+Origin = tuple[str, str]  # the TCP client's host:port, and the host:port it connected to
 
 
 def listen_tcp(source: EndpointSettings, state: ClientState) -> socket.socket:
@@ -71,6 +73,7 @@ class Sources:
         self._state = state
         self._hooks = hooks
         self._tg = tg
+        self._balancers: dict[str, Balancer] = {}  # by source name
 
     async def accept(self, source: EndpointSettings, sock: socket.socket) -> None:
         """Accept on ``sock`` until stopped; a failed accept is retried, the listener stays."""
@@ -148,79 +151,120 @@ class Sources:
 
     async def _serve_connection(self, source: EndpointSettings, sock: socket.socket) -> None:
         try:
+            origin = _origin(sock)  # for the destination's PROXY protocol header
             end = await accept_tcp(sock)
         except BaseException:
             sock.close()
             raise
         try:
-            opened = await self._open_some_path(source)
+            opened = await self._open_some_path(source, origin)
         except BaseException:
             end.abort()  # stopping: the program must not take an empty answer for a complete one
             raise
         if opened is None:
             end.abort()  # refused: a reset, not an empty answer
             return
-        stream, initial, via = opened
+        stream, initial, via, peer = opened
+        balancer = self._balancer(source)
+        balancer.opened(peer.hash)
         try:
             await pump(end, stream, self._state.counters[(source.name, Role.SOURCE)], initial)
         finally:
             via.active_streams -= 1
+            balancer.closed(peer.hash)
 
-    async def _open_some_path(self, source: EndpointSettings) -> tuple[Stream, bytes, Via] | None:
-        """A tunneled stream over the best path that works, or None (the log says why).
+    def _balancer(self, source: EndpointSettings) -> Balancer:
+        balancer = self._balancers.get(source.name)
+        if balancer is None:
+            balancer = self._balancers[source.name] = Balancer(source.lb_policy, source.lb_retry, source.lb_retry_max)
+        return balancer
 
-        Paths are tried best first. When a path's connection vanished under the request (a
-        duplicate closed by the other side, a path that just died), the choice is made again:
-        no TCP byte has been read yet, so nothing is lost by retrying."""
+    async def _open_some_path(self, source: EndpointSettings, origin: Origin) -> tuple[Stream, bytes, Via, Peer] | None:
+        """A tunneled stream to the destination the balancer picks, over its best path that
+        works, or None (the log says why).
+
+        Destinations are tried in the balancer's order while its budget (lb-retry) allows,
+        each over its paths best first. When a path's connection vanished under the request
+        (a duplicate closed by the other side, a path that just died), the choice is made
+        again: no TCP byte has been read yet, so nothing is lost by retrying."""
         refused = self._state.refused_connections
+        balancer = self._balancer(source)
+        budget = balancer.budget(time.monotonic())
+        failed: set[bytes] = set()  # destinations that refused or timed out: not asked again
         for _ in range(3):
             try:
                 paths, why = await self._wait_paths(source)
             except PluginError as exc:
                 # the route plugin failed for this connection: refuse it, keep the listener
                 paths, why = [], str(exc)
-            if not paths:
-                log.warning("source %r: refusing a connection: %s", source.name, why, extra={"endpoint": source.name})
+            by_peer: dict[bytes, list[PathCandidate]] = {}
+            for path in paths:
+                by_peer.setdefault(path.key[0].hash, []).append(path)
+            if not paths or not set(by_peer) - failed:
+                log.warning("source %r: refusing a connection: %s", source.name, why or "every destination failed",
+                            extra={"endpoint": source.name})
                 refused[(source.name, Role.SOURCE)] += 1
                 return None
+            choices = [Choice(h, ps[0].rtt, ps[0].kind is PathKind.DIRECT) for h, ps in by_peer.items() if h not in failed]
+            order = balancer.order(choices, time.monotonic())
             vanished = False
-            for index, path in enumerate(paths):
-                last = index == len(paths) - 1
-                peer, via = path.key
-                via.active_streams += 1
-                try:
-                    opened = await self._open_path(source.name, peer, via, last)
-                except (ConnectionLost, StreamReset) as exc:
-                    vanished = True
-                    log.debug("source %r: %s path to peer %s went away: %s", source.name, path.kind.value,
-                              peer.label, exc, extra={"endpoint": source.name, "path": path.kind.value})
-                    opened = None
-                except (ProtocolError, TimeoutError) as exc:
-                    log.warning("source %r: %s path to peer %s failed: %s", source.name, path.kind.value,
-                                peer.label, exc, extra={"endpoint": source.name, "path": path.kind.value})
-                    opened = None
-                if opened is None:
-                    via.active_streams -= 1
-                    continue
-                log.debug(
-                    "source %r: connection via %s path to peer %s%s", source.name, path.kind.value, peer.label,
-                    f" (relay {path.relay})" if path.relay else "", extra={"endpoint": source.name, "path": path.kind.value},
-                )
-                return (*opened, via)
-            if not vanished:
+            for rank, peer_hash in enumerate(order):
+                if not budget.may_try(time.monotonic()):
+                    break
+                last_peer = rank == len(order) - 1 or budget.is_last()
+                budget.tried()
+                opened, went_away = await self._try_destination(source, by_peer[peer_hash], last_peer, origin)
+                if opened is not None:
+                    return opened
+                if went_away:
+                    vanished = True  # its path vanished under the request: ask again below
+                else:
+                    failed.add(peer_hash)
+                    balancer.failed(peer_hash, time.monotonic())
+            if not vanished or not budget.may_try(time.monotonic()):
                 break
-        log.warning("source %r: no path accepted the connection", source.name, extra={"endpoint": source.name})
+        log.warning("source %r: no destination accepted the connection", source.name, extra={"endpoint": source.name})
         refused[(source.name, Role.SOURCE)] += 1
         return None
 
-    async def _open_path(self, name: str, peer: Peer, via: Via, last: bool) -> tuple[Stream, bytes] | None:
+    async def _try_destination(self, source: EndpointSettings, paths: list[PathCandidate], last: bool,
+                               origin: Origin) -> tuple[tuple[Stream, bytes, Via, Peer] | None, bool]:
+        """One destination over its paths, best first: the opened stream (or None), and
+        whether a path vanished under the request rather than being refused or timing out."""
+        vanished = False
+        for index, path in enumerate(paths):
+            peer, via = path.key
+            via.active_streams += 1
+            try:
+                opened = await self._open_path(source, peer, via, last and index == len(paths) - 1, origin)
+            except (ConnectionLost, StreamReset) as exc:
+                vanished = True
+                log.debug("source %r: %s path to peer %s went away: %s", source.name, path.kind.value,
+                          peer.label, exc, extra={"endpoint": source.name, "path": path.kind.value})
+                opened = None
+            except (ProtocolError, TimeoutError) as exc:
+                log.warning("source %r: %s path to peer %s failed: %s", source.name, path.kind.value,
+                            peer.label, exc, extra={"endpoint": source.name, "path": path.kind.value})
+                opened = None
+            if opened is None:
+                via.active_streams -= 1
+                continue
+            log.debug(
+                "source %r: connection via %s path to peer %s%s", source.name, path.kind.value, peer.label,
+                f" (relay {path.relay})" if path.relay else "", extra={"endpoint": source.name, "path": path.kind.value},
+            )
+            return (*opened, via, peer), False
+        return None, vanished
+
+    async def _open_path(self, source: EndpointSettings, peer: Peer, via: Via, last: bool,
+                         origin: Origin) -> tuple[Stream, bytes] | None:
         """Open a tunneled stream to ``peer``'s destination ``name``: the stream to pump and
         the bytes already read past the reply, or None if the destination refused. A stream
         given up on is reset, so the destination stops working on it too."""
         assert via.conn is not None
         raw = await via.conn.open_stream()
         try:
-            opened = await self._request(name, peer, via, raw, last)
+            opened = await self._request(source, peer, via, raw, last, origin)
         except (ProtocolError, TimeoutError):
             raw.reset(CloseCode.TIMEOUT)
             raise
@@ -228,25 +272,31 @@ class Sources:
             raw.reset(CloseCode.OK)
         return opened
 
-    async def _request(self, name: str, peer: Peer, via: Via, raw: Stream, last: bool) -> tuple[Stream, bytes] | None:
+    async def _request(self, source: EndpointSettings, peer: Peer, via: Via, raw: Stream, last: bool,
+                       origin: Origin) -> tuple[Stream, bytes] | None:
         assert via.conn is not None
+        name = source.name
+        # dial-timeout: how long this destination may take to accept, before the next is tried
+        timeout = source.dial_timeout or REPLY_TIMEOUT
+        client_addr, client_dest = origin
         stream = raw
         if isinstance(via, RelayLink):
             hop = MessageStream(raw)
-            await hop.send(Connect(name, peer=peer.hash))
-            relayed = await _reply(hop, via.conn, last)
+            # the relay hands the client's address on to the destination (the PROXY header)
+            await hop.send(Connect(name, peer=peer.hash, client_addr=client_addr, client_dest=client_dest))
+            relayed = await _reply(hop, via.conn, last, timeout)
             if isinstance(relayed, ConnectRefused):
                 log.warning("relay %s refused %r: %s", via.label, name, CloseCode.describe(relayed.code),
                             extra={"endpoint": name})
                 return None
             stream = TLSStream(raw, server_side=False, contexts=self._state.tls, peer_der=peer.certificate,
                                initial=hop.take_remaining())
-            await asyncio.wait_for(stream.handshake(), REPLY_TIMEOUT)
+            await asyncio.wait_for(stream.handshake(), timeout)
             messages = MessageStream(stream)
         else:
             messages = MessageStream(stream)
-            await messages.send(Connect(name))
-        reply = await _reply(messages, via.conn, last)
+            await messages.send(Connect(name, client_addr=client_addr, client_dest=client_dest))
+        reply = await _reply(messages, via.conn, last, timeout)
         if isinstance(reply, ConnectRefused):
             log.warning("source %r: peer %s refused: %s", name, peer.label, CloseCode.describe(reply.code),
                         extra={"endpoint": name})
@@ -254,10 +304,21 @@ class Sources:
         return stream, messages.take_remaining()
 
 
-async def _reply(messages: MessageStream, conn: Connection, last: bool) -> Connected | ConnectRefused:
+def _origin(sock: socket.socket) -> Origin:
+    """Where the TCP client connected from and to, as host:port ("" if the socket cannot say)."""
+    try:
+        peer, local = sock.getpeername(), sock.getsockname()
+    except OSError:
+        return "", ""
+    return str(HostPort(peer[0], peer[1])), str(HostPort(local[0], local[1]))
+
+
+async def _reply(messages: MessageStream, conn: Connection, last: bool,
+                 timeout: float = REPLY_TIMEOUT) -> Connected | ConnectRefused:
     """The reply to a stream request. Unless this is the ``last`` path, give up once the
     connection has been silent for DEAD_PATH_SILENCE (the path died); a busy path that
-    is still heard from gets up to REPLY_TIMEOUT, like the last one."""
+    is still heard from gets up to ``timeout`` (REPLY_TIMEOUT or the source's
+    dial-timeout), like the last one."""
     waiting = asyncio.ensure_future(messages.recv((Connected, ConnectRefused)))
     try:
         started = heard_at = time.monotonic()
@@ -269,7 +330,7 @@ async def _reply(messages: MessageStream, conn: Connection, last: bool) -> Conne
             now = time.monotonic()
             if conn.stats().bytes_received != heard:
                 heard, heard_at = conn.stats().bytes_received, now
-            if now - started >= REPLY_TIMEOUT or (not last and now - heard_at >= DEAD_PATH_SILENCE):
+            if now - started >= timeout or (not last and now - heard_at >= DEAD_PATH_SILENCE):
                 raise TimeoutError(f"no reply within {now - started:.1f}s")
     finally:
         if not waiting.done():

@@ -21,6 +21,7 @@ from connet_core.config import ClientSettings
 from connet_core.errors import ProtocolError
 from connet_core.forward import Counters
 from connet_core.model import HostPort, Role, RoutePolicy, certificate_hash
+from connet_core.portmap.mapper import MappedAddress
 from connet_core.protocol.identity import Refused
 from connet_core.protocol.identity_io import prove
 from connet_core.protocol.messages import PeerInfo
@@ -136,6 +137,7 @@ class RelayLink:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     active_streams: int = 0
+    tcp_addr: HostPort | None = None  # where the relay also takes QUIC over TCP (UDP blocked)
 
     @property
     def label(self) -> str:
@@ -150,10 +152,18 @@ class ClientState:
 
     def __init__(self, settings: ClientSettings) -> None:
         self.identity = LocalIdentity.generate()
+        # one QUIC handshake with a peer or a relay (handshake-idle-timeout)
+        self.dial_timeout = settings.handshake_idle_timeout or PEER_DIAL_TIMEOUT
+        self.metadata = settings.metadata
         # control link: the session and what control refused
         self.control_connected = False
         self.observed: HostPort | None = None
+        self.control_carrier: str | None = None  # "udp" or "tcp" (connet_core.client.carrier)
         self.refused: dict[Key, str] = {}
+        # port mapping: the router's mapping of the direct socket (connet_core.portmap), and
+        # the signal that the candidates sent to control changed (the control link re-announces)
+        self.port_mapping: MappedAddress | None = None
+        self.candidates_changed = asyncio.Event()
         # peers: whom control matched, under which name, and the peers' connections
         self.matches: dict[Key, dict[bytes, PeerInfo]] = {}
         self.peers: dict[bytes, Peer] = {}

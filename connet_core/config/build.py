@@ -188,17 +188,30 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
                     role=role,
                     addr=values["addr"],  # type: ignore[arg-type]
                     route=RoutePolicy(values.get("route", "any")),
+                    proxy_proto_version=values.get("proxy-proto-version", ""),  # type: ignore[arg-type]
+                    dial_timeout=values.get("dial-timeout"),  # type: ignore[arg-type]
+                    lb_policy=values.get("lb-policy", ""),  # type: ignore[arg-type]
+                    lb_retry=values.get("lb-retry", ""),  # type: ignore[arg-type]
+                    lb_retry_max=values.get("lb-retry-max", 0),  # type: ignore[arg-type]
                 )
             )
+    if section.get("udp", "auto") == "never" and section.get("server-tcp-addr") is None:
+        origin = section.origins.get("client.udp", section.where)
+        raise ConfigError(f"{origin}: client.udp: \"never\" needs server-tcp-addr (where control is reachable over TCP)")
     return ClientSettings(
         token=_token(section),
         server_addr=server_addr,
         server_cas=section.get("server-cas"),  # type: ignore[arg-type]
         server_name=section.get("server-name", server_addr.host),  # type: ignore[arg-type]
+        server_tcp_addr=section.get("server-tcp-addr"),  # type: ignore[arg-type]
+        udp=section.get("udp", "auto"),  # type: ignore[arg-type]
         direct_addr=section.get("direct-addr", HostPort("", 19192)),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
+        port_mapping=section.get("port-mapping", True),  # type: ignore[arg-type]
         destinations=tuple(endpoints[Role.DESTINATION]),
         sources=tuple(endpoints[Role.SOURCE]),
+        metadata=section.get("metadata", ""),  # type: ignore[arg-type]
+        handshake_idle_timeout=section.get("handshake-idle-timeout"),  # type: ignore[arg-type]
         common=common,
     )
 
@@ -210,16 +223,27 @@ def _build_server(section: _Section, common: CommonSettings) -> ServerSettings:
         key_file=key_file,
         accept_relays=False,  # the relay is built in
         addr=section.get("addr", HostPort("", 19190)),  # type: ignore[arg-type]
+        tcp_addr=section.get("tcp-addr"),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         store_dir=section.get("store-dir"),  # type: ignore[arg-type]
+        handshake_idle_timeout=section.get("handshake-idle-timeout"),  # type: ignore[arg-type]
+        endpoint_expiry=_endpoint_expiry(section),
         common=common,
     )
     return ServerSettings(
         control=control,
         relay_addr=section.get("relay-addr", HostPort("", 19191)),  # type: ignore[arg-type]
+        relay_tcp_addr=section.get("relay-tcp-addr"),  # type: ignore[arg-type]
         relay_hostname=section.get("relay-hostname", "localhost"),  # type: ignore[arg-type]
         common=common,
     )
+
+
+def _endpoint_expiry(section: _Section) -> float:
+    """endpoint-expiry-timeout (30 s), or 0 when endpoint-expiry-disable is true."""
+    if section.get("endpoint-expiry-disable", False):
+        return 0.0
+    return section.get("endpoint-expiry-timeout", 30.0)  # type: ignore[return-value]
 
 
 def _build_control(section: _Section, common: CommonSettings) -> ControlSettings:
@@ -229,8 +253,11 @@ def _build_control(section: _Section, common: CommonSettings) -> ControlSettings
         key_file=key_file,
         accept_relays=True,  # which relay may register is the authentication plugins' call
         addr=section.get("addr", HostPort("", 19190)),  # type: ignore[arg-type]
+        tcp_addr=section.get("tcp-addr"),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         store_dir=section.get("store-dir"),  # type: ignore[arg-type]
+        handshake_idle_timeout=section.get("handshake-idle-timeout"),  # type: ignore[arg-type]
+        endpoint_expiry=_endpoint_expiry(section),
         common=common,
     )
 
@@ -240,12 +267,15 @@ def _build_relay(section: _Section, common: CommonSettings) -> RelaySettings:
     return RelaySettings(
         token=_token(section),
         addr=section.get("addr", HostPort("", 19191)),  # type: ignore[arg-type]
+        tcp_addr=section.get("tcp-addr"),  # type: ignore[arg-type]
         hostname=section.get("hostname", "localhost"),  # type: ignore[arg-type]
         control_addr=control_addr,
         control_cas=section.get("control-cas"),  # type: ignore[arg-type]
         control_name=section.get("control-name", control_addr.host),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         store_dir=section.get("store-dir"),  # type: ignore[arg-type]
+        metadata=section.get("metadata", ""),  # type: ignore[arg-type]
+        handshake_idle_timeout=section.get("handshake-idle-timeout"),  # type: ignore[arg-type]
         common=common,
     )
 

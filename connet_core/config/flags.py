@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from connet_core.config.layers import flag_name
+from connet_core.errors import ConfigError
 from connet_core.config.schema import _LIST_KINDS, SCHEMA, _Array, _Leaf, _Named, _Spec
 
-__all__ = ["DAEMON_SECTIONS", "FlagSpec", "daemon_flags", "file_only_tables", "flag_values"]
+__all__ = ["DAEMON_SECTIONS", "EndpointFlag", "FlagSpec", "daemon_flags", "endpoint_flag_specs", "endpoint_flags",
+           "file_only_tables", "flag_values"]
 
 DAEMON_SECTIONS = ("server", "control", "relay")
 
@@ -30,6 +32,9 @@ _METAVARS = {
     "cidrs": "CIDR",
     "text": "TOKEN",
     "regex": "REGEX",
+    "duration": "DURATION",
+    "bool": "true|false",
+    "metadata": "TEXT",
 }
 
 # what each key means, by its path inside the section (docs/configuration.md has the tables)
@@ -45,6 +50,8 @@ _HELP: dict[str, str] = {
     "relay-tokens-file": "File of relay tokens, one per line; re-read when it changes.",
     "relay-addr": "UDP address of the built-in relay.",
     "relay-hostname": "Host advertised to clients for the relay.",
+    "tcp-addr": "TLS-over-TCP address (e.g. :443) for clients whose UDP is blocked; off unless set.",
+    "relay-tcp-addr": "TLS-over-TCP address (e.g. :8443) of the built-in relay, for clients whose UDP is blocked.",
     "status-addr": "HTTP status endpoint (JSON at /, Prometheus at /metrics).",
     "store-dir": "Directory kept across restarts (identity and secrets).",
     "token": "Relay token for the control server (or --token-file).",
@@ -55,6 +62,10 @@ _HELP: dict[str, str] = {
     "control-name": "Name checked in the control server certificate.",
     "allow-cidrs": "Admit only addresses in this CIDR; repeat for more.",
     "deny-cidrs": "Refuse addresses in this CIDR; repeat for more.",
+    "metadata": "A short label (up to 128 characters) shown in status at control and here.",
+    "handshake-idle-timeout": "How long a QUIC handshake may stay silent (like 5s, 1m).",
+    "endpoint-expiry-timeout": "How long a client's destinations and sources outlive its session (a quick reconnect changes nothing for its peers).",
+    "endpoint-expiry-disable": "Drop a client's destinations and sources as soon as its session ends.",
 }
 
 _DEFAULTS: dict[str, str] = {
@@ -62,6 +73,13 @@ _DEFAULTS: dict[str, str] = {
     "server.relay-addr": ":19191",
     "server.relay-hostname": "localhost",
     "control.addr": ":19190",
+    "server.endpoint-expiry-timeout": "30s",
+    "control.endpoint-expiry-timeout": "30s",
+    "server.endpoint-expiry-disable": "false",
+    "control.endpoint-expiry-disable": "false",
+    "server.handshake-idle-timeout": "the transport's (5s)",
+    "control.handshake-idle-timeout": "the transport's (5s)",
+    "relay.handshake-idle-timeout": "the transport's (5s)",
     "relay.addr": ":19191",
     "relay.hostname": "localhost",
     "relay.control-addr": "localhost:19190",
@@ -154,3 +172,60 @@ def flag_values(specs: list[FlagSpec], values: Mapping[str, object]) -> dict[tup
             continue
         flags[spec.path] = list(value) if spec.repeated else value  # type: ignore[call-overload]
     return flags
+
+
+# --- the client's one destination and one source: --dst-KEY, --src-KEY --------------------
+
+ENDPOINT_PREFIXES = {"destinations": "dst", "sources": "src"}
+_ENDPOINT_HELP: dict[str, str] = {
+    "addr": "Where that {what} {verb}.",
+    "route": "any | direct | relay  [default: any]",
+    "proxy-proto-version": "PROXY protocol header for the service: v1 | v2  [default: none]",
+    "dial-timeout": "How long {dial} may take (like 2s).",
+    "lb-policy": "least-latency | least-conns | round-robin | random  [default: none]",
+    "lb-retry": "never | count | timed | all  [default: never with a policy]",
+    "lb-retry-max": "count: destinations; timed: milliseconds  [default: 2 | 1000]",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointFlag:
+    """One ``--dst-KEY``/``--src-KEY`` flag: a key of ``[client.destinations.NAME]`` or
+    ``[client.sources.NAME]`` for the endpoint named by ``--dst-name``/``--src-name``."""
+
+    kind: str  # "destinations" | "sources"
+    key: str
+    flag: str
+    dest: str
+    metavar: str
+    help: str
+
+
+def endpoint_flag_specs() -> list[EndpointFlag]:
+    """Every key of a destination's and a source's table, as flags, in schema order."""
+    out = []
+    for kind, prefix in ENDPOINT_PREFIXES.items():
+        table = SCHEMA["client"][kind]  # type: ignore[index]
+        assert isinstance(table, _Named)
+        for key, spec in table.schema.items():
+            assert isinstance(spec, _Leaf)
+            what, verb = ("destination", "connects to") if kind == "destinations" else ("source", "listens on (TCP)")
+            dial = "dialing the service" if kind == "destinations" else "one destination's answer"
+            metavar = "HOST:PORT" if key == "addr" else "|".join(c for c in spec.choices if c) or spec.kind.upper()
+            out.append(EndpointFlag(kind, key, f"--{prefix}-{key}", f"{prefix}_{key.replace('-', '_')}", metavar,
+                                    _ENDPOINT_HELP[key].format(what=what, verb=verb, dial=dial)))
+    return out
+
+
+def endpoint_flags(kind: str, name: str | None, given: Mapping[str, object]) -> dict[str, object]:
+    """``--dst-name web --dst-addr h:p`` -> ``client.destinations.web.addr``; same for sources
+    and every other key of the table (``given``: key -> value, None when not given)."""
+    prefix = ENDPOINT_PREFIXES[kind]
+    values = {key: value for key, value in given.items() if value is not None}
+    if name is None:
+        for key in values:
+            raise ConfigError(f"flag --{prefix}-{key}: needs --{prefix}-name")
+        return {}
+    if not values:
+        raise ConfigError(f"flag --{prefix}-name: needs --{prefix}-addr")
+    return {f"client.{kind}.{name}.{key}": value for key, value in values.items()}

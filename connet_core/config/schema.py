@@ -14,6 +14,7 @@ from typing import Callable, Mapping, Sequence, Union
 
 from connet_core.config.settings import LOG_FORMATS, LOG_LEVELS
 from connet_core.model import HostPort, RoutePolicy
+from connet_core.protocol.messages import metadata_problem
 from connet_core.plugin_settings import describe_value as _describe  # one wording for both key sets
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -46,6 +47,10 @@ class _Array:
 _Spec = Union[_Leaf, _Named, _Array, dict]
 
 _ROUTES = tuple(p.value for p in RoutePolicy)
+PROXY_PROTO_VERSIONS = ("v1", "v2")
+# "" is the original connet's spelling of "no policy" (and of "never"); "none" says it in words
+LB_POLICIES = ("", "none", "least-latency", "least-conns", "round-robin", "random")
+LB_RETRIES = ("", "never", "count", "timed", "all")
 
 SCHEMA: dict[str, _Spec] = {
     "log-level": _Leaf("enum", LOG_LEVELS),
@@ -58,37 +63,66 @@ SCHEMA: dict[str, _Spec] = {
         "server-addr": _Leaf("dial"),
         "server-cas": _Leaf("path"),
         "server-name": _Leaf("host"),
+        "server-tcp-addr": _Leaf("dial"),
+        "udp": _Leaf("enum", ("auto", "never")),
         "direct-addr": _Leaf("listen"),
         "status-addr": _Leaf("listen"),
-        "destinations": _Named({"addr": _Leaf("dial"), "route": _Leaf("enum", _ROUTES)}),
-        "sources": _Named({"addr": _Leaf("listen"), "route": _Leaf("enum", _ROUTES)}),
+        "port-mapping": _Leaf("bool"),
+        "metadata": _Leaf("metadata"),
+        "handshake-idle-timeout": _Leaf("duration"),
+        "destinations": _Named({
+            "addr": _Leaf("dial"),
+            "route": _Leaf("enum", _ROUTES),
+            "proxy-proto-version": _Leaf("enum", PROXY_PROTO_VERSIONS),
+            "dial-timeout": _Leaf("duration"),
+        }),
+        "sources": _Named({
+            "addr": _Leaf("listen"),
+            "route": _Leaf("enum", _ROUTES),
+            "dial-timeout": _Leaf("duration"),
+            "lb-policy": _Leaf("enum", LB_POLICIES),
+            "lb-retry": _Leaf("enum", LB_RETRIES),
+            "lb-retry-max": _Leaf("count"),
+        }),
     },
     "server": {
         "addr": _Leaf("listen"),
         "cert-file": _Leaf("path"),
         "key-file": _Leaf("path"),
+        "tcp-addr": _Leaf("listen"),
         "relay-addr": _Leaf("listen"),
+        "relay-tcp-addr": _Leaf("listen"),
         "relay-hostname": _Leaf("host"),
         "status-addr": _Leaf("listen"),
         "store-dir": _Leaf("path"),
+        "handshake-idle-timeout": _Leaf("duration"),
+        "endpoint-expiry-timeout": _Leaf("duration"),
+        "endpoint-expiry-disable": _Leaf("bool"),
     },
     "control": {
         "addr": _Leaf("listen"),
+        "tcp-addr": _Leaf("listen"),
         "cert-file": _Leaf("path"),
         "key-file": _Leaf("path"),
         "status-addr": _Leaf("listen"),
         "store-dir": _Leaf("path"),
+        "handshake-idle-timeout": _Leaf("duration"),
+        "endpoint-expiry-timeout": _Leaf("duration"),
+        "endpoint-expiry-disable": _Leaf("bool"),
     },
     "relay": {
         "token": _Leaf("text"),
         "token-file": _Leaf("path"),
         "addr": _Leaf("listen"),
+        "tcp-addr": _Leaf("listen"),
         "hostname": _Leaf("host"),
         "control-addr": _Leaf("dial"),
         "control-cas": _Leaf("path"),
         "control-name": _Leaf("host"),
         "status-addr": _Leaf("listen"),
         "store-dir": _Leaf("path"),
+        "metadata": _Leaf("metadata"),
+        "handshake-idle-timeout": _Leaf("duration"),
     },
 }
 
@@ -113,6 +147,7 @@ _MISPLACED: dict[str, str] = {
     "control.tokens-file": "in [control] the client tokens file is called client-tokens-file",
     "control.relay-addr": "[control] has no relay: use [server], or run connet relay",
     "control.relay-hostname": "[control] has no relay: use [server], or run connet relay",
+    "control.relay-tcp-addr": "[control] has no relay: use [server], or run connet relay",
     "control.ip-restriction": "in [control] it is client-ip-restriction or relay-ip-restriction",
     "control.token-ip-restriction": "in [control] it is client-token-ip-restriction or relay-token-ip-restriction",
     "control.token-restriction": "in [control] it is client-token-restriction",
@@ -214,7 +249,66 @@ def _regex(value: object) -> str:
     return text
 
 
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|s|m|h))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_DURATION = 24 * 3600.0
+
+
+def _duration(value: object) -> float:
+    """Seconds, from a number of seconds or a Go-style duration ("500ms", "30s", "1m30s")."""
+    if isinstance(value, bool):
+        raise _Invalid(f"expected a duration such as \"30s\", got {_describe(value)}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        elif _DURATION.fullmatch(text):
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+        else:
+            raise _Invalid(f"{value!r} is not a duration (like \"500ms\", \"30s\" or \"1m\")")
+    else:
+        raise _Invalid(f"expected a duration such as \"30s\", got {_describe(value)}")
+    if not 0 <= seconds <= MAX_DURATION:
+        raise _Invalid(f"{value!r} is out of range 0 to 24h")
+    return seconds
+
+
+def _count(value: object) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"expected a whole number, got {_describe(value)}")
+    if not 0 <= value <= 1_000_000:
+        raise _Invalid(f"{value} is out of range 0-1000000")
+    return value
+
+
+def _bool(value: object) -> bool:
+    # a TOML boolean, or from a flag or CONNET_* variable the words true/false
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    shown = repr(value) if isinstance(value, str) else _describe(value)
+    raise _Invalid(f"expected true or false, got {shown}")
+
+
+def _metadata(value: object) -> str:
+    text = _text(value)
+    problem = metadata_problem(text)
+    if problem is not None:
+        raise _Invalid(problem)
+    return text
+
+
 _CONVERTERS: dict[str, Callable[[object], object]] = {
+    "duration": _duration,
+    "count": _count,
+    "bool": _bool,
+    "metadata": _metadata,
     "text": _text,
     "host": _host,
     "listen": _listen,
@@ -231,7 +325,8 @@ def _convert(leaf: _Leaf, value: _Value) -> object:
         if not isinstance(raw, str):
             raise _Invalid(f"expected one of {', '.join(leaf.choices)}, got {_describe(raw)}")
         if raw not in leaf.choices:
-            raise _Invalid(f"{raw!r} is not one of {', '.join(leaf.choices)}")
+            shown = ", ".join(c or '""' for c in leaf.choices)  # "" is a choice: no policy, say
+            raise _Invalid(f"{raw!r} is not one of {shown}")
         return raw
     if leaf.kind == "path":
         text = _text(raw)

@@ -32,6 +32,15 @@ class EndpointSettings:
     role: Role
     addr: HostPort
     route: RoutePolicy = RoutePolicy.ANY
+    # a destination: the PROXY protocol header for its service ("" none, "v1", "v2"), and
+    # how long dialing the service may take; a source: how long one destination may take to
+    # accept a stream request. None: the built-in default (docs/configuration.md)
+    proxy_proto_version: str = ""
+    dial_timeout: float | None = None
+    # a source: load balancing over the destinations announcing its name (client/balance.py)
+    lb_policy: str = ""  # "" none | least-latency | least-conns | round-robin | random
+    lb_retry: str = ""  # "" the policy's default | never | count | timed | all
+    lb_retry_max: int = 0  # count: destinations; timed: milliseconds; 0: the default
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +49,15 @@ class ClientSettings:
     server_addr: HostPort = HostPort("localhost", 19190)
     server_cas: Path | None = None
     server_name: str = "localhost"
+    server_tcp_addr: HostPort | None = None  # control over TLS-over-TCP, where UDP is blocked
+    udp: str = "auto"  # auto: UDP first, TCP after UDP_FALLBACK_AFTER; never: TCP only
     direct_addr: HostPort = HostPort("", 19192)
     status_addr: HostPort | None = None
+    port_mapping: bool = True  # ask the router (PCP, NAT-PMP, UPnP) to map direct-addr's port
     destinations: tuple[EndpointSettings, ...] = ()
     sources: tuple[EndpointSettings, ...] = ()
+    metadata: str = ""  # a label shown in status (own and at control)
+    handshake_idle_timeout: float | None = None  # QUIC handshakes; None: the transport's default
     common: CommonSettings = CommonSettings()
 
 
@@ -55,8 +69,13 @@ class ControlSettings:
     # Who may is the authentication plugins' to say (the tokens plugin: [control] relay-tokens).
     accept_relays: bool = False
     addr: HostPort = HostPort("", 19190)
+    tcp_addr: HostPort | None = None  # also over TLS-over-TCP (off unless set)
     status_addr: HostPort | None = None
     store_dir: Path | None = None  # None: a new temp directory per run
+    handshake_idle_timeout: float | None = None
+    # how long a destination or source whose session is gone stays announced (a reconnect
+    # within it changes nothing for its peers); 0: dropped at once
+    endpoint_expiry: float = 30.0
     common: CommonSettings = CommonSettings()
 
 
@@ -64,12 +83,15 @@ class ControlSettings:
 class RelaySettings:
     token: str
     addr: HostPort = HostPort("", 19191)
+    tcp_addr: HostPort | None = None  # also over TLS-over-TCP (off unless set), advertised beside addr
     hostname: str = "localhost"
     control_addr: HostPort = HostPort("localhost", 19190)
     control_cas: Path | None = None
     control_name: str = "localhost"
     status_addr: HostPort | None = None
     store_dir: Path | None = None
+    metadata: str = ""
+    handshake_idle_timeout: float | None = None
     common: CommonSettings = CommonSettings()
 
 
@@ -79,6 +101,7 @@ class ServerSettings:
 
     control: ControlSettings
     relay_addr: HostPort = HostPort("", 19191)
+    relay_tcp_addr: HostPort | None = None
     relay_hostname: str = "localhost"
     common: CommonSettings = CommonSettings()
 

@@ -3,6 +3,11 @@
 The control engine feeds announcements, withdrawals and vanished sessions in; the matcher
 answers with the pushes to make: ``(session_id, PeersUpdate)`` pairs. A PeersUpdate always
 carries the full current set, so a client never needs an earlier one to make sense of it.
+
+Endpoint expiry: with ``expiry`` > 0, a vanished session's announcements stay for that many
+seconds (nobody is told); the same certificate announcing the same name and role from a new
+session within them takes the old one's place, and its peers hear of no change at all.
+``expire(now)`` drops what outlived it and says so to the peers.
 """
 
 from __future__ import annotations
@@ -24,15 +29,18 @@ class Announcement:
     route: str
     certificate: bytes
     addresses: tuple[str, ...]
+    nat: str = ""
 
     def peer_info(self) -> PeerInfo:
-        return PeerInfo(certificate=self.certificate, addresses=self.addresses, route=self.route)
+        return PeerInfo(certificate=self.certificate, addresses=self.addresses, route=self.route, nat=self.nat)
 
 
 class Matcher:
-    def __init__(self) -> None:
+    def __init__(self, expiry: float = 0.0) -> None:
         self._by_key: dict[Key, dict[int, Announcement]] = {}
         self._by_session: dict[int, set[Key]] = {}
+        self.expiry = expiry  # seconds a vanished session's announcements stay; 0: none
+        self._lingering: dict[int, float] = {}  # vanished session -> when its announcements go
 
     def view(self, name: str, role: Role) -> PeersUpdate:
         """What a session announcing (name, role) should know: every peer of the other role."""
@@ -45,10 +53,29 @@ class Matcher:
         update = self.view(name, changed_role.opposite())
         return [(session, update) for session in watchers]
 
+    def _take_over(self, ann: Announcement, entries: dict[int, Announcement]) -> Announcement | None:
+        """The lingering announcement of the same certificate for this key, removed: the
+        client came back within the expiry."""
+        for session in list(entries):
+            old = entries[session]
+            if session in self._lingering and session != ann.session and old.certificate == ann.certificate:
+                del entries[session]
+                held = self._by_session.get(session, set())
+                held.discard((ann.name, ann.role))
+                if not held:
+                    self._by_session.pop(session, None)
+                    self._lingering.pop(session, None)
+                return old
+        return None
+
     def announce(self, ann: Announcement) -> list[Push]:
         key = (ann.name, ann.role)
         entries = self._by_key.setdefault(key, {})
         previous = entries.get(ann.session)
+        if previous is None and self._lingering:
+            replaced = self._take_over(ann, entries)
+            if replaced is not None and replaced.peer_info() == ann.peer_info():
+                previous = ann  # the same peer as before: nobody needs telling
         entries[ann.session] = ann
         self._by_session.setdefault(ann.session, set()).add(key)
         pushes: list[Push] = [(ann.session, self.view(ann.name, ann.role))]
@@ -67,7 +94,13 @@ class Matcher:
         self._by_session.get(session, set()).discard(key)
         return self._fan_out(name, role)
 
-    def drop_session(self, session: int) -> list[Push]:
+    def drop_session(self, session: int, now: float | None = None) -> list[Push]:
+        """The session is gone. With an expiry (and ``now``), its announcements linger
+        until ``expire`` drops them; without, they go at once and the peers are told."""
+        if self.expiry > 0 and now is not None and session in self._by_session:
+            self._lingering[session] = now + self.expiry
+            return []
+        self._lingering.pop(session, None)
         # every announcement of the session goes before anyone is told: a session holding
         # both roles of a name must not be told, while it vanishes, about its own other half
         # (found by tests/property/test_stateful_protocol.py)
@@ -81,6 +114,18 @@ class Matcher:
         for name, role in held:
             pushes.extend(self._fan_out(name, role))
         return pushes
+
+    def expire(self, now: float) -> list[Push]:
+        """Drop the announcements of vanished sessions whose expiry passed; tell their peers."""
+        pushes: list[Push] = []
+        for session, deadline in sorted(self._lingering.items()):
+            if deadline <= now:
+                pushes.extend(self.drop_session(session))
+        return pushes
+
+    def lingering(self) -> int:
+        """For status: announcements kept for vanished sessions."""
+        return sum(len(self._by_session.get(session, ())) for session in self._lingering)
 
     def names(self) -> dict[str, dict[str, int]]:
         """For status: name -> role -> number of announcements."""

@@ -20,6 +20,18 @@ ALPN_PEER = "connet-peer/1"  # client <-> client
 # relay's certificate in RelayRegister is about 500 bytes). Configuration refuses longer.
 MAX_TOKEN_BYTES = 60 * 1024
 
+# A client's or relay's metadata: a label for status and the dashboard, not a payload.
+MAX_METADATA_LENGTH = 128
+
+
+def metadata_problem(text: str) -> str | None:
+    """Why ``text`` is not acceptable metadata, or None. Configuration and control both ask."""
+    if len(text) > MAX_METADATA_LENGTH:
+        return f"is {len(text)} characters long; at most {MAX_METADATA_LENGTH}"
+    if not text.isprintable():
+        return "must be printable text on one line (no control characters)"
+    return None
+
 
 # --- nested records (not messages on their own) ------------------------------------------
 
@@ -31,6 +43,7 @@ class PeerInfo:
     certificate: bytes  # DER; its sha256 is the peer's identity
     addresses: tuple[str, ...] = ()  # host:port candidates for a direct dial
     route: str = "any"
+    nat: str = ""  # what the peer says of its NAT: "easy", "hard" or "" (unknown); see Announce
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +53,9 @@ class RelayInfo:
     addr: str  # host:port
     certificate: bytes  # DER, pinned by the client
     grant: bytes
+    # host:port where the relay also takes QUIC over TLS-over-TCP (clients whose UDP is
+    # blocked); "" when it does not. Added after 1.0: older peers ignore it, older relays omit it.
+    tcp_addr: str = ""
 
 
 # --- control protocol (connet-control/1), on the session stream --------------------------
@@ -50,6 +66,7 @@ class Authenticate:
     token: str
     reconnect_id: bytes = b""  # from a previous session, so control can replace it at once
     client_version: str = ""
+    metadata: str = ""  # the client's label (metadata_problem says what is accepted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +84,10 @@ class Announce:
     route: str  # "any" | "direct" | "relay"
     certificate: bytes
     addresses: tuple[str, ...] = ()
+    # "hard": the NAT gave control another port than the socket's (endpoint-dependent
+    # mapping, most likely), "easy": the same port or a router mapping, "": unknown. Peers
+    # with one hard and one easy side try birthday probing (connet_core/client/birthday_probe.py).
+    nat: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +131,8 @@ class RelayRegister:
     hostname: str
     port: int
     certificate: bytes
+    metadata: str = ""  # the relay's label, as for Authenticate
+    tcp_port: int = 0  # the relay's TLS-over-TCP port (at hostname); 0: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +177,10 @@ class Connect:
 
     name: str
     peer: bytes = b""  # via a relay: sha256 of the destination's certificate (b"": any)
+    # host:port of the TCP client at the source, and where it connected there, for the
+    # destination's PROXY protocol header ("": unknown, as from a source before these fields)
+    client_addr: str = ""
+    client_dest: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ python3Packages.buildPythonApplication {
     msgpack
     click
     ifaddr
+    async-upnp-client
     certifi
     uvloop
   ];

@@ -60,6 +60,8 @@ class QuicEndpointConnection:
         self._wiring = wiring
         self._is_dialer = is_dialer
         self._remote = remote
+        # over a TCP pipe: the TCP peer is the address the engines see (CIDR rules, status)
+        self._pipe_peer = wiring.pipe_peer(remote)
         self._pinned_hash = certificate_hash(pinned_der) if pinned_der is not None else None
         self._alpn = ""
         self._peer_certificate: bytes | None = None
@@ -107,7 +109,11 @@ class QuicEndpointConnection:
 
     @property
     def remote_address(self) -> HostPort:
-        return HostPort(*self._remote)
+        return self._pipe_peer or HostPort(*self._remote)
+
+    @property
+    def carrier(self) -> str:  # "udp", or "tcp": a pipe (connet_quic.tcp_pipe)
+        return "tcp" if self._pipe_peer is not None else "udp"
 
     @property
     def peer_certificate(self) -> bytes | None:

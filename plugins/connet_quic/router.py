@@ -25,11 +25,7 @@ import asyncio
 import os
 from typing import Any, Callable, Sequence
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from connet_core.errors import ConnectionLost, DialError, TransportError
-from connet_core.files import FileRefused, read_file
 from connet_core.model import HostPort
 from connet_core.protocol.codes import CloseCode
 from connet_core.transport import CloseInfo, TLSIdentity, Trust, TransportOptions
@@ -44,6 +40,8 @@ from connet_quic.connection import QuicEndpointConnection
 from connet_quic.inbox import Inbox
 from connet_quic.library import PacketHeader, QuicLibrary, QuicLibraryConnection
 from connet_quic.refusals import Refusals, limit_library_log
+from connet_quic.dial_trust import trust_anchors
+from connet_quic.tcp_pipe import PIPE_HOST_PREFIX, PipePaths, TcpPaths
 from connet_quic.wiring import ConnectionWiring, Datagrams, contained
 
 DatagramFilter = Callable[[HostPort, bool], bool]
@@ -60,7 +58,7 @@ VERSION_NEGOTIATION_RATE = 100.0  # per second
 VERSION_NEGOTIATION_BURST = 50
 
 
-class QuicEndpoint:
+class QuicEndpoint(TcpPaths):
     """One UDP socket that listens and dials (implements :class:`connet_core.transport.Endpoint`).
 
     Create with :meth:`QuicEndpoint.open`. ``set_datagram_filter`` is a fault hook for tests.
@@ -128,6 +126,9 @@ class QuicEndpoint:
         # among the connections to the address it came from, so an unknown-CID flood costs
         # a dict lookup, not a scan of every connection
         self._by_remote: dict[Address, set[QuicEndpointConnection]] = {}
+        # QUIC over TLS-over-TCP where UDP is blocked: one more path (connet_quic.tcp_pipe)
+        self._identity = identity
+        self._pipes = PipePaths(received=self._run_received, batch_done=self._answer_batch, lost=self._pipe_lost)
         self._wiring = ConnectionWiring(
             loop=self._loop,
             library=library,
@@ -138,6 +139,7 @@ class QuicEndpoint:
             accepted=self._handshake_finished,
             closed=self._connection_closed,
             terminated=self._connection_terminated,
+            pipe_peer=self._pipes.peer_of,
         )
 
     @classmethod
@@ -183,6 +185,10 @@ class QuicEndpoint:
     async def accept(self) -> QuicEndpointConnection:
         return await self._accepted.get()
 
+    def send_probe(self, data: bytes, address: HostPort) -> None:
+        """A non-QUIC datagram to an IP literal (birthday probing, connet_core/protocol/birthday.py)."""
+        self._sendto(data, (address.host, address.port))
+
     async def dial(
         self, address: HostPort, *, alpn: str, trust: Trust, timeout: float | None = None
     ) -> QuicEndpointConnection:
@@ -198,23 +204,12 @@ class QuicEndpoint:
         if self._closed:
             raise DialError("endpoint is closed")
         remote = await resolve(self._loop, address, self._family, self._local)
-        if trust.pinned_der is not None:
-            try:
-                cadata = x509.load_der_x509_certificate(trust.pinned_der).public_bytes(Encoding.PEM)
-            except ValueError:
-                raise DialError(f"dial {address}: the pinned certificate is not valid DER") from None
-            server_name = trust.server_name
-        else:
-            cadata = None
-            if trust.cafile is not None:
-                try:
-                    cadata = read_file(trust.cafile, "pem")  # never a FIFO or /dev/zero: files.py
-                    x509.load_pem_x509_certificates(cadata)
-                except FileRefused as exc:
-                    raise DialError(f"dial {address}: CA file {exc}") from None
-                except ValueError:
-                    raise DialError(f"dial {address}: CA file {trust.cafile} holds no PEM certificate") from None
-            server_name = trust.server_name or address.host
+        return await self._dial_path(remote, address, alpn=alpn, trust=trust, timeout=timeout)
+
+    async def _dial_path(
+        self, remote: Address, address: HostPort, *, alpn: str, trust: Trust, timeout: float | None
+    ) -> QuicEndpointConnection:
+        cadata, server_name = trust_anchors(trust, address)
         config = self._lib.configuration(
             is_client=True,
             alpns=[alpn],
@@ -255,6 +250,7 @@ class QuicEndpoint:
             connection.close(code, reason)  # sends CONNECTION_CLOSE now
             connection.terminate()
         self._by_cid.clear()
+        self._pipes.close()
         if self._udp is not None:
             await self._udp.close(flush=True)  # the CONNECTION_CLOSEs above must leave
 
@@ -269,6 +265,7 @@ class QuicEndpoint:
         for connection in list(self._connections):
             connection.vanish(CloseInfo(CloseCode.SHUTDOWN, "endpoint aborted", by_peer=False))
         self._by_cid.clear()
+        self._pipes.close(abort=True)
         if self._udp is not None:
             await self._udp.close(flush=False)  # drops anything still queued: nothing may leave
 
@@ -279,7 +276,12 @@ class QuicEndpoint:
 
     def _send_run(self, run: list[bytes], addr: Address) -> None:
         """Datagrams to one address (the test fault filter sees each send)."""
-        if self._filter is not None and not self._filter(HostPort(*addr), True):
+        if self._filter is not None and not self._filter(HostPort(addr[0], addr[1]), True):
+            return
+        if addr[0].startswith(PIPE_HOST_PREFIX):  # over TCP; never by UDP, also once the pipe is gone
+            pipe = self._pipes.pipe_for(addr[0])
+            if pipe is not None:
+                pipe.send(run)
             return
         self._udp.send(run, self._socket_address(addr))  # type: ignore[union-attr]
 
@@ -318,6 +320,11 @@ class QuicEndpoint:
 
     def _buffer_received(self, buffer: bytes, segment: int, raw_addr: Any) -> None:
         """One datagram, or a GRO run of same-sized ones from one address."""
+        if raw_addr[0].startswith(PIPE_HOST_PREFIX):
+            return  # the pipes' addresses (RFC 6666 discard prefix) never come by UDP
+        self._run_received(buffer, segment, raw_addr)
+
+    def _run_received(self, buffer: bytes, segment: int, raw_addr: Any) -> None:  # also a pipe's records
         if segment < len(buffer) and self._filter is None:
             connection = self._run_owner(buffer, segment)
             if connection is not None:
@@ -494,3 +501,4 @@ class QuicEndpoint:
             peers.discard(connection)
             if not peers:
                 del self._by_remote[connection.address]
+                self._pipes.close_unused(connection.address)

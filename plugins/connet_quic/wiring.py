@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from connet_core.model import HostPort
 from connet_core.protocol.codes import CloseCode
 from connet_core.transport import TransportOptions
 
@@ -39,6 +40,8 @@ class ConnectionWiring:
     accepted: Callable[["QuicEndpointConnection"], None]  # an accepted one completed its handshake
     closed: Callable[["QuicEndpointConnection"], None]  # it is closing (called once)
     terminated: Callable[["QuicEndpointConnection"], None]  # it is done: forget it
+    # the TCP peer behind an address that is a TCP pipe (connet_quic.tcp_pipe); None for UDP
+    pipe_peer: Callable[[Any], HostPort | None] = lambda addr: None
 
 
 def contained(connection: "QuicEndpointConnection", doing: str, action: Callable[..., None], *args: Any) -> bool:

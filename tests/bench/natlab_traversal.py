@@ -9,6 +9,9 @@ column subtracts the later client's "connected to control server"):
   working   the first 1 KiB echoed intact through the source (any path)
   direct    the source logged its direct path to the destination ("-" when none came within
             --direct-wait; n/N says in how many runs it did)
+  p2p packets  UDP packets between the two sites' public addresses until the direct path
+            (or the end of the wait), counted on the internet bridge: punch or birthday
+            probes, QUIC handshakes and the 1 KiB probe (the probe budget, measured)
 
 Needs root, iproute2, nftables and conntrack, like the lab tests. Run from the repository:
 
@@ -28,10 +31,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for natlab and support
 
-from natlab.lab import EXPECTED, PRESETS, SERVER_IP, Lab, LabError, build_pair, missing_prerequisite, sweep_stale  # noqa: E402
+from natlab.lab import EXPECTED, PRESETS, SERVER_IP, Lab, LabError, build_pair, missing_prerequisite, sh, sweep_stale  # noqa: E402
+from natlab.portmap_lab import MAPPING_CELLS  # noqa: E402
 from support.daemons import CONNET  # noqa: E402
 
-CELLS: list[tuple[str, str]] = [(s, d) for s in PRESETS for d in PRESETS] + [("same-lan", "same-lan")]
+CELLS: list[tuple[str, str]] = [(s, d) for s in PRESETS for d in PRESETS] + [("same-lan", "same-lan")] + MAPPING_CELLS
 
 
 def run_once(workdir: Path, certs: Path, src: str, dst: str, direct_wait: float) -> dict:
@@ -45,20 +49,33 @@ def run_once(workdir: Path, certs: Path, src: str, dst: str, direct_wait: float)
         except AssertionError:
             pass  # no direct path within the window: recorded as None below
         direct_at = pair.source.daemon.first_time(r"peer \S+ connected direct via")
+        # UDP packets between the two sites until now (read from the internet bridge, outside
+        # the clients): the punch or birthday probes and the QUIC handshake, plus the 1 KiB probe
+        p2p_packets = _p2p_packets(lab)
         controls = [c.daemon.first_time(r"connected to control server") for c in (pair.source, pair.destination)]
         control = max(controls) - pair.started if None not in controls else None  # type: ignore[type-var]
         return {
             "control": control,
             "working": working,
             "direct": direct_at - pair.started if direct_at is not None else None,
+            "p2p_packets": p2p_packets,
         }
     finally:
         lab.close()
 
 
+def _p2p_packets(lab: Lab) -> int:
+    data = json.loads(sh("nft", "-j", "list", "counter", "bridge", "natlab", "p2p", ns=lab.inet))
+    return next(int(item["counter"]["packets"]) for item in data["nftables"] if "counter" in item)
+
+
 def median(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
+
+
+def fmt0(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def fmt(value: float | None) -> str:
@@ -104,16 +121,19 @@ def main(argv: list[str] | None = None) -> int:
                     [r["direct"] - r["control"] for r in runs if r["direct"] is not None and r["control"] is not None]
                 ),
                 "direct_runs": sum(r["direct"] is not None for r in runs),
+                "median_p2p_packets": median([r.get("p2p_packets") for r in runs]),
+                "max_p2p_packets": max((r.get("p2p_packets") or 0 for r in runs), default=0),
             }
             print(f"  {name}: done", file=sys.stderr, flush=True)
 
-    header = f"| {'cell (src-dst)':<18} | {'expected':<15} | control | working | direct | after control | direct runs |"
+    header = (f"| {'cell (src-dst)':<18} | {'expected':<15} | control | working | direct | after control | direct runs "
+              "| p2p packets (median/max) |")
     print(header)
     print("|" + "|".join("-" * len(h) for h in header.split("|")[1:-1]) + "|")
     for name, r in results.items():
         print(f"| {name:<18} | {r['expected']:<15} | {fmt(r['median_control']):>7} | {fmt(r['median_working']):>7} | "
               f"{fmt(r['median_direct']):>6} | {fmt(r['median_direct_after_control']):>13} | "
-              f"{r['direct_runs']:>5}/{len(r['runs'])}     |")
+              f"{r['direct_runs']:>5}/{len(r['runs'])}     | {fmt0(r['median_p2p_packets']):>11} / {r['max_p2p_packets']:<10} |")
     args.json.write_text(json.dumps({"runs_per_cell": args.runs, "direct_wait": args.direct_wait, "cells": results}, indent=2))
     print(f"\nJSON: {args.json}")
     return 0

@@ -82,9 +82,10 @@ def test_every_module_option_is_a_documented_key_with_its_default(nix: str) -> N
             assert key["type"] in {"str", "path", "secretPath", "listOfStr"}, name
             if key["default"] is not None:
                 assert f"`{key['default']}`" in documented[name], f"{section}.{name}: default differs from the docs"
-    for section, addrs in keys["udpAddrs"].items():
-        assert set(addrs) <= set(keys[section]), section
-    assert set(keys) == {*DOC_SECTIONS, "udpAddrs"}
+    for ports in ("udpAddrs", "tcpAddrs"):
+        for section, addrs in keys[ports].items():
+            assert set(addrs) <= set(keys[section]), section
+    assert set(keys) == {*DOC_SECTIONS, "udpAddrs", "tcpAddrs"}
 
 
 def test_the_modules_harden_their_units_like_the_systemd_units(nix: str) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from natlab.checks import MIB, assert_direct, assert_relayed, path_of, transfer
-from natlab.lab import EXPECTED, PRESETS, Lab, build_pair
+from natlab.lab import EXPECTED, PRESETS, UDP_BLOCKED, Lab, build_pair
+from natlab.test_udp_blocked import run_blocked_source
 
 pytestmark = [pytest.mark.natlab]
 
@@ -41,6 +42,13 @@ def run_cell(lab: Lab, src: str, dst: str, expected: str) -> str:
 @pytest.mark.parametrize(("src", "dst"), CELLS)
 def test_grid_cell(lab: Lab, src: str, dst: str) -> None:
     print(f"{src} -> {dst}: {run_cell(lab, src, dst, EXPECTED[(src, dst)])}")
+
+
+@pytest.mark.parametrize("dst", PRESETS, ids=[f"{UDP_BLOCKED}-{d}" for d in PRESETS])
+def test_udp_blocked_cell(lab: Lab, dst: str) -> None:
+    """The source's router drops all UDP: relayed over TCP (even where the grid says direct),
+    its legs on TCP and the destination's on UDP (status JSON), udp = "auto"."""
+    run_blocked_source(lab, dst, "auto")
 
 
 def test_same_lan_is_direct(lab: Lab) -> None:

@@ -15,12 +15,15 @@ ATTEMPT = 256 * 1024  # enough that any of it going through the relay would show
 
 @pytest.mark.parametrize("direct_end", ["source", "destination"])
 def test_route_direct_where_punching_is_impossible_fails_visibly(lab: Lab, direct_end: str) -> None:
-    """easy x hard cannot punch; with route = "direct" at either end the source must refuse
-    (log says no route / no path) and not a byte may touch the relay."""
+    """hard x hard cannot punch (nor meet by birthday probing); with route = "direct" at either
+    end the source must refuse (log says no route / no path) and not a byte may touch the relay."""
     routes = {"src_route": "direct"} if direct_end == "source" else {"dst_route": "direct"}
-    pair = build_pair(lab, "easy", "hard", **routes)
+    pair = build_pair(lab, "hard", "hard", **routes)
     source = pair.source.daemon
     source.wait_for(r"peer \S+ matched for source", 15)
+    # both ends say why there is no direct path (and do not try birthday probing)
+    for client in (pair.source, pair.destination):
+        client.daemon.wait_for(r"both NATs map per destination \(hard\): no direct path", 10)
     mark = source.mark()
     before = lab.counters()
     result = lab.send(pair.src_host, ATTEMPT, timeout=30)
@@ -29,7 +32,7 @@ def test_route_direct_where_punching_is_impossible_fails_visibly(lab: Lab, direc
     source.wait_for(r"refusing a connection: no (route|path)", 5, start=mark)
     assert delta.relay < RELAY_QUIET, f"route=direct at the {direct_end} but the relay port saw {delta.relay} bytes"
     assert source.count(r"via relay path", mark) == 0, "the source used a relay path despite route=direct"
-    assert source.count(r"connected direct", 0) == 0, "easy x hard punched: update the grid in docs/natlab.md, pick another pair"
+    assert source.count(r"connected direct", 0) == 0, "hard x hard went direct: update the grid in docs/natlab.md, pick another pair"
 
 
 def test_direct_at_one_end_relay_at_the_other_is_no_route(lab: Lab) -> None:

@@ -100,7 +100,8 @@ class ControlSessionMachine(RuleBasedStateMachine):
         common = CommonSettings(transport="memory")
         control_settings = ControlSettings(
             cert_file=certs()["cert"], key_file=certs()["key"],
-            addr=HostPort("127.0.0.1", 0), store_dir=Path(self.store.name), common=common)
+            addr=HostPort("127.0.0.1", 0), store_dir=Path(self.store.name), common=common,
+            endpoint_expiry=0.0)  # a session's announcements end with it (expiry has its own tests)
         hooks = load_hooks(extra_plugins=[memory_transport_plugin(self.network)],
                            plugin_settings={"tokens": {"tokens": TOKENS}})  # connet server's [server] tokens
         self.control = Control(control_settings, hooks)

@@ -300,3 +300,10 @@ def test_tui_config_without_a_usable_status_addr(
 def test_tui_without_urls_is_a_usage_error(no_connet_env: None, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_main(["tui"], capsys)
     assert code == 2 and "STATUS-URL" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("flag", "expected"), [("--no-port-mapping", False), ("--port-mapping", True)])
+def test_port_mapping_flag(captured_run: list[Config], capsys: pytest.CaptureFixture[str], flag: str, expected: bool) -> None:
+    code, _, err = run_main(["--token", "t", flag], capsys)
+    assert code == 0, err
+    assert captured_run[0].client is not None and captured_run[0].client.port_mapping is expected

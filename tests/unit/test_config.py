@@ -767,3 +767,26 @@ def test_a_token_longer_than_the_authenticate_frame_is_refused(tmp_path: Path) -
     assert "relay.token: the token is" in load_error("relay", [relay])
     server = write(tmp_path, "s.toml", f'[server]\ncert-file = "c"\nkey-file = "k"\ntokens = ["a", "{too_long}"]\n')
     assert "server.tokens: item 2: the token is" in load_error("server", [server])
+
+
+def test_port_mapping_defaults_on_and_every_layer_can_turn_it_off(tmp_path: Path) -> None:
+    on = write(tmp_path, "on.toml", '[client]\ntoken = "t"\n')
+    off = write(tmp_path, "off.toml", '[client]\ntoken = "t"\nport-mapping = false\n')
+    assert load("client", [on]).client.port_mapping is True  # type: ignore[union-attr]
+    assert load("client", [off]).client.port_mapping is False  # type: ignore[union-attr]
+    assert load("client", [on], env={"CONNET_CLIENT__PORT_MAPPING": "false"}).client.port_mapping is False  # type: ignore[union-attr]
+    assert load("client", [off], env={"CONNET_CLIENT__PORT_MAPPING": "True"}).client.port_mapping is True  # type: ignore[union-attr]
+    config = load("client", [off], {"client.port-mapping": True}, {"CONNET_CLIENT__PORT_MAPPING": "false"})
+    assert config.client.port_mapping is True  # type: ignore[union-attr]
+    assert config.sources["client.port-mapping"] == "flag --port-mapping"
+
+
+@pytest.mark.parametrize(("text", "env", "shown"), [
+    ('port-mapping = "maybe"', {}, "'maybe'"),
+    ("port-mapping = 1", {}, "an integer"),
+    ("", {"CONNET_CLIENT__PORT_MAPPING": "yes please"}, "'yes please'"),
+])
+def test_port_mapping_takes_only_true_or_false(tmp_path: Path, text: str, env: dict[str, str], shown: str) -> None:
+    path = write(tmp_path, "c.toml", f'[client]\ntoken = "t"\n{text}\n')
+    message = load_error("client", [path], env=env)
+    assert "client.port-mapping: expected true or false, got " + shown in message

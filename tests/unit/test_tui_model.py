@@ -101,6 +101,18 @@ def test_peers_are_named_by_the_polled_client_they_are() -> None:
     assert model.tunnel_rows()[0][1][3] == "bbbbbbbbbbbb (b)"
 
 
+def test_metadata_names_clients_relays_and_peers() -> None:
+    model = Dashboard(["http://a/", "http://b/", "http://c/"])
+    model.record("http://a/", CLIENT, None)
+    model.record("http://b/", {**CLIENT, "id": "bbbbbbbbbbbb", "metadata": "lab", "endpoints": []}, None)
+    model.record("http://c/", {"role": "control", "clients": [{"metadata": "lab"}, {"metadata": ""}],
+                               "relays": [{"metadata": "edge-1"}], "names": {}}, None)
+    assert model.tunnel_rows()[0][1][3] == "bbbbbbbbbbbb (lab)"
+    summaries = [row[1][3] for row in model.endpoint_rows()]
+    assert summaries[1].startswith("[lab] 0 dst, 0 src")
+    assert summaries[2] == "2 clients, 1 relay, 0 names (edge-1, lab)"
+
+
 def test_sparkline_and_series() -> None:
     assert sparkline([]) == ""
     assert sparkline([0, 0]) == "▁▁"

@@ -206,6 +206,12 @@ class Dashboard:
         return Text("up", style="green")
 
     def _summary(self, report: dict) -> str:
+        """One line per polled endpoint, led by its metadata key when it set one."""
+        text = self._role_summary(report)
+        metadata = report.get("metadata")
+        return f"[{metadata}] {text}" if isinstance(metadata, str) and metadata else text
+
+    def _role_summary(self, report: dict) -> str:
         role = report.get("role")
         if role == "client":
             endpoints = _list(report.get("endpoints"))
@@ -225,8 +231,12 @@ class Dashboard:
     @staticmethod
     def _control_summary(report: dict) -> str:
         names = report.get("names")
+        # the clients' and relays' metadata: who is connected, as their operators named them
+        tags = sorted({str(c.get("metadata")) for c in (*_list(report.get("clients")), *_list(report.get("relays")))
+                       if c.get("metadata")})
         return (f"{_count(_list(report.get('clients')), 'client')}, {_count(_list(report.get('relays')), 'relay')}, "
-                f"{_count(names if isinstance(names, dict) else [], 'name')}")
+                f"{_count(names if isinstance(names, dict) else [], 'name')}"
+                + (f" ({', '.join(tags)})" if tags else ""))
 
     @staticmethod
     def _relay_summary(report: dict) -> str:
@@ -238,7 +248,7 @@ class Dashboard:
         """A peer's id, with the status URL of the polled client it is, when one says so."""
         for url, endpoint in self.endpoints.items():
             if endpoint.report and endpoint.report.get("id") == peer_id:
-                return f"{peer_id} ({short_url(url)})"
+                return f"{peer_id} ({endpoint.report.get('metadata') or short_url(url)})"
         return peer_id
 
     def tunnel_rows(self) -> list[tuple[str, tuple[Any, ...]]]:

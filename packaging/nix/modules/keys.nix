@@ -26,6 +26,8 @@ in
     server-cas = key path null "PEM file of the CA(s) that sign the control server's certificate (default: certifi's bundle).";
     server-name = key str null "Name checked in the control server's certificate (default: the host of server-addr).";
     direct-addr = key str ":19192" "UDP address for peers and for reaching control.";
+    server-tcp-addr = key str null "Control server over TLS-over-TCP (host:port), for networks that block UDP.";
+    udp = key str "auto" "auto (TCP after a few seconds without UDP) or never (TCP only).";
     status-addr = key str null "HTTP status endpoint (JSON at /, Prometheus at /metrics); keep it on loopback.";
   };
 
@@ -35,6 +37,8 @@ in
     key-file = key secret null "Server key, PEM.";
     tokens-file = key secret null "Client tokens, one per line.";
     relay-addr = key str ":19191" "Relay UDP address.";
+    tcp-addr = key str null "Control over TLS-over-TCP (e.g. :443), for clients whose network blocks UDP.";
+    relay-tcp-addr = key str null "Relay over TLS-over-TCP (e.g. :8443), advertised beside the UDP address.";
     relay-hostname = key str "localhost" "Host advertised to clients for the relay.";
     status-addr = key str null "HTTP status endpoint; keep it on loopback.";
     store-dir = key str null "Where the store is kept across restarts (the module sets the state directory, /var/lib/connet-server).";
@@ -42,6 +46,7 @@ in
 
   control = {
     addr = key str ":19190" "UDP address for clients and relays.";
+    tcp-addr = key str null "Control over TLS-over-TCP (e.g. :443), for clients whose network blocks UDP.";
     cert-file = key path null "Certificate (chain, leaf first), PEM.";
     key-file = key secret null "Key, PEM.";
     client-tokens-file = key secret null "Client tokens, one per line.";
@@ -53,6 +58,7 @@ in
   relay = {
     token-file = key secret null "File whose first line is the relay token.";
     addr = key str ":19191" "Relay UDP address.";
+    tcp-addr = key str null "Relay over TLS-over-TCP (e.g. :8443), for clients whose network blocks UDP.";
     hostname = key str "localhost" "Host advertised to clients.";
     control-addr = key str "localhost:19190" "Control server host:port.";
     control-cas = key path null "PEM CA file for the control server's certificate (default: certifi's bundle).";
@@ -67,5 +73,13 @@ in
     server = [ "addr" "relay-addr" ];
     control = [ "addr" ];
     relay = [ "addr" ];
+  };
+
+  # TCP ports openFirewall opens: the TLS-over-TCP addresses, where set
+  tcpAddrs = {
+    client = [ ];
+    server = [ "tcp-addr" "relay-tcp-addr" ];
+    control = [ "tcp-addr" ];
+    relay = [ "tcp-addr" ];
   };
 }

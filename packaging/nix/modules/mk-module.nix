@@ -46,6 +46,10 @@ let
   portOf = addr: lib.toInt (lib.last (lib.splitString ":" addr));
   udpPorts = lib.filter (port: port != 0)
     (map (name: portOf sectionSettings.${name}) keys.udpAddrs.${section});
+  # the TLS-over-TCP addresses are off unless set
+  tcpPorts = lib.filter (port: port != 0)
+    (map (name: portOf sectionSettings.${name})
+      (lib.filter (name: (sectionSettings.${name} or null) != null) keys.tcpAddrs.${section}));
 
   subcommand = lib.optionalString (command != "client") "${command} ";
 in
@@ -85,7 +89,7 @@ in
     openFirewall = lib.mkOption {
       type = lib.types.bool;
       default = false;
-      description = "Open the UDP ports of the configured addresses in the firewall.";
+      description = "Open the ports of the configured addresses in the firewall (UDP, and TCP for the TLS-over-TCP ones).";
     };
   };
 
@@ -95,6 +99,7 @@ in
     };
 
     networking.firewall.allowedUDPPorts = lib.mkIf cfg.openFirewall udpPorts;
+    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall tcpPorts;
 
     systemd.services.${unit} = {
       inherit description;
