@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import click
 
@@ -22,14 +22,18 @@ from connet_core.config import (
     load_config,
     sections_present,
 )
+from connet_core.check_summary import summarize
 from connet_core.config.flags import (
+    DAEMON_SECTIONS,
     FlagSpec,
     daemon_flags,
     endpoint_flag_specs,
     endpoint_flags,
     file_only_tables,
     flag_values,
+    with_plugin_keys,
 )
+from connet_core.config.schema import SCHEMA
 from connet_core.errors import ConfigError, PluginError
 from connet_core.model import HostPort
 
@@ -97,59 +101,6 @@ def run_daemon(command: str, files: Sequence[Path], flags: dict[str, object]) ->
     return runner.run(config)
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-def _addr(addr: HostPort | None) -> str:
-    return "disabled" if addr is None else str(addr)
-
-
-def _addrs(addrs: tuple[HostPort, ...]) -> str:
-    return ", ".join(str(a) for a in addrs)
-
-
-def summarize(config: Config) -> str:
-    """One line saying what ``config`` would run, for ``connet check``."""
-    if config.client is not None:
-        client = config.client
-        parts = []
-        for word, endpoints in (("destination", client.destinations), ("source", client.sources)):
-            names = ", ".join(e.name for e in endpoints)
-            parts.append(_plural(len(endpoints), word) + (f" ({names})" if names else ""))
-        return f"client: {', '.join(parts)}; control server {_addrs(client.server_addrs or (client.server_addr,))}; status {_addr(client.status_addr)}"
-    if config.server is not None:
-        server = config.server
-        control = server.control
-        return (
-            f"server: control on {control.addr}, relay on {server.relay_addr} "
-            f"(advertised as {server.relay_hostname}); {_tokens(control.client_auth.tokens)}; "
-            f"status {_addr(control.status_addr)}"
-        )
-    if config.control is not None:
-        control = config.control
-        relays = _tokens(control.relay_auth.tokens) if control.relay_auth else "relays not accepted"
-        return (
-            f"control: on {control.addr}; clients: {_tokens(control.client_auth.tokens)}; relays: {relays}; "
-            f"status {_addr(control.status_addr)}"
-        )
-    assert config.relay is not None
-    relay = config.relay
-    return (
-        f"relay: on {relay.addr} (advertised as {relay.hostname}), registers with {_addrs(relay.control_addrs or (relay.control_addr,))}; "
-        f"status {_addr(relay.status_addr)}"
-    )
-
-
-def _tokens(source: object) -> str:
-    tokens = getattr(source, "tokens", None)
-    if tokens is not None:
-        return _plural(len(tokens), "token")
-    if getattr(source, "file", None) is None:  # the tokens plugin is disabled: another authenticates
-        return "no token list"
-    return f"tokens from {source.file}"  # type: ignore[attr-defined]
-
-
 def _reject_client_options_with(ctx: click.Context) -> None:
     """Options before a subcommand belong to the client: refuse them, rather than ignore."""
     for param in ctx.command.params:
@@ -184,8 +135,20 @@ class _PluginCommands(click.Group):
                 self._loaded[str(command.name)] = command
         return self._loaded
 
+    _daemons: dict[str, click.Command] = {}
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in DAEMON_SECTIONS:
+            return self._daemon_with_plugin_flags(cmd_name)
         return super().get_command(ctx, cmd_name) or self._plugin_commands().get(cmd_name)
+
+    def _daemon_with_plugin_flags(self, name: str) -> click.Command:
+        """``connet server|control|relay`` with a flag for each key plugins put in that
+        section too (the plugins' declarations are read only when such a command runs)."""
+        if name not in self._daemons:
+            schema, docs = with_plugin_keys()
+            self._daemons[name] = _make_daemon_command(name, _DAEMON_SUMMARIES[name], schema, docs)
+        return self._daemons[name]
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [*super().list_commands(ctx), *sorted(self._plugin_commands())]
@@ -305,9 +268,20 @@ def _flag_option(spec: FlagSpec) -> Callable[[F], F]:
     )
 
 
+_DAEMON_SUMMARIES: dict[str, str] = {}
+
+
 def _daemon_command(command: str, summary: str) -> None:
-    """``connet server|control|relay``: the common options and one flag per key of the section."""
-    specs = daemon_flags(command)
+    """``connet server|control|relay``: registered with connet's own flags (the command list
+    needs no plugin); :class:`_PluginCommands` builds it again with the plugins' keys when run."""
+    _DAEMON_SUMMARIES[command] = summary
+    cli.add_command(_make_daemon_command(command, summary), name=command)
+
+
+def _make_daemon_command(command: str, summary: str, schema: Mapping[str, Any] = SCHEMA,
+                         docs: Mapping[str, str] | None = None) -> click.Command:
+    """The common options and one flag per key of the section."""
+    specs = daemon_flags(command, schema, docs)
 
     def callback(
         config_files: tuple[Path, ...],
@@ -326,14 +300,14 @@ def _daemon_command(command: str, summary: str) -> None:
     for spec in reversed(specs):
         decorated = _flag_option(spec)(decorated)
     decorated = common_options(decorated)  # listed first in --help
-    tables = ", ".join(file_only_tables(command))
+    tables = ", ".join(file_only_tables(command, schema))
     epilog = (
         f"Every key of [{command}] has a flag; flags win over CONNET_* variables and --config files. "
         f"Repeat a flag to give a list. {tables} hold per-token rules: set them in a --config file."
         if tables
         else f"Every key of [{command}] has a flag; flags win over CONNET_* variables and --config files."
     )
-    cli.command(name=command, context_settings=CONTEXT_SETTINGS, short_help=short, epilog=epilog)(decorated)
+    return click.command(name=command, context_settings=CONTEXT_SETTINGS, short_help=short, epilog=epilog)(decorated)
 
 
 _daemon_command(

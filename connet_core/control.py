@@ -20,7 +20,6 @@ from connet_core.control_instances import OtherInstances, Published, RelayEntry
 from connet_core.errors import ConnectionLost, PluginError, ProtocolError, StreamReset
 from connet_core.logs import log_listening
 from connet_core.model import (
-    AuthSettings,
     HostPort,
     PathKind,
     Principal,
@@ -98,10 +97,6 @@ class Control:
         self.others = OtherInstances(self)
         self.published = Published(self.shared, self.others)  # our announcements, for the other instances
 
-    @property
-    def client_auth(self) -> AuthSettings:
-        return self.settings.client_auth
-
     async def start(self) -> None:
         """Open the store and bind; ``serve`` does the rest."""
         identity = load_identity(self.settings.cert_file, self.settings.key_file)
@@ -113,7 +108,7 @@ class Control:
         reset_key = await self.shared.secret("reset-key", await persistent_secret(store, "reset-key"))
         self.others.ready()
         transport = self.hooks.transport(self.settings.common.transport)
-        alpns = [ALPN_CONTROL] + ([ALPN_RELAYS] if self.settings.relay_auth is not None else [])
+        alpns = [ALPN_CONTROL] + ([ALPN_RELAYS] if self.settings.accept_relays else [])
         options = TransportOptions(stateless_reset_key=reset_key)
         if self.settings.handshake_idle_timeout:  # handshake-idle-timeout
             options = dataclasses.replace(options, handshake_timeout=self.settings.handshake_idle_timeout)
@@ -192,9 +187,7 @@ class Control:
             await asyncio.sleep(GRANT_LIFETIME / 2)
             self._push_relays()
 
-    async def _admit(
-        self, conn: Connection, auth: AuthSettings, kind: PrincipalKind, first: type
-    ) -> tuple[Principal, MessageStream, Any] | None:
+    async def _admit(self, conn: Connection, kind: PrincipalKind, first: type) -> tuple[Principal, MessageStream, Any] | None:
         """The steps every session starts with: the address (before any token is read), the
         first message and its token, then the principal from that address. A refusal closes
         the connection with a coarse code; only the log gets the reason."""
@@ -203,7 +196,7 @@ class Control:
         assert ip is not None  # the transport reports IP literals
         who = kind.value
         try:
-            reason = await self.hooks.admit_address_async(auth, kind, ip)
+            reason = await self.hooks.admit_address_async(kind, ip)
         except PluginError as exc:
             self._plugin_failed(conn, f"{who} {address}", exc)
             return None
@@ -226,8 +219,8 @@ class Control:
             conn.close(exc.code, "protocol error")
             return None
         try:
-            principal = await self.hooks.authenticate_async(auth, kind, hello.token)
-            reason = await self.hooks.authorize_async(auth, principal, ip) if isinstance(principal, Principal) else None
+            principal = await self.hooks.authenticate_async(kind, hello.token)
+            reason = await self.hooks.authorize_async(principal, ip) if isinstance(principal, Principal) else None
         except PluginError as exc:
             self._plugin_failed(conn, f"{who} {address}", exc)
             return None
@@ -257,10 +250,8 @@ class Control:
         conn.close(CloseCode.INTERNAL_ERROR, "internal-error")
 
     async def _serve_relay(self, conn: Connection) -> None:
-        auth = self.settings.relay_auth
-        assert auth is not None
         address = conn.remote_address
-        admitted = await self._admit(conn, auth, PrincipalKind.RELAY, RelayRegister)
+        admitted = await self._admit(conn, PrincipalKind.RELAY, RelayRegister)
         if admitted is None:
             return
         principal, messages, hello = admitted
@@ -303,14 +294,14 @@ class Control:
             return
         if conn.alpn == ALPN_CONTROL:
             await self._serve_client(conn)
-        elif conn.alpn == ALPN_RELAYS and self.settings.relay_auth is not None:
+        elif conn.alpn == ALPN_RELAYS and self.settings.accept_relays:
             await self._serve_relay(conn)
         else:
             conn.close(CloseCode.PROTOCOL_ERROR, "unexpected protocol")
 
     async def _serve_client(self, conn: Connection) -> None:
         address = conn.remote_address
-        admitted = await self._admit(conn, self.client_auth, PrincipalKind.CLIENT, Authenticate)
+        admitted = await self._admit(conn, PrincipalKind.CLIENT, Authenticate)
         if admitted is None:
             return
         principal, messages, hello = admitted
@@ -363,7 +354,7 @@ class Control:
         assert ip is not None
         code = CloseCode.FORBIDDEN
         try:
-            reason = await self.hooks.authorize_async(self.client_auth, session.principal, ip, message.name, role)
+            reason = await self.hooks.authorize_async(session.principal, ip, message.name, role)
         except PluginError as exc:
             # this announcement is refused; the session and its other names stay
             reason, code = str(exc), CloseCode.INTERNAL_ERROR
@@ -422,8 +413,7 @@ class Control:
             await asyncio.sleep(TOKEN_RECHECK_INTERVAL)
             for session in list(self.sessions.values()):
                 try:
-                    principal = await self.hooks.authenticate_async(self.client_auth, PrincipalKind.CLIENT,
-                                                                    session.token)
+                    principal = await self.hooks.authenticate_async(PrincipalKind.CLIENT, session.token)
                 except PluginError as exc:
                     # no decision about this token now: close this session only, like a new one
                     self._plugin_failed(session.conn, f"client {session.address}", exc)

@@ -3,16 +3,17 @@
 Plugins implement these with ``@connet_core.hookimpl``; the rest of connet calls them only
 through :class:`connet_core.plugins.Hooks`. The authentication hooks may be async
 (``async def``): the engine awaits them with a time limit (``Hooks.hook_timeout``, 5 s), and
-a timeout refuses the one request. Route selection must be synchronous and pure.
+a timeout refuses the one request; written as plain functions they run in a hook worker
+thread under the same limit, so one that blocks never blocks the event loop. Route selection
+must be synchronous and pure (it runs on the loop).
 Objects that do I/O (stores, transports) are handed out by factory hooks.
 
-Settings objects passed to hooks are the frozen dataclasses of :mod:`connet_core.config`, so
-plugins keep no global state and several components can live in one process.
-
-Every hook but the transport ones may also name a ``plugin_settings`` argument: it gets the
+Every hook but the transport ones may name a ``plugin_settings`` argument: it gets the
 calling plugin's own settings (:class:`connet_core.plugin_settings.PluginSettings`, the keys
-it declared with ``connet_plugin_keys``, defaults filled in). pluggy passes an
-implementation only the arguments it names, so a plugin without settings ignores it.
+it declared with ``connet_plugin_keys``, defaults filled in), so plugins keep no global state
+and several components can live in one process. pluggy passes an implementation only the
+arguments it names, so a plugin without settings ignores it. The default plugins' tokens and
+address rules are such settings too (``[server] tokens`` is the tokens plugin's key).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from connet_core.model import PathCandidate, Principal, PrincipalKind, Role, Rou
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from connet_core.model import AuthSettings
     import click
 
     from connet_core.plugin_settings import PluginKey, PluginSettings
@@ -52,7 +52,21 @@ def connet_plugin_keys() -> "Sequence[PluginKey]":
     Every implementation is called once, when the hooks are loaded. Users set the keys in a
     ``[plugins.NAME]`` table or as ``CONNET_PLUGINS__NAME__KEY`` (NAME: the plugin's entry
     point name); connet validates them like its own keys and hands the values to this
-    plugin's hooks as ``plugin_settings``. A bad declaration stops loading with one line.
+    plugin's hooks as ``plugin_settings``. A key declared with ``section="server"`` (or
+    control, relay) is a key of that core section instead (``[server] tokens`` is the tokens
+    plugin's), with its flag. A bad declaration stops loading with one line.
+    """
+
+
+@hookspec
+def connet_check_settings(section: str, plugin_settings: "PluginSettings", files: bool) -> None:
+    """Check this plugin's settings beyond their types (keys that need each other, one that
+    is required) for the command about to run, whose section is ``section`` ("server",
+    "control", "relay" or "client"). Raise
+    :class:`connet_core.plugin_settings.SettingProblem` (key, message): connet reports one
+    line naming ``section.key`` and where it was set, exit code 2. ``files``: also open the
+    files the settings name (``connet check``, and a daemon starting); False when only the
+    configuration is loaded. Called for enabled plugins only.
     """
 
 
@@ -70,9 +84,7 @@ def connet_cli_commands() -> "Sequence[click.Command]":
 
 
 @hookspec
-def connet_admit_address(
-    settings: "AuthSettings", kind: PrincipalKind, address: IPAddress, plugin_settings: "PluginSettings"
-) -> str | None:
+def connet_admit_address(kind: PrincipalKind, address: IPAddress, plugin_settings: "PluginSettings") -> str | None:
     """Decide whether ``address`` may talk to this server at all, before any token is read.
 
     ``kind`` says whether a client or a relay is connecting. ``address`` is already folded
@@ -82,9 +94,7 @@ def connet_admit_address(
 
 
 @hookspec
-def connet_authenticate(
-    settings: "AuthSettings", kind: PrincipalKind, token: str, plugin_settings: "PluginSettings"
-) -> Principal | None:
+def connet_authenticate(kind: PrincipalKind, token: str, plugin_settings: "PluginSettings") -> Principal | None:
     """Map a presented token to a principal, or veto it.
 
     Every implementation is asked (the veto rule): return a ``Principal`` to accept the
@@ -100,7 +110,6 @@ def connet_authenticate(
 
 @hookspec
 def connet_authorize(
-    settings: "AuthSettings",
     principal: Principal,
     address: IPAddress,
     name: str | None,

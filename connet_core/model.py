@@ -6,7 +6,6 @@ import enum
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
@@ -113,12 +112,11 @@ class Principal:
     ``kind`` tells a client from a relay; ``label`` is for logs only (never the token
     itself). ``claims`` is what the authenticating plugin knows about the principal, for the
     authorize hooks: the keys of a per-token rule (``allow-cidrs``, ``deny-cidrs``,
-    ``name-matches``, ``role-matches``) are enforced by the cidr plugin whoever set them;
-    others are the plugin's own. ``token_index`` is the tokens plugin's: the token's position
-    in the configured list, None for a principal another plugin made."""
+    ``name-matches``, ``role-matches``) are enforced by the cidr plugin whoever set them
+    (the tokens plugin puts a configured token's ``token-restriction`` there); others are
+    the plugin's own."""
 
     kind: PrincipalKind
-    token_index: int | None = None
     label: str = ""
     claims: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
@@ -145,38 +143,3 @@ class PathCandidate:
     relay: str | None = None
     rtt: float | None = None
     key: object = field(default=None, compare=False, hash=False)  # the engine's handle; opaque to plugins
-
-
-# --- authentication data of the default plugins (tokens, cidr) ---------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TokenSource:
-    """Tokens given inline, or a file read (and re-read on change) by the tokens plugin."""
-
-    tokens: tuple[str, ...] | None = None
-    file: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CidrRule:
-    allow: tuple[IPNetwork, ...] = ()
-    deny: tuple[IPNetwork, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRule:
-    """Per-token restriction, matched to tokens by position."""
-
-    cidr: CidrRule = CidrRule()
-    name_matches: str | None = None  # a regular expression that must match the whole name
-    role_matches: Role | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AuthSettings:
-    """What the authentication hooks get: one set per kind of principal."""
-
-    tokens: TokenSource
-    ip_restriction: CidrRule = CidrRule()
-    token_rules: tuple[TokenRule, ...] | None = None  # None: no per-token rules

@@ -31,6 +31,21 @@ KINDS = {
 
 _KEY = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
+# The core sections a plugin may put keys in (``PluginKey.section``): those of the daemons,
+# which have flags. Such a key is checked by connet's own converters, so it may also be one
+# of these kinds (a table's fields too, but not another table):
+SECTIONS = ("server", "control", "relay")
+SECTION_KINDS = {
+    "string": "a non-empty string (with choices: one of them)",
+    "strings": KINDS["strings"],
+    "path": KINDS["path"],
+    "cidrs": "an array of CIDRs (like 10.0.0.0/8)",
+    "regex": "a regular expression",
+    "table": "a table of fields ([SECTION.KEY])",
+    "tables": "an array of tables of fields ([[SECTION.KEY]]: file only, no flag)",
+}
+_FIELD_KINDS = ("string", "strings", "path", "cidrs", "regex")
+
 
 @dataclass(frozen=True, slots=True)
 class PluginKey:
@@ -42,11 +57,25 @@ class PluginKey:
     kind: str
     default: object = None
     doc: str = ""
+    # Where the key lives: None for the plugin's own ``[plugins.NAME]`` table, or a core
+    # section of :data:`SECTIONS` (``[server] tokens``, ``CONNET_SERVER__TOKENS``,
+    # ``connet server --tokens``), validated and reported exactly like connet's own keys of
+    # that section. Such a key has no default (its absence is for the plugin to judge), and
+    # is in the hooks' ``plugin_settings`` (None when not set) only when the running command
+    # reads that section: ``"tokens" in plugin_settings`` tells ``connet server`` apart.
+    section: str | None = None
+    # kind "table"/"tables": (field, kind) or (field, "string", choices) for each field
+    fields: tuple[tuple, ...] = ()
+    choices: tuple[str, ...] = ()  # kind "string" in a section: the values allowed
+    alternative: str = ""  # in a section: the key that says the same thing another way
+    needs: tuple[str, ...] = ()  # in a section: keys of which one must be given with this one
 
     def problem(self) -> str | None:
         """Why this declaration is unusable, or None."""
         if not isinstance(self.key, str) or not _KEY.match(self.key):
             return f"key {self.key!r}: use lower-case letters, digits and single hyphens (like public-key)"
+        if self.section is not None:
+            return self._section_problem()
         if self.kind not in KINDS:
             return f"key {self.key!r}: kind {self.kind!r} is not one of {', '.join(KINDS)}"
         if self.default is not None:
@@ -56,7 +85,45 @@ class PluginKey:
                 return f"key {self.key!r}: default {self.default!r}: {exc}"
         if not isinstance(self.doc, str) or "\n" in self.doc:
             return f"key {self.key!r}: doc must be one line"
+        if self.fields or self.choices or self.alternative or self.needs:
+            return f"key {self.key!r}: fields, choices, alternative and needs are for keys in a core section"
         return None
+
+    def _section_problem(self) -> str | None:
+        where = f"key {self.key!r} in [{self.section}]"
+        if self.section not in SECTIONS:
+            return f"{where}: section must be one of {', '.join(SECTIONS)}"
+        if self.kind not in SECTION_KINDS:
+            return f"{where}: kind {self.kind!r} is not one of {', '.join(SECTION_KINDS)}"
+        if self.default is not None:
+            return f"{where}: a key in a core section has no default"
+        if not isinstance(self.doc, str) or "\n" in self.doc:
+            return f"{where}: doc must be one line"
+        if (self.kind in ("table", "tables")) != bool(self.fields):
+            return f"{where}: fields are given for, and only for, kinds table and tables"
+        for field in self.fields:
+            name, kind, choices = (*field, ())[:3] if len(field) in (2, 3) else ("?", "?", ())
+            if not isinstance(name, str) or not _KEY.match(name) or kind not in _FIELD_KINDS:
+                return f"{where}: field {name!r} of kind {kind!r} (kinds: {', '.join(_FIELD_KINDS)})"
+            if choices and (kind != "string" or not all(isinstance(c, str) and c for c in choices)):
+                return f"{where}: field {name!r}: choices are non-empty strings, for kind string"
+        if self.choices and (self.kind != "string" or not all(isinstance(c, str) and c for c in self.choices)):
+            return f"{where}: choices are non-empty strings, for kind string"
+        for other in (self.alternative, *self.needs) if self.alternative else self.needs:
+            if not isinstance(other, str) or not _KEY.match(other):
+                return f"{where}: {other!r} (alternative or needs) is not a key name"
+        return None
+
+
+class SettingProblem(ValueError):
+    """What ``connet_check_settings`` raises for a setting that is wrong beyond its type:
+    ``key`` (a key of yours) and what is wrong, or ``key=None`` for something missing. connet
+    reports it as one line naming the key and where it was set (exit code 2)."""
+
+    def __init__(self, key: str | None, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
 
 
 class PluginSettings(Mapping[str, object]):
@@ -136,4 +203,8 @@ def env_kind_is_toml(kind: str) -> bool:
 
 
 def with_defaults(keys: list[PluginKey] | tuple[PluginKey, ...], given: Mapping[str, object]) -> PluginSettings:
-    return PluginSettings({k.key: given.get(k.key, k.default) for k in keys})
+    """Every key of the plugin's own table (the user's value or the default), and the keys
+    in core sections the configuration gave (it gives those of the running command's
+    section, None where unset)."""
+    return PluginSettings({k.key: given.get(k.key, k.default) for k in keys
+                           if k.section is None or k.key in given})

@@ -21,11 +21,11 @@ import pluggy
 
 from connet_core import hookspecs
 from connet_core.errors import PluginError, StoreError
+from connet_core.hook_threads import HookThreads
 from connet_core.model import PathCandidate, Principal, PrincipalKind, Role, RoutePolicy, Veto
-from connet_core.plugin_settings import PluginKey, PluginSettings, with_defaults
+from connet_core.plugin_settings import PluginKey, PluginSettings, SettingProblem, with_defaults
 
 if TYPE_CHECKING:
-    from connet_core.model import AuthSettings
     from connet_core.shared_state import SharedState
     from connet_core.store import Store
     from connet_core.transport import Transport
@@ -105,6 +105,7 @@ class Hooks:
         self.errors: Counter[tuple[str, str]] = Counter()  # plugin failures by (plugin, hook)
         self._labels: dict[int, str] = {}
         self.hook_timeout = HOOK_TIMEOUT
+        self._threads = HookThreads()
         self.declared = self.plugin_keys()
         given = plugin_settings or {}
         self.settings: dict[str, PluginSettings] = {
@@ -148,17 +149,22 @@ class Hooks:
     async def _acall(self, caller: Any, check: Callable[[object], bool], expected: str, *, first: bool,
                      **kwargs: object) -> list[tuple[str, Any]]:
         """:meth:`_call` for the engines: an implementation may be async, and is awaited for
-        at most ``hook_timeout`` seconds; a timeout is that plugin's failure. A cancellation
-        of the caller propagates (it is no plugin's failure)."""
+        at most ``hook_timeout`` seconds; a plain function runs in a worker thread
+        (:mod:`connet_core.hook_threads`) under the same limit, so one that blocks holds a
+        worker, not the event loop. A timeout is that plugin's failure. A cancellation of
+        the caller propagates (it is no plugin's failure)."""
         hook = caller.name
         results: list[tuple[str, Any]] = []
         for impl in reversed(caller.get_hookimpls()):
             label = self._label(impl.plugin)
             limit = asyncio.timeout(self.hook_timeout)
             try:
-                result = impl.function(*self._arguments(impl, kwargs))
-                if inspect.isawaitable(result):
-                    async with limit:
+                async with limit:
+                    if inspect.iscoroutinefunction(impl.function):
+                        result = impl.function(*self._arguments(impl, kwargs))
+                    else:  # a plain function may block (a synchronous client library): never on the loop
+                        result = await self._threads.run(impl.function, *self._arguments(impl, kwargs))
+                    if inspect.isawaitable(result):
                         result = await result
             except TimeoutError as exc:
                 what = f"timed out after {self.hook_timeout:g}s" if limit.expired() else f"raised {_describe(exc)}"
@@ -191,7 +197,7 @@ class Hooks:
         declared: dict[str, tuple[PluginKey, ...]] = {}
         for plugin, keys in self._call(self._hook.connet_plugin_keys, _is_key_list, "a list of PluginKey",
                                        first=False):
-            seen: set[str] = set()
+            seen: set[str] = set()  # one name per key, whatever its place: hooks get them in one mapping
             for key in keys:
                 problem = key.problem() or (f"key {key.key!r} declared twice" if key.key in seen else None)
                 if problem is not None:
@@ -201,47 +207,55 @@ class Hooks:
         return declared
 
     # authentication
-    def admit_address(
-        self, settings: "AuthSettings", kind: PrincipalKind, address: ipaddress.IPv4Address | ipaddress.IPv6Address
-    ) -> str | None:
+    def admit_address(self, kind: PrincipalKind, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
         """The first refusal reason, or None if every plugin admits ``address``."""
         reasons = self._call(self._hook.connet_admit_address, _is_str, "a reason string", first=False,
-                             settings=settings, kind=kind, address=address)
+                             kind=kind, address=address)
         return reasons[0][1] if reasons else None
 
-    def authenticate(self, settings: "AuthSettings", kind: PrincipalKind, token: str) -> Principal | Veto | None:
+    def authenticate(self, kind: PrincipalKind, token: str) -> Principal | Veto | None:
         """The veto rule: every implementation is asked; if any returns a :class:`Veto`, the
         token is refused (the first veto, its plugin named), whatever the others say;
         otherwise the first Principal wins (installed plugins before the trylast defaults);
         None if nobody knows the token."""
         return _verdict(self._call(self._hook.connet_authenticate, _is_principal_or_veto, "a Principal or a Veto",
-                                   first=False, settings=settings, kind=kind, token=token))
+                                   first=False, kind=kind, token=token))
 
     # the engines' calls: async implementations awaited, with a time limit
     async def admit_address_async(
-        self, settings: "AuthSettings", kind: PrincipalKind, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+        self, kind: PrincipalKind, address: ipaddress.IPv4Address | ipaddress.IPv6Address
     ) -> str | None:
         reasons = await self._acall(self._hook.connet_admit_address, _is_str, "a reason string", first=False,
-                                    settings=settings, kind=kind, address=address)
+                                    kind=kind, address=address)
         return reasons[0][1] if reasons else None
 
-    async def authenticate_async(self, settings: "AuthSettings", kind: PrincipalKind,
-                                 token: str) -> Principal | Veto | None:
+    async def authenticate_async(self, kind: PrincipalKind, token: str) -> Principal | Veto | None:
         return _verdict(await self._acall(self._hook.connet_authenticate, _is_principal_or_veto,
-                                          "a Principal or a Veto", first=False, settings=settings, kind=kind,
-                                          token=token))
+                                          "a Principal or a Veto", first=False, kind=kind, token=token))
 
     async def authorize_async(
         self,
-        settings: "AuthSettings",
         principal: Principal,
         address: ipaddress.IPv4Address | ipaddress.IPv6Address,
         name: str | None = None,
         role: Role | None = None,
     ) -> str | None:
         reasons = await self._acall(self._hook.connet_authorize, _is_str, "a reason string", first=False,
-                                    settings=settings, principal=principal, address=address, name=name, role=role)
+                                    principal=principal, address=address, name=name, role=role)
         return reasons[0][1] if reasons else None
+
+    def check_settings(self, section: str, files: bool) -> None:
+        """Each enabled plugin's own checks of its settings (``connet_check_settings``). A
+        :class:`SettingProblem` propagates for the configuration to report; anything else
+        a plugin raises is its failure, named."""
+        caller = self._hook.connet_check_settings
+        for impl in reversed(caller.get_hookimpls()):
+            try:
+                impl.function(*self._arguments(impl, {"section": section, "files": files}))
+            except SettingProblem:
+                raise
+            except Exception as exc:  # a bug in the plugin: stop with a line saying whose
+                raise self._failed(self._label(impl.plugin), caller.name, f"raised {_describe(exc)}") from exc
 
     # command line
     def cli_commands(self) -> list[Any]:
@@ -254,14 +268,13 @@ class Hooks:
 
     def authorize(
         self,
-        settings: "AuthSettings",
         principal: Principal,
         address: ipaddress.IPv4Address | ipaddress.IPv6Address,
         name: str | None = None,
         role: Role | None = None,
     ) -> str | None:
         reasons = self._call(self._hook.connet_authorize, _is_str, "a reason string", first=False,
-                             settings=settings, principal=principal, address=address, name=name, role=role)
+                             principal=principal, address=address, name=name, role=role)
         return reasons[0][1] if reasons else None
 
     # route selection

@@ -23,8 +23,6 @@ from connet_core.config.settings import (
     ENV_PREFIX,
     LOG_FORMATS,
     LOG_LEVELS,
-    AuthSettings,
-    CidrRule,
     ClientSettings,
     CommonSettings,
     Config,
@@ -32,8 +30,6 @@ from connet_core.config.settings import (
     EndpointSettings,
     RelaySettings,
     ServerSettings,
-    TokenRule,
-    TokenSource,
 )
 
 __all__ = [
@@ -43,8 +39,6 @@ __all__ = [
     "LOG_LEVELS",
     "SCHEMA",
     "TOKEN_GROUPS",
-    "AuthSettings",
-    "CidrRule",
     "ClientSettings",
     "CommonSettings",
     "Config",
@@ -53,8 +47,6 @@ __all__ = [
     "IPNetwork",
     "RelaySettings",
     "ServerSettings",
-    "TokenRule",
-    "TokenSource",
     "_Array",
     "_Leaf",
     "_Named",

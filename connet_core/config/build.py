@@ -10,13 +10,18 @@ from typing import Callable, Iterable, Mapping, Sequence
 from connet_core.config.layers import _env_layer, _flag_layer, _to_tree, file_layer
 from connet_core.config.merge import Table as _Table
 from connet_core.config.merge import layer, unknown_hint
-from connet_core.config.plugin_keys import PLUGINS, _PluginLeaf, declared_keys, schema_with_plugins
-from connet_core.config.schema import _Array, _convert, _describe, _dotted, _Invalid, _Named, _Spec, _Value
+from connet_core.config.plugin_keys import (
+    PLUGINS,
+    _PluginLeaf,
+    alternatives,
+    declared_keys,
+    schema_with_plugins,
+    section_keys,
+)
+from connet_core.config.schema import TOKEN_GROUPS, _Array, _convert, _describe, _dotted, _Invalid, _Named, _Spec, _Value
 from connet_core.config.settings import (
     COMMANDS,
     ENV_PREFIX,
-    AuthSettings,
-    CidrRule,
     ClientSettings,
     CommonSettings,
     Config,
@@ -24,13 +29,11 @@ from connet_core.config.settings import (
     EndpointSettings,
     RelaySettings,
     ServerSettings,
-    TokenRule,
-    TokenSource,
 )
 from connet_core.config_limits import token_problem
 from connet_core.errors import ConfigError
 from connet_core.files import FileRefused
-from connet_core.plugin_settings import PluginKey
+from connet_core.plugin_settings import PluginKey, SettingProblem
 from connet_core.plugin_settings import convert as convert_plugin_value
 from connet_core.model import HostPort, Role, RoutePolicy
 from connet_core.token_files import read_token_file
@@ -163,72 +166,6 @@ def _token(section: _Section) -> str:
         raise section.error("token-file", f"{path}: {exc}") from None
 
 
-def _cidr_rule(values: object) -> CidrRule:
-    if not isinstance(values, dict):
-        return CidrRule()
-    return CidrRule(allow=values.get("allow-cidrs", ()), deny=values.get("deny-cidrs", ()))  # type: ignore[arg-type]
-
-
-def _token_rule(values: dict[str, object]) -> TokenRule:
-    role = values.get("role-matches")
-    return TokenRule(
-        cidr=_cidr_rule(values),
-        name_matches=values.get("name-matches"),  # type: ignore[arg-type]
-        role_matches=Role(role) if isinstance(role, str) else None,
-    )
-
-
-def _auth(
-    section: _Section,
-    tokens_keys: tuple[str, str],
-    ip_key: str,
-    token_ip_key: str,
-    token_rule_key: str | None,
-    required: bool,
-    tokens_plugin: bool = True,
-) -> AuthSettings | None:
-    """The authentication settings of one kind of principal. ``tokens_plugin``: whether the
-    tokens plugin is enabled; without it, another plugin authenticates, no token list is
-    required (and per-token rules, positional in the list, cannot be given)."""
-    which = _one_of(section, tokens_keys, required and tokens_plugin)
-    if which is None and not tokens_plugin and required:
-        for key in (token_ip_key, token_rule_key):
-            if key is not None and key in section.values:
-                raise section.error(key, f"needs {tokens_keys[0]} or {tokens_keys[1]}")
-        return AuthSettings(tokens=TokenSource(), ip_restriction=_cidr_rule(section.get(ip_key)))
-    if which is None:
-        for key in (ip_key, token_ip_key):
-            if key in section.values:
-                raise section.error(key, f"needs {tokens_keys[0]} or {tokens_keys[1]}")
-        return None
-    if which == tokens_keys[0]:
-        tokens: tuple[str, ...] = section.get(which)  # type: ignore[assignment]
-        seen: set[str] = set()
-        for index, token in enumerate(tokens, 1):
-            if token in seen:  # positional rules would be ambiguous; never echo the token
-                raise section.error(which, f"item {index} repeats an earlier token")
-            problem = token_problem(token)
-            if problem is not None:
-                raise section.error(which, f"item {index}: {problem}")
-            seen.add(token)
-        source = TokenSource(tokens=tokens)
-    else:
-        source = TokenSource(file=section.get(which))  # type: ignore[arg-type]
-    rules: tuple[TokenRule, ...] | None = None
-    if token_rule_key is not None and token_ip_key in section.values and token_rule_key in section.values:
-        raise section.error(token_rule_key, f"give {token_ip_key} or {token_rule_key}, not both")
-    for key in (token_ip_key, token_rule_key):
-        if key is not None and key in section.values:
-            rules = tuple(_token_rule(item) for item in section.get(key))  # type: ignore[union-attr]
-            if source.tokens is not None and len(rules) != len(source.tokens):
-                raise section.error(
-                    key,
-                    f"{len(rules)} per-token restriction(s) for {len(source.tokens)} token(s) in "
-                    f"{section.name}.{tokens_keys[0]}: give one per token, in the same order",
-                )
-    return AuthSettings(tokens=source, ip_restriction=_cidr_rule(section.get(ip_key)), token_rules=rules)
-
-
 def _cert_files(section: _Section) -> tuple[Path, Path]:
     for key in ("cert-file", "key-file"):
         if key not in section.values:
@@ -293,14 +230,10 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
 
 def _build_server(section: _Section, common: CommonSettings) -> ServerSettings:
     cert_file, key_file = _cert_files(section)
-    client_auth = _auth(section, ("tokens", "tokens-file"), "ip-restriction", "token-ip-restriction", "token-restriction", True,
-                        _tokens_plugin(common))
-    assert client_auth is not None
     control = ControlSettings(
         cert_file=cert_file,
         key_file=key_file,
-        client_auth=client_auth,
-        relay_auth=None,  # the relay is built in: it needs no token
+        accept_relays=False,  # the relay is built in
         addr=section.get("addr", HostPort("", 19190)),  # type: ignore[arg-type]
         tcp_addr=section.get("tcp-addr"),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
@@ -325,31 +258,12 @@ def _endpoint_expiry(section: _Section) -> float:
     return section.get("endpoint-expiry-timeout", 30.0)  # type: ignore[return-value]
 
 
-def _tokens_plugin(common: CommonSettings) -> bool:
-    """Whether the tokens plugin runs: only then is a list of client tokens required."""
-    return "tokens" not in common.disable_plugins
-
-
 def _build_control(section: _Section, common: CommonSettings) -> ControlSettings:
     cert_file, key_file = _cert_files(section)
-    client_auth = _auth(
-        section,
-        ("client-tokens", "client-tokens-file"),
-        "client-ip-restriction",
-        "client-token-ip-restriction",
-        "client-token-restriction",
-        True,
-        _tokens_plugin(common),
-    )
-    assert client_auth is not None
-    relay_auth = _auth(
-        section, ("relay-tokens", "relay-tokens-file"), "relay-ip-restriction", "relay-token-ip-restriction", None, False
-    )
     return ControlSettings(
         cert_file=cert_file,
         key_file=key_file,
-        client_auth=client_auth,
-        relay_auth=relay_auth,
+        accept_relays=True,  # which relay may register is the authentication plugins' call
         addr=section.get("addr", HostPort("", 19190)),  # type: ignore[arg-type]
         tcp_addr=section.get("tcp-addr"),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
@@ -420,13 +334,33 @@ def _common(values: dict[str, object], origins: dict[str, str], transport_names:
     return common
 
 
+def _with_section_keys(tables: Mapping[str, Mapping[str, object]], declared: Mapping[str, Sequence[PluginKey]],
+                       section: _Section) -> dict[str, dict[str, object]]:
+    """Each plugin's settings as its hooks get them: its ``[plugins.NAME]`` table, and its
+    keys in the running command's section (None where not set). Two keys that say one thing
+    two ways (``alternative``) may not both be given; a key that ``needs`` others, not alone."""
+    for where, (first, second) in alternatives(declared):
+        if where == section.name and first in section.values and second in section.values:
+            raise section.error(second, f"give {first} or {second}, not both ({first} from {section.origin(first)})")
+    for keys in section_keys(declared, section.name).values():
+        for key in keys:
+            if key.needs and key.key in section.values and not any(n in section.values for n in key.needs):
+                raise section.error(key.key, f"needs {' or '.join(key.needs)}")
+    out = {name: dict(values) for name, values in tables.items()}
+    for name, keys in section_keys(declared, section.name).items():
+        out.setdefault(name, {}).update({key.key: section.get(key.key) for key in keys})
+    return out
+
+
 def sections_present(files: Sequence[Path], environ: Mapping[str, str] | None = None, *,
                      plugin_keys: Mapping[str, Sequence[PluginKey]] | None = None) -> list[str]:
     """The command sections ([client], [server], [control], [relay]) the files and the
     environment define, in :data:`COMMANDS` order: how ``connet check`` infers what to check."""
     environ = os.environ if environ is None else environ
-    schema = schema_with_plugins(declared_keys() if plugin_keys is None else plugin_keys)
-    layered = layer([*(file_layer(Path(f)) for f in files), _env_layer(environ, Path.cwd(), schema)], schema)
+    declared = declared_keys() if plugin_keys is None else plugin_keys
+    schema = schema_with_plugins(declared)
+    layered = layer([*(file_layer(Path(f)) for f in files), _env_layer(environ, Path.cwd(), schema)], schema,
+                    (*TOKEN_GROUPS, *alternatives(declared)))
     return [command for command in COMMANDS if command in layered]
 
 
@@ -456,16 +390,36 @@ def load_config(
         raise ConfigError(f"unknown command {command!r} (one of {', '.join(COMMANDS)})")
     environ = os.environ if environ is None else environ
     cwd = Path.cwd()
-    schema = schema_with_plugins(declared_keys() if plugin_keys is None else plugin_keys)
+    declared = declared_keys() if plugin_keys is None else plugin_keys
+    schema = schema_with_plugins(declared)
+    groups = (*TOKEN_GROUPS, *alternatives(declared))
     layered = layer([*(file_layer(Path(f)) for f in files), _env_layer(environ, cwd, schema),
-                     _flag_layer(flags or {}, cwd)], schema)
+                     _flag_layer(flags or {}, cwd)], schema, groups)
 
     origins: dict[str, str] = {}
     values = _validate_table(layered, schema, (), origins)
-    common = _common(values, origins, transport_names)
     where = ", ".join(str(f) for f in files)
     section = _Section(command, values.get(command, {}), origins, where)  # type: ignore[arg-type]
+    values[PLUGINS] = _with_section_keys(values.get(PLUGINS, {}), declared, section)  # type: ignore[arg-type]
+    common = _common(values, origins, transport_names)
     if command not in values and command != "client":
         raise section.missing(f"no [{command}] section" + (" in these files" if files else " (give --config FILE)"))
     built = _BUILDERS[command](section, common)
+    check_plugin_settings(section.name, common, origins, where, files=False)
     return Config(command=command, common=common, sources=origins, **{command: built})  # type: ignore[arg-type]
+
+
+def check_plugin_settings(section: str, common: CommonSettings, origins: Mapping[str, str], where: str, *,
+                          files: bool) -> None:
+    """The enabled plugins' own checks of their settings (``connet_check_settings``), a
+    problem reported like connet's own: one line naming ``section.key`` and its origin."""
+    from connet_core import plugins  # the plugin manager, only when a configuration is loaded
+
+    hooks = plugins.load_hooks(disable=common.disable_plugins, plugin_settings=common.plugins)
+    try:
+        hooks.check_settings(section, files)
+    except SettingProblem as problem:
+        if problem.key is None:
+            raise ConfigError(f"{where + ': ' if where else ''}{section}: {problem.message}") from None
+        origin = origins.get(f"{section}.{problem.key}", where)
+        raise ConfigError(f"{origin + ': ' if origin else ''}{section}.{problem.key}: {problem.message}") from None

@@ -102,16 +102,17 @@ class FlagSpec:
     help: str
 
 
-def _help(path: tuple[str, ...]) -> str:
+def _help(path: tuple[str, ...], docs: Mapping[str, str]) -> str:
     inner = path[1:]
-    text = _HELP[inner[-1]]
+    text = docs.get(".".join(path)) or _HELP.get(inner[-1], "")
     if len(inner) > 1:  # a key of a sub-table: say which
         text = f"[{'.'.join(path[:-1])}] {text}"
     default = _DEFAULTS.get(".".join(path))
     return f"{text}  [default: {default}]" if default else text
 
 
-def _walk(schema: Mapping[str, _Spec], path: tuple[str, ...], out: list[FlagSpec], file_only: list[str]) -> None:
+def _walk(schema: Mapping[str, _Spec], path: tuple[str, ...], out: list[FlagSpec], file_only: list[str],
+          docs: Mapping[str, str]) -> None:
     for key, spec in schema.items():
         key_path = (*path, key)
         if isinstance(spec, _Leaf):
@@ -125,26 +126,41 @@ def _walk(schema: Mapping[str, _Spec], path: tuple[str, ...], out: list[FlagSpec
                     metavar=metavar,
                     repeated=spec.kind in _LIST_KINDS,
                     choices=spec.choices,
-                    help=_help(key_path),
+                    help=_help(key_path, docs),
                 )
             )
         elif isinstance(spec, (_Array, _Named)):
             file_only.append(f"[[{'.'.join(key_path)}]]" if isinstance(spec, _Array) else f"[{'.'.join(key_path)}.NAME]")
         else:
-            _walk(spec, key_path, out, file_only)
+            _walk(spec, key_path, out, file_only, docs)
 
 
-def daemon_flags(section: str) -> list[FlagSpec]:
-    """The flags of ``connet SECTION``: one per leaf key of ``[SECTION]``, in schema order."""
+def with_plugin_keys() -> tuple[dict[str, _Spec], dict[str, str]]:
+    """SCHEMA with the keys the installed plugins put in sections (``[server] tokens`` is the
+    tokens plugin's), and their one-line docs by dotted path, for their flags' help."""
+    from connet_core.config.plugin_keys import declared_keys, schema_with_plugins
+
+    declared = declared_keys()
+    docs = {f"{k.section}.{k.key}": k.doc for keys in declared.values() for k in keys if k.section}
+    return schema_with_plugins(declared), docs
+
+
+def daemon_flags(section: str, schema: Mapping[str, _Spec] | None = None,
+                 docs: Mapping[str, str] | None = None) -> list[FlagSpec]:
+    """The flags of ``connet SECTION``: one per leaf key of ``[SECTION]``, in schema order.
+    ``schema``: default, SCHEMA with the installed plugins' keys (:func:`with_plugin_keys`);
+    ``docs``: the plugins' keys' one-line docs by dotted path (``server.tokens``)."""
+    if schema is None:
+        schema, docs = with_plugin_keys()
     out: list[FlagSpec] = []
-    _walk(SCHEMA[section], (section,), out, [])  # type: ignore[arg-type]
+    _walk(schema[section], (section,), out, [], docs or {})  # type: ignore[arg-type]
     return out
 
 
-def file_only_tables(section: str) -> list[str]:
+def file_only_tables(section: str, schema: Mapping[str, _Spec] | None = None) -> list[str]:
     """The tables of ``[SECTION]`` that have no flags (arrays of tables)."""
     file_only: list[str] = []
-    _walk(SCHEMA[section], (section,), [], file_only)  # type: ignore[arg-type]
+    _walk((schema or with_plugin_keys()[0])[section], (section,), [], file_only, {})  # type: ignore[arg-type]
     return file_only
 
 

@@ -91,12 +91,15 @@ def unknown_hint(path: tuple[str, ...], schema: Mapping[str, _Spec]) -> str:
     return _suggest(path[-1], schema)
 
 
-def check_file_groups(trees: Sequence[Table]) -> None:
+Groups = Sequence[tuple[str, tuple[str, str]]]
+
+
+def check_file_groups(trees: Sequence[Table], groups: Groups = TOKEN_GROUPS) -> None:
     """``token`` in one file and ``token-file`` in another (and the other groups) is an error:
     which one was meant is not clear, so neither replaces the other."""
     seen: dict[tuple[str, str], str] = {}  # (section, member) -> the file that set it
     for tree in trees:
-        for section, members in TOKEN_GROUPS:
+        for section, members in groups:
             table = tree.get(section)
             if not isinstance(table, Table):
                 continue
@@ -167,9 +170,9 @@ def _from_store(
     return table
 
 
-def _drop_lower_group_members(tree: Table) -> None:
+def _drop_lower_group_members(tree: Table, groups: Groups) -> None:
     """A token group set by a higher layer replaces what the lower layers set."""
-    for section, members in TOKEN_GROUPS:
+    for section, members in groups:
         table = tree.get(section)
         if not isinstance(table, Table):
             continue
@@ -200,15 +203,16 @@ def _new_settings():  # -> dynaconf.Dynaconf
     )
 
 
-def layer(trees: Sequence[Table], schema: Mapping[str, _Spec] = SCHEMA) -> Table:
+def layer(trees: Sequence[Table], schema: Mapping[str, _Spec] = SCHEMA, groups: Groups = TOKEN_GROUPS) -> Table:
     """Layer ``trees`` (lowest first: files in order, then environment, then flags) through
     dynaconf and return the merged tree. Raises ConfigError for an unknown key or a token group
-    split across files, naming the source. ``schema``: SCHEMA with the plugins' keys."""
+    split across files, naming the source. ``schema``: SCHEMA with the plugins' keys;
+    ``groups``: TOKEN_GROUPS with the plugins' pairs of alternative keys."""
     from dynaconf.loaders.base import SourceMetadata
 
     for tree in trees:
         check_keys(tree, schema)
-    check_file_groups([tree for tree in trees if tree.rank == 0])
+    check_file_groups([tree for tree in trees if tree.rank == 0], groups)
     settings = _new_settings()
     for tree in trees:
         source = SourceMetadata("connet", tree.origin, "global")
@@ -217,5 +221,5 @@ def layer(trees: Sequence[Table], schema: Mapping[str, _Spec] = SCHEMA) -> Table
                 settings.set(key, value, loader_identifier=source, merge=True)
     merged = {key.lower(): value for key, value in settings.as_dict().items() if key.lower() in schema}
     result = _from_store(merged, schema)
-    _drop_lower_group_members(result)
+    _drop_lower_group_members(result, groups)
     return result

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from connet_core.config.schema import SCHEMA, _Leaf, _Spec
+from connet_core.config.schema import SCHEMA, _Array, _Leaf, _Spec
+from connet_core.errors import PluginError
 from connet_core.plugin_settings import PluginKey
 
 PLUGINS = "plugins"
@@ -28,11 +29,60 @@ def declared_keys() -> dict[str, tuple[PluginKey, ...]]:
 
 
 def schema_with_plugins(declared: Mapping[str, Sequence[PluginKey]]) -> dict[str, _Spec]:
-    """:data:`SCHEMA` plus a ``plugins`` table with one table per plugin that declares keys."""
+    """:data:`SCHEMA` plus a ``plugins`` table with one table per plugin that declares keys,
+    and the keys plugins put in core sections, as core keys of those sections (so files,
+    ``CONNET_SECTION__KEY`` variables, flags and messages treat them exactly alike). A
+    section key that connet or another plugin has already is a PluginError naming both."""
     tables: dict[str, _Spec] = {
-        name: {key.key: _PluginLeaf(key.kind) for key in keys} for name, keys in declared.items() if keys
+        name: {key.key: _PluginLeaf(key.kind) for key in keys if key.section is None}
+        for name, keys in declared.items() if any(key.section is None for key in keys)
     }
-    return {**SCHEMA, PLUGINS: tables}
+    schema: dict[str, _Spec] = {**SCHEMA, PLUGINS: tables}
+    owners: dict[tuple[str, str], str] = {}
+    for name, keys in declared.items():
+        for key in keys:
+            if key.section is None:
+                continue
+            section = dict(schema[key.section])  # type: ignore[arg-type]
+            if key.key in section:
+                owner = owners.get((key.section, key.key), "connet")
+                raise PluginError(f"plugin {name!r}: key {key.key!r} in [{key.section}] is {owner}'s already",
+                                  plugin=name, hook="connet_plugin_keys")
+            section[key.key] = section_spec(key)
+            schema[key.section] = section
+            owners[(key.section, key.key)] = f"plugin {name!r}"
+    return schema
+
+
+def section_spec(key: PluginKey) -> _Spec:
+    """A plugin's key in a core section as the schema language says it."""
+    if key.kind in ("table", "tables"):
+        fields = {field[0]: _field_leaf(field[1], tuple(field[2]) if len(field) > 2 else ()) for field in key.fields}
+        return fields if key.kind == "table" else _Array(fields)
+    return _field_leaf(key.kind, key.choices)
+
+
+def _field_leaf(kind: str, choices: tuple[str, ...]) -> _Leaf:
+    if choices:
+        return _Leaf("enum", tuple(choices))
+    return _Leaf({"string": "text"}.get(kind, kind))
+
+
+def section_keys(declared: Mapping[str, Sequence[PluginKey]], section: str) -> dict[str, tuple[PluginKey, ...]]:
+    """The keys each plugin has in ``[section]``, by plugin name."""
+    return {name: tuple(k for k in keys if k.section == section) for name, keys in declared.items()
+            if any(k.section == section for k in keys)}
+
+
+def alternatives(declared: Mapping[str, Sequence[PluginKey]]) -> tuple[tuple[str, tuple[str, str]], ...]:
+    """Pairs of section keys that say one thing two ways (``tokens``/``tokens-file``), as
+    :data:`connet_core.config.schema.TOKEN_GROUPS` lists connet's own."""
+    pairs: dict[tuple[str, frozenset[str]], tuple[str, str]] = {}
+    for keys in declared.values():
+        for key in keys:
+            if key.section is not None and key.alternative:
+                pairs.setdefault((key.section, frozenset((key.key, key.alternative))), (key.key, key.alternative))
+    return tuple((section, members) for (section, _), members in pairs.items())
 
 
 def env_part(part: str, spec: Mapping[str, _Spec]) -> str:

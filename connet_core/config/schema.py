@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence, Union
 
 from connet_core.config.settings import LOG_FORMATS, LOG_LEVELS
-from connet_core.model import HostPort, Role, RoutePolicy
+from connet_core.model import HostPort, RoutePolicy
 from connet_core.protocol.messages import metadata_problem
 from connet_core.plugin_settings import describe_value as _describe  # one wording for both key sets
 
@@ -51,18 +51,11 @@ PROXY_PROTO_VERSIONS = ("v1", "v2")
 # "" is the original connet's spelling of "no policy" (and of "never"); "none" says it in words
 LB_POLICIES = ("", "none", "least-latency", "least-conns", "round-robin", "random")
 LB_RETRIES = ("", "never", "count", "timed", "all")
-_ROLES = tuple(r.value for r in Role)
 _PROTOCOLS = ("tcp", "udp")
 # a UDP source's bounds (docs/udp.md): a flow is a stream, and a connection carries at
 # most TransportOptions.max_streams (4096) of them at once
 UDP_IDLE_TIMEOUT_RANGE = (1.0, 86400.0)
 UDP_MAX_FLOWS_RANGE = (1, 4096)
-_CIDR_RULE: dict[str, _Spec] = {"allow-cidrs": _Leaf("cidrs"), "deny-cidrs": _Leaf("cidrs")}
-_TOKEN_RULE: dict[str, _Spec] = {
-    **_CIDR_RULE,
-    "name-matches": _Leaf("regex"),
-    "role-matches": _Leaf("enum", _ROLES),
-}
 
 SCHEMA: dict[str, _Spec] = {
     "log-level": _Leaf("enum", LOG_LEVELS),
@@ -105,8 +98,6 @@ SCHEMA: dict[str, _Spec] = {
         "addr": _Leaf("listen"),
         "cert-file": _Leaf("path"),
         "key-file": _Leaf("path"),
-        "tokens": _Leaf("strings"),
-        "tokens-file": _Leaf("path"),
         "tcp-addr": _Leaf("listen"),
         "relay-addr": _Leaf("listen"),
         "relay-tcp-addr": _Leaf("listen"),
@@ -116,29 +107,17 @@ SCHEMA: dict[str, _Spec] = {
         "handshake-idle-timeout": _Leaf("duration"),
         "endpoint-expiry-timeout": _Leaf("duration"),
         "endpoint-expiry-disable": _Leaf("bool"),
-        "ip-restriction": dict(_CIDR_RULE),
-        "token-ip-restriction": _Array(_CIDR_RULE),
-        "token-restriction": _Array(_TOKEN_RULE),
     },
     "control": {
         "addr": _Leaf("listen"),
         "tcp-addr": _Leaf("listen"),
         "cert-file": _Leaf("path"),
         "key-file": _Leaf("path"),
-        "client-tokens": _Leaf("strings"),
-        "client-tokens-file": _Leaf("path"),
-        "relay-tokens": _Leaf("strings"),
-        "relay-tokens-file": _Leaf("path"),
         "status-addr": _Leaf("listen"),
         "store-dir": _Leaf("path"),
         "handshake-idle-timeout": _Leaf("duration"),
         "endpoint-expiry-timeout": _Leaf("duration"),
         "endpoint-expiry-disable": _Leaf("bool"),
-        "client-ip-restriction": dict(_CIDR_RULE),
-        "client-token-ip-restriction": _Array(_CIDR_RULE),
-        "client-token-restriction": _Array(_TOKEN_RULE),
-        "relay-ip-restriction": dict(_CIDR_RULE),
-        "relay-token-ip-restriction": _Array(_CIDR_RULE),
     },
     "relay": {
         "token": _Leaf("text"),
@@ -158,13 +137,11 @@ SCHEMA: dict[str, _Spec] = {
 
 # Keys that say the same thing two ways: exactly one may be given, and a higher layer that
 # sets either replaces both from the lower layers (docs/configuration.md: "a token given by
-# flag or environment replaces both token and token-file from files").
+# flag or environment replaces both token and token-file from files"). The servers' token
+# lists are the tokens plugin's keys, paired the same way (PluginKey.alternative).
 TOKEN_GROUPS: tuple[tuple[str, tuple[str, str]], ...] = (
     ("client", ("token", "token-file")),
     ("relay", ("token", "token-file")),
-    ("server", ("tokens", "tokens-file")),
-    ("control", ("client-tokens", "client-tokens-file")),
-    ("control", ("relay-tokens", "relay-tokens-file")),
 )
 
 _LIST_KINDS = ("strings", "cidrs")

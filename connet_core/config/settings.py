@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-# the authentication data lives with the rest of the shared data (connet_core.model): the
-# hooks and plugins use it without importing the configuration; named here for old imports
-from connet_core.model import AuthSettings, CidrRule, HostPort, IPNetwork, Role, RoutePolicy, TokenRule, TokenSource  # noqa: F401
+from connet_core.model import HostPort, IPNetwork, Role, RoutePolicy  # noqa: F401
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +75,9 @@ class ClientSettings:
 class ControlSettings:
     cert_file: Path
     key_file: Path
-    client_auth: AuthSettings
-    relay_auth: AuthSettings | None = None  # None: relays are not accepted
+    # whether relays may register (connet control; the relay of connet server is built in).
+    # Who may is the authentication plugins' to say (the tokens plugin: [control] relay-tokens).
+    accept_relays: bool = False
     addr: HostPort = HostPort("", 19190)
     tcp_addr: HostPort | None = None  # also over TLS-over-TCP (off unless set)
     status_addr: HostPort | None = None

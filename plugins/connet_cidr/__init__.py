@@ -1,5 +1,10 @@
 """Default plugin ``cidr``: address restrictions and per-token name/role rules.
 
+Its keys are the address restrictions of ``[server]`` (``ip-restriction``) and ``[control]``
+(``client-ip-restriction``, ``relay-ip-restriction``). Per-principal rules come from the
+principal's claims, whoever authenticated it (the tokens plugin puts a configured token's
+``token-restriction`` there).
+
 The CIDR rule (docs/configuration.md): an address is rejected if it matches any ``deny-cidrs`` entry, or if
 ``allow-cidrs`` is non-empty and it matches none of them. An IPv4-mapped IPv6 address is
 judged as the IPv4 address; so is a configured network inside ``::ffff:0:0/96``.
@@ -12,13 +17,65 @@ import ipaddress
 import re
 from collections.abc import Mapping
 
-from connet_core import hookimpl
-from connet_core.model import AuthSettings, CidrRule, Principal, PrincipalKind, Role, TokenRule
+from dataclasses import dataclass
 
-__all__ = ["address_allowed", "cidr_refusal", "connet_admit_address", "connet_authorize", "fold_address"]
+from connet_core import hookimpl
+from connet_core.model import Principal, PrincipalKind, Role
+from connet_core.plugin_settings import PluginKey
+
+__all__ = ["CidrRule", "TokenRule", "address_allowed", "cidr_refusal", "connet_admit_address", "connet_authorize",
+           "connet_plugin_keys", "fold_address"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class CidrRule:
+    allow: tuple[IPNetwork, ...] = ()
+    deny: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRule:
+    """A principal's own rule (from its claims)."""
+
+    cidr: CidrRule = CidrRule()
+    name_matches: str | None = None  # a regular expression that must match the whole name
+    role_matches: Role | None = None
+
+
+_CIDRS = (("allow-cidrs", "cidrs"), ("deny-cidrs", "cidrs"))
+# (section, key) of the address restriction of each kind of principal; the key holds a table
+_RESTRICTIONS = {
+    ("server", PrincipalKind.CLIENT): "ip-restriction",
+    ("control", PrincipalKind.CLIENT): "client-ip-restriction",
+    ("control", PrincipalKind.RELAY): "relay-ip-restriction",
+}
+
+
+@hookimpl(trylast=True)
+def connet_plugin_keys() -> list[PluginKey]:
+    return [
+        PluginKey("ip-restriction", "table", doc="Client addresses admitted (CIDR rule).", section="server",
+                  fields=_CIDRS),
+        PluginKey("client-ip-restriction", "table", doc="Client addresses admitted (CIDR rule).", section="control",
+                  fields=_CIDRS),
+        PluginKey("relay-ip-restriction", "table", doc="Relay addresses admitted (CIDR rule).", section="control",
+                  fields=_CIDRS, needs=("relay-tokens", "relay-tokens-file")),
+    ]
+
+
+def _restriction(plugin_settings: Mapping[str, object], kind: PrincipalKind) -> CidrRule:
+    """The address rule for ``kind`` under the running command (its section's keys are the
+    ones present); none set: everyone."""
+    for (_, for_kind), key in _RESTRICTIONS.items():
+        if for_kind is kind and key in plugin_settings:
+            values = plugin_settings[key]
+            if isinstance(values, Mapping):
+                return CidrRule(allow=tuple(values.get("allow-cidrs", ())), deny=tuple(values.get("deny-cidrs", ())))
+            return CidrRule()
+    return CidrRule()
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
@@ -66,32 +123,21 @@ def _compile(pattern: str) -> re.Pattern[str]:
 
 
 @hookimpl(trylast=True)
-def connet_admit_address(settings: AuthSettings, kind: PrincipalKind, address: IPAddress) -> str | None:
-    reason = cidr_refusal(address, settings.ip_restriction)
+def connet_admit_address(kind: PrincipalKind, address: IPAddress, plugin_settings: Mapping[str, object]) -> str | None:
+    reason = cidr_refusal(address, _restriction(plugin_settings, kind))
     return None if reason is None else f"{kind.value} ip-restriction: {reason}"
 
 
 @hookimpl(trylast=True)
 def connet_authorize(
-    settings: AuthSettings,
     principal: Principal,
     address: IPAddress,
     name: str | None,
     role: Role | None,
 ) -> str | None:
-    who = principal.label or f"token#{principal.token_index}"
-    if principal.claims:
-        reason = _claims_refusal(who, principal.claims, address, name, role)
-        if reason is not None:
-            return reason
-    rules = settings.token_rules
-    if rules is None:
+    if not principal.claims:
         return None
-    if principal.token_index is None or not 0 <= principal.token_index < len(rules):
-        # rules are positional: a token without a rule is a configuration that slipped past
-        # validation (or a third-party token source); refusing is the safe reading
-        return f"{who}: no per-token restriction at position {principal.token_index} ({len(rules)} configured)"
-    return _rule_refusal(who, rules[principal.token_index], address, name, role)
+    return _claims_refusal(principal.label or principal.kind.value, principal.claims, address, name, role)
 
 
 def _claims_refusal(who: str, claims: object, address: IPAddress, name: str | None, role: Role | None) -> str | None:

@@ -9,12 +9,17 @@ With per-token rules (matched by position), a reloaded file with a different num
 tokens than rules is refused with an error, and the old set stays in force
 (docs/configuration.md, "[control]").
 
-The hook is called on the event loop, so the file is never read there: only its ``stat``
-is taken (which returns at once whatever the file is), and a changed file is read by a
-worker thread. The hook waits for that read at most :data:`RELOAD_WAIT` seconds (the first
-read of a file :data:`FIRST_READ_WAIT`), so a normal edit takes effect on the very call that
-notices it, while a read that hangs (a dead network file system) delays the event loop by
-at most that much: the calls after it keep the last good set until the read finishes.
+The hook runs in one of connet's hook worker threads (it is a plain function), and the file
+is never read there either: only its ``stat`` is taken (which returns at once whatever the
+file is), and a changed file is read by the plugin's own reader thread. The hook waits for
+that read at most :data:`RELOAD_WAIT` seconds (the first read of a file
+:data:`FIRST_READ_WAIT`), so a normal edit takes effect on the very call that notices it,
+while a read that hangs (a dead network file system) delays that one decision by at most
+that much: the calls after it keep the last good set until the read finishes.
+
+The keys (``[server] tokens``, ``[control] client-tokens``, the per-token rules...) are this
+plugin's, declared in those sections (:mod:`connet_tokens.settings`); a per-token rule
+reaches the cidr plugin as the principal's claims.
 
 Tokens are compared in constant time and never logged.
 """
@@ -27,17 +32,22 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from connet_core import hookimpl
 from connet_core.files import FileRefused
-from connet_core.model import AuthSettings, Principal, PrincipalKind
+from connet_core.model import Principal, PrincipalKind, Veto
+from connet_core.plugin_settings import PluginKey
 from connet_core.token_files import read_tokens_file
+from connet_tokens.settings import Group, check, declared_keys, group_for
 
 log = logging.getLogger("connet.tokens")
 
-__all__ = ["connet_authenticate", "find_token", "read_tokens_file", "current_tokens"]
+__all__ = ["connet_authenticate", "connet_check_settings", "connet_plugin_keys", "current_tokens", "find_token",
+           "read_tokens_file"]
 
 # (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns): a change in any of them means "read
 # again" (ctime: a chmod that makes an unreadable file readable changes nothing else)
@@ -153,14 +163,15 @@ def _log_failure(state: _FileState, msg: str, *args: object) -> None:
         state.failing = True
 
 
-def current_tokens(settings: AuthSettings) -> tuple[bytes, ...]:
-    """The tokens in force for ``settings``, UTF-8 encoded, in configured order."""
-    source = settings.tokens
-    if source.tokens is not None:
-        return tuple(t.encode("utf-8") for t in source.tokens)
-    if source.file is not None:
-        rule_count = None if settings.token_rules is None else len(settings.token_rules)
-        return _file_tokens(Path(source.file), rule_count)
+def current_tokens(plugin_settings: Mapping[str, object], group: Group) -> tuple[bytes, ...]:
+    """The tokens in force for ``group``'s keys, UTF-8 encoded, in configured order."""
+    tokens = plugin_settings.get(group.tokens)
+    if tokens is not None:
+        return tuple(t.encode("utf-8") for t in tokens)  # type: ignore[union-attr]
+    path = plugin_settings.get(group.file)
+    if path is not None:
+        rules = group.rule_list(plugin_settings)
+        return _file_tokens(Path(path), None if rules is None else len(rules))  # type: ignore[arg-type]
     return ()
 
 
@@ -178,8 +189,41 @@ def find_token(tokens: tuple[bytes, ...], presented: str) -> int | None:
 
 
 @hookimpl(trylast=True)
-def connet_authenticate(settings: AuthSettings, kind: PrincipalKind, token: str) -> Principal | None:
-    index = find_token(current_tokens(settings), token)
+def connet_plugin_keys() -> list[PluginKey]:
+    return declared_keys()
+
+
+@hookimpl(trylast=True)
+def connet_check_settings(section: str, plugin_settings: Mapping[str, object], files: bool) -> None:
+    check(section, plugin_settings, files)
+
+
+@hookimpl(trylast=True)
+def connet_authenticate(kind: PrincipalKind, token: str, plugin_settings: Mapping[str, object]) -> Principal | Veto | None:
+    group = group_for(plugin_settings, kind)
+    if group is None:
+        return None
+    index = find_token(current_tokens(plugin_settings, group), token)
     if index is None:
         return None
-    return Principal(kind=kind, token_index=index, label=f"token#{index}")
+    label = f"token#{index}"
+    rules = group.rule_list(plugin_settings)
+    if rules is None:
+        return Principal(kind=kind, label=label)
+    if index >= len(rules):
+        # rules are positional: a token without one slipped past the checks; refusing is the safe reading
+        return Veto(f"{label}: no per-token restriction at position {index} ({len(rules)} configured)")
+    return Principal(kind=kind, label=label, claims=MappingProxyType(rule_claims(rules[index])))
+
+
+def rule_claims(rule: Mapping[str, object]) -> dict[str, object]:
+    """A configured per-token rule as the claims the cidr plugin enforces (strings, as any
+    authentication plugin would write them)."""
+    claims: dict[str, object] = {}
+    for key in ("allow-cidrs", "deny-cidrs"):
+        if rule.get(key):
+            claims[key] = tuple(str(network) for network in rule[key])  # type: ignore[attr-defined]
+    for key in ("name-matches", "role-matches"):
+        if rule.get(key) is not None:
+            claims[key] = rule[key]
+    return claims

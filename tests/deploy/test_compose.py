@@ -51,7 +51,7 @@ def test_every_connet_service_parses_and_its_variables_are_keys(services: dict[s
         if name == "server":
             config = load_config("server", [], environ=env)
             assert config.server is not None and config.server.relay_hostname == "server"
-            assert config.server.control.client_auth.tokens is not None
+            assert config.common.plugins["tokens"]["tokens"] is not None
 
 
 def test_published_ports_are_the_defaults_the_services_bind(services: dict[str, dict]) -> None:

@@ -21,12 +21,15 @@ LOCAL = "127.0.0.1:0"
 
 MISBEHAVING = """
     import asyncio
+    import os
+    import sys
+    import time
 
     from connet_core import hookimpl
     from connet_core.model import PathCandidate, Principal
 
     @hookimpl
-    async def connet_authenticate(settings, kind, token):
+    async def connet_authenticate(kind, token):
         if token == "token-raises":
             raise RuntimeError("the directory is down")
         if token == "token-wrong-type":
@@ -39,9 +42,15 @@ MISBEHAVING = """
         return None  # the tokens plugin decides
 
     @hookimpl
-    def connet_authorize(settings, principal, address, name, role):
+    def connet_authorize(principal, address, name, role):
         if name == "raises-here":
             raise KeyError(name)
+        if name == "sleeps-here":  # a synchronous client library waiting on a server that is slow
+            print("misbehaving: blocking in connet_authorize", file=sys.stderr, flush=True)
+            release, deadline = os.environ["MISBEHAVING_RELEASE"], time.monotonic() + 30
+            while not os.path.exists(release) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            open(release + ".ended", "w").close()
         return None
 
     @hookimpl
@@ -127,3 +136,41 @@ async def test_a_failing_plugin_refuses_one_peer_and_the_daemons_keep_serving(da
     assert 'connet_plugin_errors_total{plugin="misbehaving",hook="connet_authorize"}' in metrics(server.daemon)
     # the route plugin's copies were used, not counted as failures
     assert status(src)["plugin_errors"] == []
+
+
+async def test_a_sync_hook_that_blocks_holds_no_transfer_and_is_refused_at_the_limit(daemons, certs, tmp_path: Path):
+    """The plugin's plain-function connet_authorize sleeps until the test releases it, which
+    the test does only after a checksummed transfer relayed by the same server has finished:
+    run on the event loop, the hook would hold the transfer (and itself) until its 30 s end."""
+    release = tmp_path / "release"
+    env = plugin_on_path(tmp_path / "site", "misbehaving", "misbehaving_plugin", MISBEHAVING)
+    server = start_server(daemons, certs, status_addr=LOCAL, env={**env, "MISBEHAVING_RELEASE": str(release)})
+    server.daemon.wait_for(r"listening status tcp")
+    try:
+        async with echo_server() as echo_port:
+            # relayed: the bytes pass through the server whose plugin blocks
+            start_destination(daemons, server, echo_port, route="relay")
+            _, source_port = start_source(daemons, server, route="relay")
+            await wait_tunnel(source_port)
+
+            mark = server.daemon.mark()
+            sleeper = start_destination(daemons, server, echo_port, name="sleeper", endpoint="sleeps-here",
+                                        token=TOKENS[2])
+            server.daemon.wait_for(r"misbehaving: blocking in connet_authorize", start=mark)
+            payload = os.urandom(4 << 20)
+            received = await exchange_through(source_port, payload)
+            assert sha256(received) == sha256(payload)
+            assert not (tmp_path / "release.ended").exists()  # done while the hook still blocks
+            server.daemon.wait_for(r"may not announce destination 'sleeps-here': plugin 'misbehaving' failed "
+                                   r"in connet_authorize: timed out after 5s", start=mark)
+            sleeper.wait_for(r"control refused destination 'sleeps-here': internal-error")
+            release.touch()
+            # and the tunnel still carries every byte after
+            payload = os.urandom(1 << 20)
+            assert sha256(await exchange_through(source_port, payload)) == sha256(payload)
+    finally:
+        release.touch()
+    assert server.daemon.proc.poll() is None
+    errors = {(e["plugin"], e["hook"]): e["count"] for e in status(server.daemon)["control"]["plugin_errors"]}
+    assert errors == {("misbehaving", "connet_authorize"): 1}
+    assert 'connet_plugin_errors_total{plugin="misbehaving",hook="connet_authorize"} 1' in metrics(server.daemon)

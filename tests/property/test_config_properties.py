@@ -86,7 +86,7 @@ def test_environment_array_round_trips(tokens: list[str]) -> None:
     env = {"CONNET_SERVER__TOKENS": array, "CONNET_SERVER__CERT_FILE": "c.pem", "CONNET_SERVER__KEY_FILE": "k.pem"}
     config = load_config("server", [], {}, env, transport_names=TRANSPORTS)
     assert config.server is not None
-    assert config.server.control.client_auth.tokens.tokens == tuple(tokens)
+    assert config.common.plugins["tokens"]["tokens"] == tuple(tokens)
 
 
 @SETTINGS

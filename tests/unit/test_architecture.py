@@ -99,7 +99,7 @@ def test_no_import_circles() -> None:
 # The seam between the configuration, the plugin manager and the hooks: none of them may
 # reach the others in a circle, not even by a deferred or type-only import (issue 17: the
 # hooks took the configuration's AuthSettings, so config, plugins and hookspecs imported
-# each other). The authentication data lives in connet_core.model, below all three.
+# each other). Now the hooks take each plugin's own settings (plugin_settings), below all three.
 SEAM = ("connet_core.config", "connet_core.plugins", "connet_core.hookspecs", "connet_core.model",
         "connet_core.plugin_settings")
 

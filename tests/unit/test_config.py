@@ -76,17 +76,19 @@ def test_server_defaults_and_mapping(tmp_path: Path) -> None:
         "s.toml",
         '[server]\ncert-file = "c.pem"\nkey-file = "k.pem"\ntokens = ["a", "b"]\n',
     )
-    server = load("server", [path]).server
+    config = load("server", [path])
+    server = config.server
     assert server is not None
     control = server.control
+    tokens, cidr = config.common.plugins["tokens"], config.common.plugins["cidr"]  # the plugins' [server] keys
     assert control.addr == HostPort("", 19190)
     assert server.relay_addr == HostPort("", 19191)
     assert server.relay_hostname == "localhost"
     assert control.cert_file == tmp_path / "c.pem" and control.key_file == tmp_path / "k.pem"
-    assert control.client_auth.tokens.tokens == ("a", "b")
-    assert control.client_auth.token_rules is None
-    assert control.client_auth.ip_restriction.allow == () and control.client_auth.ip_restriction.deny == ()
-    assert control.relay_auth is None
+    assert tokens["tokens"] == ("a", "b")
+    assert tokens["token-restriction"] is None and tokens["token-ip-restriction"] is None
+    assert cidr == {"ip-restriction": None}
+    assert control.accept_relays is False
     assert control.store_dir is None and control.status_addr is None
 
 
@@ -110,16 +112,19 @@ allow-cidrs = ["10.0.0.0/8", "2001:db8::/32"]
 allow-cidrs = ["127.0.0.1/32"]
 """,
     )
-    control = load("control", [path]).control
-    assert control is not None
-    assert control.client_auth.tokens.file == tmp_path / "tokens.txt"
-    assert control.client_auth.ip_restriction.deny == (ipaddress.ip_network("192.0.2.0/24"),)
-    (rule,) = control.client_auth.token_rules or ()
-    assert rule.name_matches == "web-.*" and rule.role_matches is Role.SOURCE
-    assert rule.cidr.allow == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32"))
-    assert control.relay_auth is not None and control.relay_auth.tokens.tokens == ("r",)
-    assert control.relay_auth.token_rules is not None
-    assert control.relay_auth.token_rules[0].cidr.allow == (ipaddress.ip_network("127.0.0.1/32"),)
+    config = load("control", [path])
+    control = config.control
+    assert control is not None and control.accept_relays
+    tokens, cidr = config.common.plugins["tokens"], config.common.plugins["cidr"]  # the plugins' [control] keys
+    assert tokens["client-tokens-file"] == tmp_path / "tokens.txt"
+    assert cidr["client-ip-restriction"]["deny-cidrs"] == (ipaddress.ip_network("192.0.2.0/24"),)
+    (rule,) = tokens["client-token-restriction"] or ()
+    assert rule["name-matches"] == "web-.*" and Role(rule["role-matches"]) is Role.SOURCE
+    assert rule["allow-cidrs"] == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32"))
+    assert tokens["relay-tokens"] == ("r",)
+    assert tokens["relay-token-ip-restriction"] is not None
+    assert tokens["relay-token-ip-restriction"][0]["allow-cidrs"] == (ipaddress.ip_network("127.0.0.1/32"),)
+    assert "tokens" not in tokens and "ip-restriction" not in cidr  # [server]'s keys: not connet control's
 
 
 def test_relay_defaults_control_name_from_control_addr(tmp_path: Path) -> None:
@@ -187,10 +192,11 @@ deny-cidrs = ["10.1.0.0/16"]
     assert config.server is not None
     control = config.server.control
     assert config.common.log_level == "debug"  # kept from the first file
-    assert control.client_auth.tokens.tokens == ("z",)  # arrays replaced whole
+    restriction = config.common.plugins["cidr"]["ip-restriction"]
+    assert config.common.plugins["tokens"]["tokens"] == ("z",)  # arrays replaced whole
     assert config.server.relay_hostname == "site.example"  # later file wins per key
-    assert control.client_auth.ip_restriction.allow == (ipaddress.ip_network("10.0.0.0/8"),)  # tables merge
-    assert control.client_auth.ip_restriction.deny == (ipaddress.ip_network("10.1.0.0/16"),)
+    assert restriction["allow-cidrs"] == (ipaddress.ip_network("10.0.0.0/8"),)  # tables merge
+    assert restriction["deny-cidrs"] == (ipaddress.ip_network("10.1.0.0/16"),)
     assert control.cert_file == tmp_path / "c.pem"
     assert config.sources["server.tokens"] == str(site)
     assert config.sources["server.cert-file"] == str(base)
@@ -258,9 +264,8 @@ def test_environment_array_is_a_toml_array(tmp_path: Path) -> None:
     }
     config = load("server", [], env=env)
     assert config.server is not None
-    auth = config.server.control.client_auth
-    assert auth.tokens.tokens == ("007", "b")
-    assert auth.ip_restriction.allow == (ipaddress.ip_network("10.0.0.0/8"),)
+    assert config.common.plugins["tokens"]["tokens"] == ("007", "b")
+    assert config.common.plugins["cidr"]["ip-restriction"]["allow-cidrs"] == (ipaddress.ip_network("10.0.0.0/8"),)
     message = load_error("server", [], env={**env, "CONNET_SERVER__TOKENS": "a,b"})
     assert message.startswith("CONNET_SERVER__TOKENS: server.tokens:") and "TOML array" in message
 

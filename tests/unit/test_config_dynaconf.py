@@ -19,6 +19,11 @@ from connet_core.model import HostPort
 TRANSPORTS = ("auto", "aioquic")
 
 
+def config_tokens(server):
+    """``[server] tokens`` as the tokens plugin gets it."""
+    return server.common.plugins["tokens"]["tokens"]
+
+
 def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
     path.write_text(text)
@@ -96,11 +101,11 @@ def test_arrays_from_a_later_layer_replace_earlier_ones(tmp_path: Path) -> None:
     )
     server = load("server", [first, second]).server
     assert server is not None
-    auth = server.control.client_auth
-    assert auth.tokens.tokens == ("c",)
-    assert auth.token_rules is not None and len(auth.token_rules) == 1
+    values = server.common.plugins["tokens"]  # the tokens plugin's [server] keys
+    assert values["tokens"] == ("c",)
+    assert values["token-ip-restriction"] is not None and len(values["token-ip-restriction"]) == 1
     server = load("server", [first, second], env={"CONNET_SERVER__TOKENS": '["e"]'}).server
-    assert server is not None and server.control.client_auth.tokens.tokens == ("e",)
+    assert server is not None and config_tokens(server) == ("e",)
 
 
 @pytest.mark.parametrize(
@@ -120,9 +125,9 @@ def test_array_items_dynaconf_treats_as_markers_are_kept(tmp_path: Path) -> None
     first = write(tmp_path, "a.toml", '[server]\ncert-file = "c"\nkey-file = "k"\ntokens = ["x", "dynaconf_merge"]\n')
     second = write(tmp_path, "b.toml", '[server]\ntokens = ["dynaconf_merge_unique", "y"]\n')
     server = load("server", [first]).server
-    assert server is not None and server.control.client_auth.tokens.tokens == ("x", "dynaconf_merge")
+    assert server is not None and config_tokens(server) == ("x", "dynaconf_merge")
     server = load("server", [first, second]).server
-    assert server is not None and server.control.client_auth.tokens.tokens == ("dynaconf_merge_unique", "y")
+    assert server is not None and config_tokens(server) == ("dynaconf_merge_unique", "y")
 
 
 @pytest.mark.parametrize("raw", ["1234", "007", "true", "0x10", "1e3", "1_000", "[1]", "inf"])

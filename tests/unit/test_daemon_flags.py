@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from connet_core import cli
 from connet_core.config import SCHEMA, _Array, _Leaf, _Named, load_config
-from connet_core.config.flags import DAEMON_SECTIONS, daemon_flags, file_only_tables, flag_values
+from connet_core.config.flags import DAEMON_SECTIONS, daemon_flags, file_only_tables, flag_values, with_plugin_keys
 from connet_core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,25 +40,28 @@ def options_of(command: str) -> dict[str, object]:
     """The click options of ``connet COMMAND``: flag -> option."""
     group = cli.cli
     assert isinstance(group, cli.click.Group)
-    params = group.commands[command].params
+    command_object = group.get_command(cli.click.Context(group), command)  # with the plugins' keys' flags
+    assert command_object is not None
+    params = command_object.params
     return {opt: param for param in params for opt in getattr(param, "opts", [])}
 
 
 @pytest.mark.parametrize("section", DAEMON_SECTIONS)
 def test_every_key_of_the_section_has_a_flag(section: str) -> None:
+    FULL = with_plugin_keys()[0]  # connet's keys and the installed plugins' ([server] tokens: the tokens plugin's)
     options = options_of(section)
-    expected = {"--" + "-".join(path[1:]) for path in leaf_paths(SCHEMA[section], (section,))}  # type: ignore[arg-type]
+    expected = {"--" + "-".join(path[1:]) for path in leaf_paths(FULL[section], (section,))}  # type: ignore[arg-type]
     assert expected and expected <= set(options)
-    for path in leaf_paths(SCHEMA[section], (section,)):  # type: ignore[arg-type]
+    for path in leaf_paths(FULL[section], (section,)):  # type: ignore[arg-type]
         option = options["--" + "-".join(path[1:])]
-        spec = SCHEMA[section]
+        spec = FULL[section]
         for part in path[1:]:
             spec = spec[part]  # type: ignore[index]
         assert getattr(option, "multiple") == (spec.kind in ("strings", "cidrs")), path  # type: ignore[union-attr]
         assert getattr(option, "help"), path
     # nothing but arrays of tables is left out, and --help says they are file-only
-    assert not [k for k, s in SCHEMA[section].items() if isinstance(s, _Named)]  # type: ignore[union-attr]
-    assert file_only_tables(section) == array_tables(SCHEMA[section], (section,))  # type: ignore[arg-type]
+    assert not [k for k, s in FULL[section].items() if isinstance(s, _Named)]  # type: ignore[union-attr]
+    assert file_only_tables(section) == array_tables(FULL[section], (section,))  # type: ignore[arg-type]
     help_text = " ".join(CliRunner().invoke(cli.cli, [section, "--help"], terminal_width=400).output.split())
     for table in file_only_tables(section):
         assert table in help_text

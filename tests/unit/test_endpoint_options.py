@@ -98,15 +98,17 @@ async def test_proxy_header_reaches_the_service(hooks, certs, tmp_path, route) -
 
 
 async def test_relay_metadata_reaches_control(hooks, certs, tmp_path) -> None:  # noqa: F811
-    from connet_core.config import AuthSettings, ControlSettings, RelaySettings, TokenSource
+    from connet_core.config import ControlSettings, RelaySettings
     from connet_core.control import Control
+    from connet_core.plugins import Hooks
     from connet_core.relay import Relay
     from test_engines import COMMON, LOCAL
 
+    # connet control's [control] keys of the tokens plugin
+    control_hooks = Hooks(hooks.pm, {"tokens": {"client-tokens": ("t",), "relay-tokens": ("r",)}})
     control = Control(ControlSettings(
-        cert_file=certs["cert"], key_file=certs["key"], client_auth=AuthSettings(TokenSource(tokens=("t",))),
-        relay_auth=AuthSettings(TokenSource(tokens=("r",))), addr=LOCAL, store_dir=tmp_path / "control",
-        common=COMMON), hooks)
+        cert_file=certs["cert"], key_file=certs["key"], accept_relays=True, addr=LOCAL,
+        store_dir=tmp_path / "control", common=COMMON), control_hooks)
     async with running(control):
         relay = Relay(RelaySettings(token="r", addr=LOCAL, hostname="127.0.0.1",
                                     control_addr=control.endpoint.local_address, control_cas=certs["ca"],

@@ -15,13 +15,11 @@ import pytest
 from connet_core.certs import write_test_certificates
 from connet_core.client import Client
 from connet_core.config import (
-    AuthSettings,
     ClientSettings,
     CommonSettings,
     ControlSettings,
     EndpointSettings,
     ServerSettings,
-    TokenSource,
 )
 from connet_core.model import HostPort, Role, RoutePolicy
 from connet_core.plugins import load_hooks
@@ -40,7 +38,9 @@ def network() -> MemoryNetwork:
 
 @pytest.fixture
 def hooks(network: MemoryNetwork):
-    return load_hooks(extra_plugins=[memory_transport_plugin(network)])
+    # connet server's tokens: the tokens plugin's [server] keys
+    return load_hooks(extra_plugins=[memory_transport_plugin(network)],
+                      plugin_settings={"tokens": {"tokens": ("t-dst", "t-src")}})
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def server_settings(certs: dict[str, Path], store: Path) -> ServerSettings:
     control = ControlSettings(
         cert_file=certs["cert"], key_file=certs["key"],
-        client_auth=AuthSettings(TokenSource(tokens=("t-dst", "t-src"))),
         addr=LOCAL, store_dir=store, common=COMMON,
     )
     return ServerSettings(control=control, relay_addr=LOCAL, relay_hostname="127.0.0.1", common=COMMON)

@@ -12,11 +12,11 @@ import pytest
 
 from connet_core import hookimpl, plugins
 from connet_core.errors import PluginError
-from connet_core.model import AuthSettings, Principal, PrincipalKind, TokenSource, Veto
+from connet_core.model import Principal, PrincipalKind, Veto
 from support.plugin_dist import plugin_on_path
 
 CLIENT = PrincipalKind.CLIENT
-AUTH = AuthSettings(tokens=TokenSource(tokens=("known",)))
+AUTH = {"tokens": {"tokens": ("known",)}}  # the tokens plugin's [server] tokens
 
 
 class Directory:
@@ -42,27 +42,27 @@ class Directory:
 
 
 async def test_async_hooks_are_awaited_and_combined_like_sync_ones():
-    hooks = plugins.load_hooks(extra_plugins=[Directory()])
-    assert await hooks.authenticate_async(AUTH, CLIENT, "dir") == Principal(CLIENT, label="directory")
-    assert await hooks.authenticate_async(AUTH, CLIENT, "known") == Principal(CLIENT, 0, "token#0")
-    assert await hooks.authenticate_async(AUTH, CLIENT, "veto") == Veto("not in the directory", "Directory")
+    hooks = plugins.load_hooks(extra_plugins=[Directory()], plugin_settings=AUTH)
+    assert await hooks.authenticate_async(CLIENT, "dir") == Principal(CLIENT, label="directory")
+    assert await hooks.authenticate_async(CLIENT, "known") == Principal(CLIENT, "token#0")
+    assert await hooks.authenticate_async(CLIENT, "veto") == Veto("not in the directory", "Directory")
     here = ipaddress.ip_address("127.0.0.1")
-    assert await hooks.authorize_async(AUTH, Principal(CLIENT), here, "closed") == "not today"
-    assert await hooks.admit_address_async(AUTH, CLIENT, here) is None
+    assert await hooks.authorize_async(Principal(CLIENT), here, "closed") == "not today"
+    assert await hooks.admit_address_async(CLIENT, here) is None
 
 
 async def test_a_hanging_hook_times_out_as_that_plugins_failure():
-    hooks = plugins.load_hooks(extra_plugins=[Directory()])
+    hooks = plugins.load_hooks(extra_plugins=[Directory()], plugin_settings=AUTH)
     hooks.hook_timeout = 0.2
     with pytest.raises(PluginError, match=r"plugin 'Directory' failed in connet_authenticate: timed out after 0.2s"):
-        await hooks.authenticate_async(AUTH, CLIENT, "hang")
+        await hooks.authenticate_async(CLIENT, "hang")
     assert hooks.errors[("Directory", "connet_authenticate")] == 1
 
 
 async def test_a_cancelled_caller_is_cancelled_not_a_plugin_error():
     directory = Directory()
-    hooks = plugins.load_hooks(extra_plugins=[directory])
-    task = asyncio.ensure_future(hooks.authenticate_async(AUTH, CLIENT, "hang"))
+    hooks = plugins.load_hooks(extra_plugins=[directory], plugin_settings=AUTH)
+    task = asyncio.ensure_future(hooks.authenticate_async(CLIENT, "hang"))
     await directory.started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -76,9 +76,9 @@ async def test_the_plugins_own_timeout_error_is_not_called_a_time_limit():
         async def connet_authenticate(self):
             raise TimeoutError("ldap did not answer")
 
-    hooks = plugins.load_hooks(extra_plugins=[Impatient()])
+    hooks = plugins.load_hooks(extra_plugins=[Impatient()], plugin_settings=AUTH)
     with pytest.raises(PluginError, match="raised TimeoutError: ldap did not answer"):
-        await hooks.authenticate_async(AUTH, CLIENT, "x")
+        await hooks.authenticate_async(CLIENT, "x")
 
 
 COMMANDS = """
@@ -135,9 +135,9 @@ def test_the_facade_lists_plugin_commands():
         def connet_cli_commands(self):
             return [click.Command("extra")]
 
-    installed = {c.name for c in plugins.load_hooks().cli_commands()}  # the example plugins', if installed
+    installed = {c.name for c in plugins.load_hooks(plugin_settings=AUTH).cli_commands()}  # the example plugins', if installed
     assert installed <= {"signed-tokens"}
-    hooks = plugins.load_hooks(extra_plugins=[Adds()])
+    hooks = plugins.load_hooks(extra_plugins=[Adds()], plugin_settings=AUTH)
     assert {c.name for c in hooks.cli_commands()} == installed | {"extra"}
 
 
@@ -148,4 +148,4 @@ def test_a_command_that_is_not_one_is_the_plugins_error():
             return ["extra"]
 
     with pytest.raises(PluginError, match="expected a list of click commands"):
-        plugins.load_hooks(extra_plugins=[Wrong()]).cli_commands()
+        plugins.load_hooks(extra_plugins=[Wrong()], plugin_settings=AUTH).cli_commands()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from connet_core import hookimpl, plugins
-from connet_core.config import AuthSettings, TokenSource, load_config
+from connet_core.config import load_config
 from connet_core.errors import ConfigError, PluginError
 from connet_core.model import Principal, PrincipalKind
 from connet_core.plugin_settings import PluginKey, PluginSettings
@@ -88,7 +88,7 @@ class OkAuth:
     @hookimpl
     def connet_authenticate(self, kind, token, plugin_settings):
         prefix = plugin_settings["prefix"]
-        return Principal(kind, 0, f"okauth:{prefix}") if token.startswith(prefix) else None
+        return Principal(kind, f"okauth:{prefix}") if token.startswith(prefix) else None
 
 
 class Other:
@@ -102,15 +102,14 @@ class Other:
 
 
 seen: list[dict] = []
-AUTH = AuthSettings(tokens=TokenSource(tokens=()))
 
 
 def test_each_plugins_hooks_get_its_own_settings_with_defaults():
     hooks = plugins.load_hooks(extra_plugins=[OkAuth(), Other()], plugin_settings={"OkAuth": {"prefix": "yes-"}})
-    assert hooks.authenticate(AUTH, PrincipalKind.CLIENT, "yes-1") == Principal(PrincipalKind.CLIENT, 0, "okauth:yes-")
-    assert hooks.authenticate(AUTH, PrincipalKind.CLIENT, "ok-1") is None  # not the default any more
+    assert hooks.authenticate(PrincipalKind.CLIENT, "yes-1") == Principal(PrincipalKind.CLIENT, "okauth:yes-")
+    assert hooks.authenticate(PrincipalKind.CLIENT, "ok-1") is None  # not the default any more
     seen.clear()
-    assert hooks.admit_address(AUTH, PrincipalKind.CLIENT, ipaddress.ip_address("127.0.0.1")) is None
+    assert hooks.admit_address(PrincipalKind.CLIENT, ipaddress.ip_address("127.0.0.1")) is None
     assert seen == [{"prefix": "other-"}]  # the default, and not OkAuth's value
     assert isinstance(hooks.settings["Other"], PluginSettings)
     assert hooks.declared["OkAuth"][0].doc == "tokens must start with this"
@@ -170,7 +169,12 @@ def test_connet_check_accepts_the_plugins_keys(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_the_default_plugins_declare_no_keys_yet():
+def test_the_default_plugins_keys_are_all_in_core_sections():
+    """The tokens and cidr plugins' keys are where connet's users always set them ([server]
+    tokens...), so no default plugin has a [plugins.NAME] table."""
     hooks = plugins.load_hooks()
-    assert not any(hooks.plugin_keys().get(name) for name in plugins.DEFAULT_PLUGINS)
+    declared = hooks.plugin_keys()
+    assert all(key.section is not None for name in plugins.DEFAULT_PLUGINS for key in declared.get(name, ()))
+    assert {k.key for k in declared["tokens"]} >= {"tokens", "tokens-file", "client-tokens", "relay-tokens"}
+    assert {k.key for k in declared["cidr"]} == {"ip-restriction", "client-ip-restriction", "relay-ip-restriction"}
     assert plugins.load_hooks(extra_plugins=[OkAuth()]).plugin_keys()["OkAuth"] == tuple(OkAuth().connet_plugin_keys())

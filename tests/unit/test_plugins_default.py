@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from connet_core import hookimpl, plugins
-from connet_core.config import AuthSettings, CidrRule, TokenRule, TokenSource
 from connet_core.errors import PluginError, StoreError
-from connet_core.model import HostPort, PathCandidate, PathKind, Principal, PrincipalKind, Role, RoutePolicy
+from connet_core.model import HostPort, PathCandidate, PathKind, Principal, PrincipalKind, Role, RoutePolicy, Veto
 from connet_core.store import Store
 from connet_core.testing import MemoryNetwork, make_test_certificate, memory_transport_plugin
 from connet_core.transport import Transport, Trust
@@ -34,8 +33,15 @@ def hooks(network) -> plugins.Hooks:
     return plugins.load_hooks(extra_plugins=[memory_transport_plugin(network)])
 
 
-def inline(*tokens: str, **kw) -> AuthSettings:
-    return AuthSettings(tokens=TokenSource(tokens=tokens), **kw)
+def auth_hooks(network, tokens: dict | None = None, cidr: dict | None = None) -> plugins.Hooks:
+    """The default plugins with their keys of the running command's section: connet server's
+    (``tokens``, ``tokens-file``, ...) or connet control's (``client-tokens``, ``relay-tokens``...)."""
+    return plugins.load_hooks(extra_plugins=[memory_transport_plugin(network)],
+                              plugin_settings={"tokens": tokens or {}, "cidr": cidr or {}})
+
+
+def server_tokens(*tokens: str, **rules) -> dict:
+    return {"tokens": tokens, "tokens-file": None, **rules}
 
 
 def write_tokens(path: Path, text: str, mtime: int) -> None:
@@ -86,7 +92,7 @@ def test_misspelled_hookimpl_is_refused_at_load():
 def test_hookimpl_with_an_unknown_argument_is_refused_at_load():
     class WrongArgs:
         @hookimpl
-        def connet_authenticate(self, settings, kind, password):
+        def connet_authenticate(self, kind, password):
             return None
 
     with pytest.raises(PluginError):
@@ -94,9 +100,9 @@ def test_hookimpl_with_an_unknown_argument_is_refused_at_load():
 
 
 def test_disabling_tokens_leaves_nobody_authenticated():
-    hooks = plugins.load_hooks(disable=["tokens"])
+    hooks = plugins.load_hooks(disable=["tokens"], plugin_settings={"tokens": server_tokens("secret")})
     assert hooks.pm.get_plugin("tokens") is None
-    assert hooks.authenticate(inline("secret"), CLIENT, "secret") is None
+    assert hooks.authenticate(CLIENT, "secret") is None
 
 
 def test_disabling_filestore_makes_open_store_an_error(tmp_path):
@@ -108,18 +114,19 @@ def test_disabling_filestore_makes_open_store_an_error(tmp_path):
 def test_a_third_party_plugin_wins_over_the_trylast_default():
     class ThirdParty:
         @hookimpl
-        def connet_authenticate(self, settings, kind, token):
-            return Principal(kind=kind, token_index=7, label="third-party") if token == "secret" else None
+        def connet_authenticate(self, kind, token):
+            return Principal(kind=kind, label="third-party") if token == "secret" else None
 
         @hookimpl
         def connet_select_routes(self, name, local_policy, remote_policy, candidates):
             return list(reversed(candidates))  # relay first, against the default's order
 
-    hooks = plugins.load_hooks(extra_plugins=[ThirdParty()])
+    hooks = plugins.load_hooks(extra_plugins=[ThirdParty()],
+                               plugin_settings={"tokens": server_tokens("secret", "other")})
     # the default would say token#0: the third party is asked first and its answer wins
-    assert hooks.authenticate(inline("secret"), CLIENT, "secret") == Principal(CLIENT, 7, "third-party")
+    assert hooks.authenticate(CLIENT, "secret") == Principal(CLIENT, "third-party")
     # its None defers to the default
-    assert hooks.authenticate(inline("secret", "other"), CLIENT, "other") == Principal(CLIENT, 1, "token#1")
+    assert hooks.authenticate(CLIENT, "other") == Principal(CLIENT, "token#1")
     direct = PathCandidate(PathKind.DIRECT, "p", rtt=0.01)
     relay = PathCandidate(PathKind.RELAY, "p", relay="r:19191", rtt=0.001)
     assert hooks.select_routes("web", RoutePolicy.ANY, RoutePolicy.ANY, [direct, relay]) == [relay, direct]
@@ -130,97 +137,110 @@ def test_a_third_party_plugin_wins_over_the_trylast_default():
 # --- tokens -----------------------------------------------------------------------------------
 
 
-def test_authenticate_inline_tokens(hooks):
-    settings = inline("alpha", "beta", "gamma")
-    assert hooks.authenticate(settings, CLIENT, "beta") == Principal(CLIENT, 1, "token#1")
-    assert hooks.authenticate(settings, RELAY, "alpha") == Principal(RELAY, 0, "token#0")
-    assert hooks.authenticate(settings, CLIENT, "bet") is None
-    assert hooks.authenticate(settings, CLIENT, "beta ") is None
-    assert hooks.authenticate(settings, CLIENT, "") is None
-    assert hooks.authenticate(settings, CLIENT, "bêta") is None
-    assert hooks.authenticate(AuthSettings(tokens=TokenSource()), CLIENT, "alpha") is None
+def test_authenticate_inline_tokens(network):
+    hooks = auth_hooks(network, {"client-tokens": ("alpha", "beta", "gamma"), "client-tokens-file": None,
+                                 "relay-tokens": ("alpha",), "relay-tokens-file": None})  # connet control
+    assert hooks.authenticate(CLIENT, "beta") == Principal(CLIENT, "token#1")
+    assert hooks.authenticate(RELAY, "alpha") == Principal(RELAY, "token#0")
+    assert hooks.authenticate(RELAY, "beta") is None  # a client token is no relay token
+    assert hooks.authenticate(CLIENT, "bet") is None
+    assert hooks.authenticate(CLIENT, "beta ") is None
+    assert hooks.authenticate(CLIENT, "") is None
+    assert hooks.authenticate(CLIENT, "bêta") is None
+    assert auth_hooks(network, server_tokens()).authenticate(CLIENT, "alpha") is None
+    # connet server: its built-in relay needs no token, and no other relay is authenticated
+    assert auth_hooks(network, server_tokens("alpha")).authenticate(RELAY, "alpha") is None
 
 
-def test_authenticate_from_a_tokens_file_that_changes(hooks, tmp_path, caplog):
+def file_tokens(path: Path, **rules) -> dict:
+    return {"tokens": None, "tokens-file": path, **rules}
+
+
+def test_authenticate_from_a_tokens_file_that_changes(network, tmp_path, caplog):
     path = tmp_path / "tokens"
     write_tokens(path, "# clients\nfirst\n\n  second  \n", mtime=1_000)
-    settings = AuthSettings(tokens=TokenSource(file=path))
-    assert hooks.authenticate(settings, CLIENT, "second") == Principal(CLIENT, 1, "token#1")
-    assert hooks.authenticate(settings, CLIENT, "# clients") is None
+    hooks = auth_hooks(network, file_tokens(path))
+    assert hooks.authenticate(CLIENT, "second") == Principal(CLIENT, "token#1")
+    assert hooks.authenticate(CLIENT, "# clients") is None
 
     write_tokens(path, "second\nthird\n", mtime=2_000)
-    assert hooks.authenticate(settings, CLIENT, "first") is None, "a removed token must stop working"
-    assert hooks.authenticate(settings, CLIENT, "second") == Principal(CLIENT, 0, "token#0")
-    assert hooks.authenticate(settings, CLIENT, "third") == Principal(CLIENT, 1, "token#1")
+    assert hooks.authenticate(CLIENT, "first") is None, "a removed token must stop working"
+    assert hooks.authenticate(CLIENT, "second") == Principal(CLIENT, "token#0")
+    assert hooks.authenticate(CLIENT, "third") == Principal(CLIENT, "token#1")
     assert not any(t in caplog.text for t in ("first", "second", "third")), "tokens must never be logged"
 
 
-def test_a_vanished_tokens_file_keeps_the_last_good_set(hooks, tmp_path, caplog):
+def test_a_vanished_tokens_file_keeps_the_last_good_set(network, tmp_path, caplog):
     path = tmp_path / "tokens"
     write_tokens(path, "kept\n", mtime=1_000)
-    settings = AuthSettings(tokens=TokenSource(file=path))
-    assert hooks.authenticate(settings, CLIENT, "kept") is not None
+    hooks = auth_hooks(network, file_tokens(path))
+    assert hooks.authenticate(CLIENT, "kept") is not None
     path.unlink()
     with caplog.at_level(logging.ERROR, logger="connet.tokens"):
-        assert hooks.authenticate(settings, CLIENT, "kept") == Principal(CLIENT, 0, "token#0")
-        assert hooks.authenticate(settings, CLIENT, "kept") == Principal(CLIENT, 0, "token#0")
+        assert hooks.authenticate(CLIENT, "kept") == Principal(CLIENT, "token#0")
+        assert hooks.authenticate(CLIENT, "kept") == Principal(CLIENT, "token#0")
     errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "connet.tokens"]
     assert len(errors) == 1, "the failure is logged once, not on every call"
     assert str(path) in errors[0].getMessage()
     write_tokens(path, "new\n", mtime=3_000)
-    assert hooks.authenticate(settings, CLIENT, "new") == Principal(CLIENT, 0, "token#0")
-    assert hooks.authenticate(settings, CLIENT, "kept") is None
+    assert hooks.authenticate(CLIENT, "new") == Principal(CLIENT, "token#0")
+    assert hooks.authenticate(CLIENT, "kept") is None
 
 
-def test_a_tokens_file_that_no_longer_fits_the_positional_rules_is_refused(hooks, tmp_path, caplog):
+def test_a_tokens_file_that_no_longer_fits_the_positional_rules_is_refused(network, tmp_path, caplog):
     path = tmp_path / "tokens"
     write_tokens(path, "one\ntwo\n", mtime=1_000)
-    rules = (TokenRule(), TokenRule(role_matches=Role.SOURCE))
-    settings = AuthSettings(tokens=TokenSource(file=path), token_rules=rules)
-    assert hooks.authenticate(settings, CLIENT, "two") == Principal(CLIENT, 1, "token#1")
+    rules = [{}, {"role-matches": "source"}]
+    hooks = auth_hooks(network, file_tokens(path, **{"token-restriction": rules}))
+    second = Principal(CLIENT, "token#1", {"role-matches": "source"})
+    assert hooks.authenticate(CLIENT, "two") == second
     write_tokens(path, "zero\none\ntwo\n", mtime=2_000)  # shifted: 'one' would get rule 1
     with caplog.at_level(logging.ERROR, logger="connet.tokens"):
-        assert hooks.authenticate(settings, CLIENT, "two") == Principal(CLIENT, 1, "token#1")
-        assert hooks.authenticate(settings, CLIENT, "zero") is None
+        assert hooks.authenticate(CLIENT, "two") == second
+        assert hooks.authenticate(CLIENT, "zero") is None
     assert any("3 tokens" in r.getMessage() and "2 per-token" in r.getMessage() for r in caplog.records)
     write_tokens(path, "uno\ndos\n", mtime=3_000)  # fits again: accepted
-    assert hooks.authenticate(settings, CLIENT, "dos") == Principal(CLIENT, 1, "token#1")
-    assert hooks.authenticate(settings, CLIENT, "two") is None
+    assert hooks.authenticate(CLIENT, "dos") == second
+    assert hooks.authenticate(CLIENT, "two") is None
 
 
 # --- cidr -------------------------------------------------------------------------------------
 
 
-def test_admit_address_applies_ip_restriction(hooks):
-    settings = inline("t", ip_restriction=CidrRule(allow=(net("10.0.0.0/8"), net("2001:db8::/32")), deny=(net("10.6.0.0/16"),)))
-    assert hooks.admit_address(settings, CLIENT, ip("10.1.2.3")) is None
-    assert hooks.admit_address(settings, CLIENT, ip("2001:db8::5")) is None
-    assert hooks.admit_address(settings, CLIENT, ip("::ffff:10.1.2.3")) is None
-    denied = hooks.admit_address(settings, CLIENT, ip("10.6.0.1"))
+def test_admit_address_applies_ip_restriction(network):
+    restriction = {"allow-cidrs": (net("10.0.0.0/8"), net("2001:db8::/32")), "deny-cidrs": (net("10.6.0.0/16"),)}
+    hooks = auth_hooks(network, {"client-tokens": ("t",)},  # connet control: clients restricted, relays not here
+                       {"client-ip-restriction": restriction, "relay-ip-restriction": {"allow-cidrs": (net("10.0.0.0/8"),)}})
+    assert hooks.admit_address(CLIENT, ip("10.1.2.3")) is None
+    assert hooks.admit_address(CLIENT, ip("2001:db8::5")) is None
+    assert hooks.admit_address(CLIENT, ip("::ffff:10.1.2.3")) is None
+    denied = hooks.admit_address(CLIENT, ip("10.6.0.1"))
     assert denied is not None and "10.6.0.0/16" in denied
-    assert hooks.admit_address(settings, RELAY, ip("192.0.2.1")) is not None
-    assert hooks.admit_address(settings, CLIENT, ip("::ffff:10.6.9.9")) is not None
-    assert hooks.admit_address(inline("t"), CLIENT, ip("192.0.2.1")) is None
+    assert hooks.admit_address(RELAY, ip("192.0.2.1")) is not None
+    assert hooks.admit_address(CLIENT, ip("::ffff:10.6.9.9")) is not None
+    assert auth_hooks(network, server_tokens("t"), {"ip-restriction": None}).admit_address(CLIENT, ip("192.0.2.1")) is None
 
 
-def test_authorize_applies_per_token_rules(hooks):
-    rules = (
-        TokenRule(cidr=CidrRule(allow=(net("192.0.2.0/24"),))),
-        TokenRule(name_matches=r"web-\d+", role_matches=Role.DESTINATION),
-    )
-    settings = inline("a", "b", token_rules=rules)
-    first, second = Principal(CLIENT, 0, "token#0"), Principal(CLIENT, 1, "token#1")
-    assert hooks.authorize(settings, first, ip("192.0.2.9")) is None
-    refused = hooks.authorize(settings, first, ip("198.51.100.1"))
+def test_authorize_applies_per_token_rules(network):
+    rules = [{"allow-cidrs": (net("192.0.2.0/24"),)}, {"name-matches": r"web-\d+", "role-matches": "destination"}]
+    hooks = auth_hooks(network, server_tokens("a", "b", **{"token-restriction": rules}))
+    first, second = hooks.authenticate(CLIENT, "a"), hooks.authenticate(CLIENT, "b")
+    assert first.label == "token#0" and second.label == "token#1"
+    assert hooks.authorize(first, ip("192.0.2.9")) is None
+    refused = hooks.authorize(first, ip("198.51.100.1"))
     assert refused is not None and "token#0" in refused
-    assert hooks.authorize(settings, second, ip("198.51.100.1")) is None
-    assert hooks.authorize(settings, second, ip("198.51.100.1"), "web-12", Role.DESTINATION) is None
-    assert hooks.authorize(settings, second, ip("198.51.100.1"), "web-12x", Role.DESTINATION) is not None, "whole name"
-    assert hooks.authorize(settings, second, ip("198.51.100.1"), "xweb-12", Role.DESTINATION) is not None
-    assert hooks.authorize(settings, second, ip("198.51.100.1"), "web-12", Role.SOURCE) is not None
-    assert hooks.authorize(settings, first, ip("192.0.2.9"), "anything", Role.SOURCE) is None
-    assert hooks.authorize(settings, Principal(CLIENT, 2, "token#2"), ip("192.0.2.9")) is not None
-    assert hooks.authorize(inline("a"), first, ip("198.51.100.1"), "any", Role.SOURCE) is None
+    assert hooks.authorize(second, ip("198.51.100.1")) is None
+    assert hooks.authorize(second, ip("198.51.100.1"), "web-12", Role.DESTINATION) is None
+    assert hooks.authorize(second, ip("198.51.100.1"), "web-12x", Role.DESTINATION) is not None, "whole name"
+    assert hooks.authorize(second, ip("198.51.100.1"), "xweb-12", Role.DESTINATION) is not None
+    assert hooks.authorize(second, ip("198.51.100.1"), "web-12", Role.SOURCE) is not None
+    assert hooks.authorize(first, ip("192.0.2.9"), "anything", Role.SOURCE) is None
+    # a token configured without rules is not restricted
+    plain = auth_hooks(network, server_tokens("a")).authenticate(CLIENT, "a")
+    assert hooks.authorize(plain, ip("198.51.100.1"), "any", Role.SOURCE) is None
+    # rules are positional: a token past the rules (a list that slipped past the checks) is vetoed
+    past = auth_hooks(network, server_tokens("a", "b", "c", **{"token-restriction": rules}))
+    assert isinstance(past.authenticate(CLIENT, "c"), Veto)
 
 
 # --- routes -----------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ async def test_a_destination_on_one_instance_meets_a_source_on_another(network, 
     from support.services import echo_server
 
     shared = SharedHub()
-    hooks = load_hooks(extra_plugins=[memory_transport_plugin(network), shared])
+    hooks = load_hooks(extra_plugins=[memory_transport_plugin(network), shared],
+                       plugin_settings={"tokens": {"tokens": ("t-dst", "t-src")}})
     one = Server(server_settings(certs, tmp_path / "one"), hooks)
     two = Server(server_settings(certs, tmp_path / "two"), hooks)
     async with echo_server() as echo_port, running(one, two):

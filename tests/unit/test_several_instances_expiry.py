@@ -32,7 +32,8 @@ async def until(predicate, timeout: float = 10.0) -> None:
 
 async def test_a_destination_back_on_its_instance_is_no_news_on_another_and_its_expiry_is(
         network, certs, tmp_path: Path) -> None:
-    hooks = load_hooks(extra_plugins=[memory_transport_plugin(network), SharedHub()])
+    hooks = load_hooks(extra_plugins=[memory_transport_plugin(network), SharedHub()],
+                       plugin_settings={"tokens": {"tokens": ("t-dst", "t-src")}})
 
     def with_expiry(name: str):
         settings = server_settings(certs, tmp_path / name)

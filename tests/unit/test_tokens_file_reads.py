@@ -13,7 +13,6 @@ import connet_tokens
 import pytest
 
 from connet_core import plugins
-from connet_core.config import AuthSettings, TokenSource
 from connet_core.model import Principal, PrincipalKind
 
 CLIENT = PrincipalKind.CLIENT
@@ -40,10 +39,10 @@ async def test_the_file_is_read_by_a_worker_thread_not_the_event_loop(hooks, tmp
     monkeypatch.setattr(connet_tokens, "read_tokens_file", recording)
     path = tmp_path / "tokens"
     write_tokens(path, "alpha\n", mtime=1_000)
-    settings = AuthSettings(tokens=TokenSource(file=path))
-    assert hooks.authenticate(settings, CLIENT, "alpha") == Principal(CLIENT, 0, "token#0")
+    hooks = plugins.load_hooks(plugin_settings={"tokens": {"tokens-file": path}})  # connet server's tokens-file
+    assert hooks.authenticate(CLIENT, "alpha") == Principal(CLIENT, "token#0")
     write_tokens(path, "beta\nalpha\n", mtime=2_000)
-    assert hooks.authenticate(settings, CLIENT, "alpha") == Principal(CLIENT, 1, "token#1")  # at once
+    assert hooks.authenticate(CLIENT, "alpha") == Principal(CLIENT, "token#1")  # at once
     assert len(readers) == 2
     assert all(t is not threading.current_thread() for t in readers), "a tokens file was read on the event loop"
 
@@ -57,8 +56,8 @@ def test_a_replacement_that_is_not_a_regular_file_keeps_the_old_set(hooks, tmp_p
     monkeypatch.setattr(connet_tokens, "read_tokens_file", lambda p: reads.append(p) or real(p))
     path = tmp_path / "tokens"
     write_tokens(path, "kept\n", mtime=1_000)
-    settings = AuthSettings(tokens=TokenSource(file=path))
-    assert hooks.authenticate(settings, CLIENT, "kept") is not None
+    hooks = plugins.load_hooks(plugin_settings={"tokens": {"tokens-file": path}})  # connet server's tokens-file
+    assert hooks.authenticate(CLIENT, "kept") is not None
     staged = tmp_path / "staged"
     if replacement == "fifo":
         os.mkfifo(staged)
@@ -70,7 +69,7 @@ def test_a_replacement_that_is_not_a_regular_file_keeps_the_old_set(hooks, tmp_p
         path.unlink()
         path.mkdir()
     for _ in range(4):  # looked at again and again: one error line, the old set in force
-        assert hooks.authenticate(settings, CLIENT, "kept") == Principal(CLIENT, 0, "token#0")
+        assert hooks.authenticate(CLIENT, "kept") == Principal(CLIENT, "token#0")
     assert len(reads) == 2, "a refused file is tried again only once it changes"
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1, [r.getMessage() for r in errors]
@@ -80,15 +79,15 @@ def test_a_replacement_that_is_not_a_regular_file_keeps_the_old_set(hooks, tmp_p
     else:
         path.unlink()
     write_tokens(path, "new\n", mtime=3_000)
-    assert hooks.authenticate(settings, CLIENT, "new") == Principal(CLIENT, 0, "token#0")
-    assert hooks.authenticate(settings, CLIENT, "kept") is None
+    assert hooks.authenticate(CLIENT, "new") == Principal(CLIENT, "token#0")
+    assert hooks.authenticate(CLIENT, "kept") is None
 
 
 def test_a_hanging_read_costs_the_caller_one_bounded_wait(hooks, tmp_path, monkeypatch) -> None:
     path = tmp_path / "tokens"
     write_tokens(path, "kept\n", mtime=1_000)
-    settings = AuthSettings(tokens=TokenSource(file=path))
-    assert hooks.authenticate(settings, CLIENT, "kept") is not None
+    hooks = plugins.load_hooks(plugin_settings={"tokens": {"tokens-file": path}})  # connet server's tokens-file
+    assert hooks.authenticate(CLIENT, "kept") is not None
     release = threading.Event()
     started = threading.Event()
     real = connet_tokens.read_tokens_file
@@ -103,12 +102,12 @@ def test_a_hanging_read_costs_the_caller_one_bounded_wait(hooks, tmp_path, monke
     write_tokens(path, "fresh\n", mtime=2_000)
     try:
         for _ in range(3):  # the old set answers while the read hangs
-            assert hooks.authenticate(settings, CLIENT, "kept") == Principal(CLIENT, 0, "token#0")
-            assert hooks.authenticate(settings, CLIENT, "fresh") is None
+            assert hooks.authenticate(CLIENT, "kept") == Principal(CLIENT, "token#0")
+            assert hooks.authenticate(CLIENT, "fresh") is None
         assert started.is_set() and not release.is_set()
     finally:
         release.set()
     # the reader is one worker thread: a job queued behind the read finishes after it
     connet_tokens._reader.submit(lambda: None).result(10)
-    assert hooks.authenticate(settings, CLIENT, "fresh") == Principal(CLIENT, 0, "token#0")
-    assert hooks.authenticate(settings, CLIENT, "kept") is None
+    assert hooks.authenticate(CLIENT, "fresh") == Principal(CLIENT, "token#0")
+    assert hooks.authenticate(CLIENT, "kept") is None
