@@ -305,6 +305,9 @@ class Control:
         assert self._tg is not None
         sender = spawn(self._tg, self._send_updates(session, messages))
         refuser = spawn(self._tg, self._refuse_extra_streams(conn))
+        # a client that said it is stopping is gone for good: its announcements go at once;
+        # only a lost session lingers for endpoint-expiry-timeout (a quick reconnect)
+        stopped = False
         try:
             await messages.send(Authenticated(observed_addr=str(address), reconnect_id=os.urandom(16)))
             while True:
@@ -313,8 +316,10 @@ class Control:
                     await self._announce(session, message)
                 else:
                     self._withdraw(session, message)
-        except (ConnectionLost, StreamReset):
-            pass  # the client went away; its announcements go below
+        except ConnectionLost as exc:
+            stopped = exc.by_peer and exc.code == CloseCode.SHUTDOWN  # its announcements go below
+        except StreamReset:
+            pass
         except ProtocolError as exc:
             log.warning("client %s: %s", address, exc, extra={"peer": str(address)})
             conn.close(exc.code, "protocol error")
@@ -323,7 +328,7 @@ class Control:
                 if task is not None:
                     task.cancel()
             del self.sessions[session.id]
-            self._deliver(self.matcher.drop_session(session.id, time.monotonic()))
+            self._deliver(self.matcher.drop_session(session.id, None if stopped else time.monotonic()))
             conn.close(CloseCode.OK)
             log.info("client %s disconnected", address, extra={"peer": str(address)})
 
