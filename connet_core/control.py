@@ -316,6 +316,9 @@ class Control:
         assert self._tg is not None
         sender = spawn(self._tg, self._send_updates(session, messages))
         refuser = spawn(self._tg, self._refuse_extra_streams(conn))
+        # a client that said it is stopping is gone for good: its announcements go at once;
+        # only a lost session lingers for endpoint-expiry-timeout (a quick reconnect)
+        stopped = False
         try:
             await messages.send(Authenticated(observed_addr=str(address), reconnect_id=os.urandom(16)))
             while True:
@@ -324,8 +327,10 @@ class Control:
                     await self._announce(session, message)
                 else:
                     self._withdraw(session, message)
-        except (ConnectionLost, StreamReset):
-            pass  # the client went away; its announcements go below
+        except ConnectionLost as exc:
+            stopped = exc.by_peer and exc.code == CloseCode.SHUTDOWN  # its announcements go below
+        except StreamReset:
+            pass
         except ProtocolError as exc:
             log.warning("client %s: %s", address, exc, extra={"peer": str(address)})
             conn.close(exc.code, "protocol error")
@@ -334,7 +339,8 @@ class Control:
                 if task is not None:
                     task.cancel()
             del self.sessions[session.id]
-            self._deliver(self.matcher.drop_session(session.id, time.monotonic()))
+            self._deliver(self.matcher.drop_session(session.id, None if stopped else time.monotonic()))
+            # a lingering session stays published to the other instances until the Matcher drops it
             self.published.drop_session(session.id, lingers=self.matcher.is_lingering(session.id))
             conn.close(CloseCode.OK)
             log.info("client %s disconnected", address, extra={"peer": str(address)})

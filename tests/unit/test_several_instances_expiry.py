@@ -1,7 +1,8 @@
 """Endpoint expiry with two control instances sharing the ``memory`` plugin's hub: the
 destination's announcements stay published to the other instance while they linger on its
-own, a quick reconnect to its instance is no news to a source on the other one, and when
-the lingering announcement expires the other instance's source is told."""
+own, a quick reconnect to its instance is no news to a source on the other one, when the
+lingering announcement expires the other instance's source is told, and a destination that
+stops is withdrawn everywhere at once."""
 
 from __future__ import annotations
 
@@ -68,10 +69,22 @@ async def test_a_destination_back_on_its_instance_is_no_news_on_another_and_its_
                 assert told == [], "the source on the other instance was told of the reconnect"
                 assert len(two.control.matcher.view("web", Role.SOURCE).peers) == 1
 
-            # 2. the destination is gone for good: told once its expiry passed on instance one
-            await until(lambda: one.control.matcher.lingering() == 1)
-            gone = asyncio.get_running_loop().time()
-            assert told == []
-            await until(lambda: told and told[-1].peers == (), timeout=EXPIRY + 5)
-            assert asyncio.get_running_loop().time() - gone >= EXPIRY - 1.5
-            assert two.control.status()["names"] == {"web": {"source": 1}}
+                # 2. the destination's session is lost and it cannot come back (a cut path):
+                # the source on the other instance is told once the expiry passed on instance one
+                dst_addr, one_addr = dst.endpoint.local_address, one.control.endpoint.local_address
+                network.partition(dst_addr, one_addr)
+                (lost,) = one.control.sessions.values()
+                lost.conn.close(CloseCode.OK, "test: the session is lost")
+                await until(lambda: one.control.matcher.lingering() == 1)
+                gone = asyncio.get_running_loop().time()
+                assert told == []
+                await until(lambda: bool(told) and told[-1].peers == (), timeout=EXPIRY + 5)
+                assert asyncio.get_running_loop().time() - gone >= EXPIRY - 1.5
+                assert two.control.status()["names"] == {"web": {"source": 1}}
+                network.heal(dst_addr, one_addr)
+
+                # 3. a destination that stops (says so) is withdrawn at once, on every instance
+                await until(lambda: len(one.control.sessions) == 1 and told[-1].peers != ())
+                before = len(told)
+            await until(lambda: len(told) > before and told[-1].peers == (), timeout=EXPIRY - 1.5)
+            assert one.control.matcher.lingering() == 0
