@@ -17,9 +17,8 @@ from connet_core.protocol.codes import CloseCode
 from connet_core.transport import Stream, TLSIdentity
 
 
-def _context(server_side: bool, identity: TLSIdentity, peer_der: bytes) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+def load_identity(ctx: ssl.SSLContext, identity: TLSIdentity) -> None:
+    """Give ``ctx`` our certificate chain and key (PEM in memory)."""
     # load_cert_chain reads only files; the key never lives longer on disk than this call
     with tempfile.TemporaryDirectory(prefix="connet-tls-") as tmp:
         cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
@@ -27,6 +26,12 @@ def _context(server_side: bool, identity: TLSIdentity, peer_der: bytes) -> ssl.S
         key.touch(mode=0o600)
         key.write_bytes(identity.key_pem)
         ctx.load_cert_chain(cert, key)
+
+
+def _context(server_side: bool, identity: TLSIdentity, peer_der: bytes) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    load_identity(ctx, identity)
     ctx.load_verify_locations(cadata=ssl.DER_cert_to_PEM_cert(peer_der))
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.check_hostname = False  # the peer is pinned by its exact certificate, checked below

@@ -27,8 +27,8 @@ from connet_core.client.destinations import Destinations
 from connet_core.client.peers import Peers
 from connet_core.client.relays import Relays
 from connet_core.client.report import client_status
-from connet_core.client.sources import Sources, listen_tcp
-from connet_core.client.udp_source import UdpSource, listen_udp
+from connet_core.client.sources import Sources, listen_source
+from connet_core.client.udp_source import UdpSource
 from connet_core.client.state import ClientState, Key, Peer, RelayLink
 from connet_core.config import ClientSettings, EndpointSettings
 from connet_core.errors import TransportError
@@ -88,7 +88,7 @@ class Client:
         try:
             # before any task starts: a source that cannot listen is a configuration error
             for source in self.settings.sources:
-                listeners.append((listen_udp if source.protocol == "udp" else listen_tcp)(source, self.state))
+                listeners.append(listen_source(source, self.state))
             async with TaskGroup() as tg:
                 self._start(tg, self.endpoint, listeners)
                 self.started.set()

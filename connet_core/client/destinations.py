@@ -23,8 +23,8 @@ from connet_core.errors import ConnectionLost, ProtocolError, StreamReset
 from connet_core.forward import dial_tcp, pump
 from connet_core.model import PathKind, Role
 from connet_core.protocol.codes import CloseCode
-from connet_core.protocol.messages import Connect, Connected, ConnectRefused, PeerInfo
-from connet_core.protocol.streams import MessageStream
+from connet_core.protocol.messages import Connect, Connected, PeerInfo
+from connet_core.protocol.streams import MessageStream, refuse_connect
 from connet_core.supervise import describe
 from connet_core.tls_stream import TLSStream
 from connet_core.transport import Stream
@@ -70,7 +70,7 @@ class Destinations:
             refusal = (CloseCode.NO_ROUTE, "destination does not allow direct")
         if refusal is not None:
             log.warning("peer %s asked for %r: refused (%s)", peer.label, request.name, refusal[1], extra={"endpoint": request.name})
-            await _refuse(messages, stream, *refusal)
+            await refuse_connect(messages, stream, *refusal)
             return
         assert destination is not None
         if "udp" in (request.protocol, destination.protocol):
@@ -129,7 +129,7 @@ class Destinations:
             log.warning("destination %r: cannot connect to %s: %s", name, destination.addr,
                         "no answer within %g s" % timeout if isinstance(exc, TimeoutError) else describe(exc),
                         extra={"endpoint": name})
-            await _refuse(messages, stream, CloseCode.DESTINATION_UNREACHABLE, "cannot connect")
+            await refuse_connect(messages, stream, CloseCode.DESTINATION_UNREACHABLE, "cannot connect")
             return
         if destination.proxy_proto_version:
             # before any byte of the tunnel: the service reads the header first
@@ -151,9 +151,3 @@ class Destinations:
                 pc.active_streams -= 1
 
 
-async def _refuse(messages: MessageStream, stream: Stream, code: int, reason: str) -> None:
-    try:
-        await messages.send(ConnectRefused(code, reason))
-        await stream.write_eof()
-    except (ConnectionLost, StreamReset):
-        pass  # nobody left to tell

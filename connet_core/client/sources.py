@@ -22,7 +22,7 @@ from connet_core.plugins import Hooks
 from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.messages import Connect, Connected, ConnectRefused
 from connet_core.protocol.streams import MessageStream
-from connet_core.supervise import attempt, contained, describe, pause
+from connet_core.supervise import attempt, describe, pause
 from connet_core.tls_stream import TLSStream
 from connet_core.transport import Connection, Stream
 
@@ -40,30 +40,35 @@ Via = PeerConnection | RelayLink  # what carries a tunneled stream: a direct con
 Origin = tuple[str, str]  # the TCP client's host:port, and the host:port it connected to
 
 
-def listen_tcp(source: EndpointSettings, state: ClientState) -> socket.socket:
-    """The listening socket of ``source``; its bound address goes to ``state.source_addresses``.
-    Raises ConfigError with one line when the address cannot be used."""
+def listen_source(source: EndpointSettings, state: ClientState) -> socket.socket:
+    """The socket of ``source``, listening TCP or UDP by its protocol; its bound address goes
+    to ``state.source_addresses``. Raises ConfigError with one line when the address cannot
+    be used."""
+    udp = source.protocol == "udp"
     host = source.addr.host or None
     try:
-        infos = socket.getaddrinfo(host, source.addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(host, source.addr.port, type=socket.SOCK_DGRAM if udp else socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ConfigError(f"source {source.name!r}: cannot resolve addr {source.addr}: {exc.strerror}") from None
     family, kind, proto, _, sockaddr = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if not udp:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(sockaddr)
-        sock.listen(1024)
+        if not udp:
+            sock.listen(1024)
     except OSError as exc:
         sock.close()
         # the one line the user sees (exit 2): which source, which address, what the OS said
-        raise ConfigError(f"source {source.name!r}: cannot listen on {source.addr}: "
+        raise ConfigError(f"source {source.name!r}: cannot listen on {source.addr}{' (udp)' if udp else ''}: "
                           f"{exc.strerror or exc}") from None
     sock.setblocking(False)
     name = sock.getsockname()
     bound = HostPort(name[0], name[1])
     state.source_addresses[source.name] = bound
-    log_listening(log, "source", "tcp", bound)
+    log_listening(log, "source", source.protocol, bound)
     return sock
 
 

@@ -17,8 +17,8 @@ from connet_core.datagram_mux import Muxes
 from connet_core.errors import ConnectionLost, ProtocolError, StreamReset
 from connet_core.protocol import datagrams as codec
 from connet_core.protocol.codes import CloseCode
-from connet_core.protocol.messages import Connect, Connected, ConnectRefused
-from connet_core.protocol.streams import MessageStream
+from connet_core.protocol.messages import Connect, Connected
+from connet_core.protocol.streams import MessageStream, refuse_connect
 from connet_core.supervise import describe
 from connet_core.transport import Connection, Stream
 
@@ -98,7 +98,7 @@ class UdpDestination:
         except OSError as exc:
             log.warning("destination %r: cannot reach %s (udp): %s", self.name, addr, describe(exc),
                         extra={"endpoint": self.name})
-            await _refuse(messages, stream, CloseCode.DESTINATION_UNREACHABLE, "cannot reach the service")
+            await refuse_connect(messages, stream, CloseCode.DESTINATION_UNREACHABLE, "cannot reach the service")
             return
         flow.transport = transport
         tunnel = FlowTunnel(conn, stream, codec.FlowSeal(key, source_side=False) if key is not None else None,
@@ -120,14 +120,6 @@ class UdpDestination:
             stream.reset(CloseCode.OK)
 
 
-async def _refuse(messages: MessageStream, stream: Stream, code: int, reason: str) -> None:
-    try:
-        await messages.send(ConnectRefused(code, reason))
-        await stream.write_eof()
-    except (ConnectionLost, StreamReset):
-        pass  # nobody left to tell
-
-
 class UdpDestinations:
     """Where ``destinations.Destinations`` hands every stream request that is not TCP to a
     TCP destination: a UDP flow, or a request whose protocol the destination does not have
@@ -144,7 +136,7 @@ class UdpDestinations:
         if why is None:
             return False
         log.warning("peer %s: refused: %s", peer_label, why, extra={"endpoint": destination.name})
-        await _refuse(messages, stream, CloseCode.PROTOCOL_MISMATCH, why)
+        await refuse_connect(messages, stream, CloseCode.PROTOCOL_MISMATCH, why)
         return True
 
     async def serve_direct(self, destination: EndpointSettings, protocol: str, peer_label: str,
@@ -165,6 +157,6 @@ class UdpDestinations:
             tls.reset(CloseCode.PROTOCOL_ERROR)
             return
         if len(request.key) != codec.KEY_SIZE:
-            await _refuse(messages, tls, CloseCode.PROTOCOL_ERROR, "a relayed udp flow needs its key")
+            await refuse_connect(messages, tls, CloseCode.PROTOCOL_ERROR, "a relayed udp flow needs its key")
             return
         await self._by_name[destination.name].serve(messages, tls, conn, request.key)

@@ -25,9 +25,7 @@ from connet_core.client.udp_tunnel import FlowTunnel
 from connet_core.component import spawn
 from connet_core.config import EndpointSettings
 from connet_core.datagram_mux import Muxes
-from connet_core.errors import ConfigError
-from connet_core.logs import log_listening
-from connet_core.model import HostPort, Role
+from connet_core.model import Role
 from connet_core.protocol import datagrams as codec
 from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.messages import Connect
@@ -37,30 +35,6 @@ log = logging.getLogger("connet.client")
 
 PENDING_LIMIT = 64  # datagrams a new flow holds while its path is being opened
 NO_PATH_HOLD = 2.0  # a flow that found no path drops its sender's datagrams this long, then retries
-
-
-def listen_udp(source: EndpointSettings, state: ClientState) -> socket.socket:
-    """The UDP socket of ``source``; its bound address goes to ``state.source_addresses``.
-    Raises ConfigError with one line when the address cannot be used."""
-    host = source.addr.host or None
-    try:
-        infos = socket.getaddrinfo(host, source.addr.port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ConfigError(f"source {source.name!r}: cannot resolve addr {source.addr}: {exc.strerror}") from None
-    family, kind, proto, _, sockaddr = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.bind(sockaddr)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"source {source.name!r}: cannot listen on {source.addr} (udp): "
-                          f"{exc.strerror or exc}") from None
-    sock.setblocking(False)
-    name = sock.getsockname()
-    bound = HostPort(name[0], name[1])
-    state.source_addresses[source.name] = bound
-    log_listening(log, "source", "udp", bound)
-    return sock
 
 
 @dataclass(eq=False)

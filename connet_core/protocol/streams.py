@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 
-from connet_core.errors import ProtocolError
+from connet_core.errors import ConnectionLost, ProtocolError, StreamReset
 from connet_core.protocol.codec import Message
 from connet_core.protocol.codes import CloseCode
 from connet_core.protocol.framing import FrameDecoder, frame
+from connet_core.protocol.messages import ConnectRefused
 from connet_core.transport import Stream
 
-__all__ = ["MessageStream", "Expected"]
+__all__ = ["MessageStream", "Expected", "refuse_connect"]
 
 # What recv accepts: one message class, several, or None for any.
 Expected = type | tuple[type, ...] | None
@@ -101,3 +102,13 @@ class MessageStream:
                 self._finished = True
             else:
                 self._decoder.feed(data)
+
+
+async def refuse_connect(messages: MessageStream, stream: Stream, code: int, reason: str) -> None:
+    """Answer a ``Connect`` with ``ConnectRefused`` and end the stream; a peer already gone
+    needs no answer."""
+    try:
+        await messages.send(ConnectRefused(code, reason))
+        await stream.write_eof()
+    except (ConnectionLost, StreamReset):
+        pass  # nobody left to tell

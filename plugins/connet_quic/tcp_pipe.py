@@ -30,13 +30,12 @@ import itertools
 import logging
 import ssl
 import struct
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from connet_core.errors import DialError, TransportError
 from connet_core.model import HostPort
 from connet_core.protocol.codes import CloseCode
+from connet_core.tls_stream import load_identity
 from connet_core.transport import TLSIdentity, Trust
 
 from connet_quic.addresses import Address
@@ -59,23 +58,13 @@ _PIPE_PREFIX = int(ipaddress.IPv6Address("100::"))  # RFC 6666: discard-only, ne
 PIPE_HOST_PREFIX = "100::"  # how every pipe address is written (its number fits the last 64 bits)
 
 
-def _load_pems(ctx: ssl.SSLContext, identity: TLSIdentity) -> None:
-    # load_cert_chain reads only files; the key never lives longer on disk than this call
-    with tempfile.TemporaryDirectory(prefix="connet-tcp-") as tmp:
-        cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
-        cert.write_bytes(identity.cert_pem)
-        key.touch(mode=0o600)
-        key.write_bytes(identity.key_pem)
-        ctx.load_cert_chain(cert, key)
-
-
 def server_context(identity: TLSIdentity) -> ssl.SSLContext:
     """The outer TLS of a listener: the endpoint's own certificate, so a client checks it as
     it checks the QUIC handshake's."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.set_alpn_protocols([ALPN])
-    _load_pems(ctx, identity)
+    load_identity(ctx, identity)
     return ctx
 
 
