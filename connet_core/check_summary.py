@@ -15,6 +15,10 @@ def _addr(addr: HostPort | None) -> str:
     return "disabled" if addr is None else str(addr)
 
 
+def _addrs(addrs: tuple[HostPort, ...]) -> str:
+    return ", ".join(str(a) for a in addrs)
+
+
 def summarize(config: Config) -> str:
     """One line saying what ``config`` would run, for ``connet check``."""
     if config.client is not None:
@@ -23,7 +27,7 @@ def summarize(config: Config) -> str:
         for word, endpoints in (("destination", client.destinations), ("source", client.sources)):
             names = ", ".join(e.name for e in endpoints)
             parts.append(_plural(len(endpoints), word) + (f" ({names})" if names else ""))
-        return f"client: {', '.join(parts)}; control server {client.server_addr}; status {_addr(client.status_addr)}"
+        return f"client: {', '.join(parts)}; control server {_addrs(client.server_addrs or (client.server_addr,))}; status {_addr(client.status_addr)}"
     if config.server is not None:
         server = config.server
         control = server.control
@@ -37,6 +41,6 @@ def summarize(config: Config) -> str:
     assert config.relay is not None
     relay = config.relay
     return (
-        f"relay: on {relay.addr} (advertised as {relay.hostname}), registers with {relay.control_addr}; "
+        f"relay: on {relay.addr} (advertised as {relay.hostname}), registers with {_addrs(relay.control_addrs or (relay.control_addr,))}; "
         f"status {_addr(relay.status_addr)}"
     )

@@ -173,7 +173,9 @@ def _endpoint_options(func: F) -> F:
 @common_options
 @click.option("--token", metavar="TOKEN", help="Token for the control server (or --token-file).")
 @click.option("--token-file", type=click.Path(), metavar="FILE", help="File whose first line is the token.")
-@click.option("--server-addr", metavar="HOST:PORT", help="Control server address.  [default: localhost:19190]")
+@click.option("--server-addr", metavar="HOST:PORT[,HOST:PORT...]",
+              help="Control server address; several, comma-separated, for several control instances.  "
+              "[default: localhost:19190]")
 @click.option(
     "--server-cas",
     type=click.Path(),
@@ -185,7 +187,8 @@ def _endpoint_options(func: F) -> F:
     metavar="HOST",
     help="Name checked in the control server certificate.  [default: the host of --server-addr]",
 )
-@click.option("--server-tcp-addr", metavar="HOST:PORT", help="Control server over TLS-over-TCP, where UDP is blocked.")
+@click.option("--server-tcp-addr", metavar="HOST:PORT[,HOST:PORT...]",
+              help="Control server over TLS-over-TCP, where UDP is blocked (one for all, or one per --server-addr).")
 @click.option("--udp", metavar="auto|never", help="auto: TCP after 3 s without UDP; never: TCP only.  [default: auto]")
 @click.option(
     "--direct-addr", metavar="HOST:PORT", help="UDP address for direct peer connections and control.  [default: :19192]"

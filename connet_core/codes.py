@@ -25,6 +25,7 @@ class CloseCode(enum.IntEnum):
     PEER_RESET = 15  # the peer forgot this connection: it restarted
     TCP_RESET = 16  # the program at the other end of the tunnel reset its TCP connection
     PROTOCOL_MISMATCH = 17  # a tcp source asked a udp destination of the same name, or the reverse
+    UNAVAILABLE = 18  # this control instance cannot reach the shared state: use another one
 
     @classmethod
     def describe(cls, code: int) -> str:

@@ -10,15 +10,12 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Generic, Hashable, TypeVar
+from typing import TYPE_CHECKING, Any, Coroutine, Generic, Hashable, TypeVar
 
-from connet_core.errors import DialError
 from connet_core.supervise import contained
 
 if TYPE_CHECKING:
-    from connet_core.model import HostPort
     from connet_core.store import Store
-    from connet_core.transport import Connection, Endpoint, Trust
 
 T = TypeVar("T")
 
@@ -96,26 +93,3 @@ async def persistent_secret(store: "Store", name: str, size: int = 32) -> bytes:
         secret = os.urandom(size)
         await store.put("secrets", name, secret)
     return secret
-
-
-async def dial_until_up(
-    endpoint: "Endpoint", address: "HostPort", *, alpn: str, trust: "Trust", timeout: float, backoff: Backoff,
-    logger: logging.Logger, what: str, hint: Callable[[DialError], str] | None = None,
-    dial: Callable[[], Awaitable["Connection"]] | None = None,
-) -> "Connection":
-    """Dial until a connection is up, waiting ``backoff`` between attempts (servers that
-    are down or restarting). A failure is a warning line (``hint`` may add what to do) when
-    it differs from the one before; the same failure again is a debug line, so a server that
-    is down for an hour is one warning, not one per retry. ``dial``: how to dial instead of
-    ``endpoint.dial`` (a client's choice of UDP or TCP, connet_core.client.carrier)."""
-    last = None
-    while True:
-        try:
-            if dial is not None:
-                return await dial()
-            return await endpoint.dial(address, alpn=alpn, trust=trust, timeout=timeout)
-        except DialError as exc:
-            level = logging.DEBUG if str(exc) == last else logging.WARNING
-            last = str(exc)
-            logger.log(level, "cannot reach %s %s: %s%s; retrying", what, address, exc, hint(exc) if hint else "")
-        await asyncio.sleep(backoff.next_delay())

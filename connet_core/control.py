@@ -16,6 +16,7 @@ from connet_core.addresses import sanitize
 from connet_core.certs import load_identity
 from connet_core.component import Outbox, default_store_dir, persistent_secret, spawn
 from connet_core.config import ControlSettings
+from connet_core.control_instances import OtherInstances, Published, RelayEntry
 from connet_core.errors import ConnectionLost, PluginError, ProtocolError, StreamReset
 from connet_core.logs import log_listening
 from connet_core.model import (
@@ -47,6 +48,7 @@ from connet_core.protocol.messages import (
     metadata_problem,
 )
 from connet_core.protocol.streams import MessageStream
+from connet_core.shared_state import SharedRelay
 from connet_core.supervise import TaskGroup, contained
 from connet_core.transport import Connection, Endpoint, TransportOptions, listen_over_tcp
 
@@ -73,18 +75,6 @@ class ClientSession:
     announced: dict[tuple[str, Role], Announcement] = field(default_factory=dict)
 
 
-@dataclass(eq=False)
-class RelayEntry:
-    """A relay clients may use: where it is, its certificate, the key its grants carry."""
-
-    addr: str
-    certificate: bytes
-    grant_key: bytes
-    conn: Connection | None = None  # None for the relay built into ``connet server``
-    metadata: str = ""
-    tcp_addr: str = ""  # where it also takes QUIC over TLS-over-TCP; "": it does not
-
-
 class Control:
     """``await Control(settings).run()`` serves until cancelled."""
 
@@ -100,17 +90,26 @@ class Control:
         self._tg: asyncio.TaskGroup | None = None
         self.relays: dict[bytes, RelayEntry] = {}  # by certificate hash
         # events for /metrics: refusals by reason, sessions that never started
-        self.counters = {"auth_failed": 0, "forbidden": 0, "handshake_failures": 0, "plugin_errors": 0}
+        self.counters = {"auth_failed": 0, "forbidden": 0, "handshake_failures": 0, "plugin_errors": 0,
+                         "unavailable": 0}
         self._grant_secret: bytes | None = None
+        self.shared = self.hooks.shared_state("control")
+        self.others = OtherInstances(self)
+        self.published = Published(self.shared, self.others)  # our announcements, for the other instances
 
     async def start(self) -> None:
         """Open the store and bind; ``serve`` does the rest."""
         identity = load_identity(self.settings.cert_file, self.settings.key_file)
         store = self.hooks.open_store("control", self.settings.store_dir or default_store_dir("control"))
-        self._grant_secret = await persistent_secret(store, "grant-secret")
+        # every instance of a deployment must issue grants and resets alike: the shared value
+        # wins; the store's own is proposed, so a single instance keeps its keys when it joins
+        await self.shared.open(self.others.change)
+        self._grant_secret = await self.shared.secret("grant-secret", await persistent_secret(store, "grant-secret"))
+        reset_key = await self.shared.secret("reset-key", await persistent_secret(store, "reset-key"))
+        self.others.ready()
         transport = self.hooks.transport(self.settings.common.transport)
         alpns = [ALPN_CONTROL] + ([ALPN_RELAYS] if self.settings.accept_relays else [])
-        options = TransportOptions(stateless_reset_key=await persistent_secret(store, "reset-key"))
+        options = TransportOptions(stateless_reset_key=reset_key)
         if self.settings.handshake_idle_timeout:  # handshake-idle-timeout
             options = dataclasses.replace(options, handshake_timeout=self.settings.handshake_idle_timeout)
         self.endpoint = await transport.bind(self.settings.addr, identity=identity, alpns=alpns, options=options)
@@ -130,6 +129,7 @@ class Control:
                 self._tg = tg
                 tg.create_task(self._recheck_tokens())
                 tg.create_task(self._refresh_grants())
+                tg.create_task(self.shared.run())
                 if self.matcher.expiry > 0:
                     tg.create_task(self._expire_endpoints())
                 self.started.set()
@@ -140,6 +140,7 @@ class Control:
                                              log))
         finally:
             await self.endpoint.close(CloseCode.SHUTDOWN, "shutdown")
+            await self.shared.close()
 
     # ---- relays --------------------------------------------------------------------------
 
@@ -149,12 +150,15 @@ class Control:
 
     def add_relay(self, entry: RelayEntry) -> None:
         self.relays[certificate_hash(entry.certificate)] = entry
+        self.shared.add_relay(SharedRelay(self.shared.instance, entry.addr, entry.certificate, entry.metadata,
+                                          entry.tcp_addr))
         self._push_relays()
 
     def remove_relay(self, entry: RelayEntry) -> None:
         key = certificate_hash(entry.certificate)
         if self.relays.get(key) is entry:
             del self.relays[key]
+            self.shared.remove_relay(entry.certificate)
             self._push_relays()
 
     def _relays_update(self, announcement: Announcement) -> RelaysUpdate:
@@ -259,7 +263,7 @@ class Control:
                 raise ProtocolError(f"relay metadata {problem}")
             tcp_addr = str(HostPort(hello.hostname, hello.tcp_port)) if 0 < hello.tcp_port < 65536 else ""
             entry = RelayEntry(relay_addr, hello.certificate, self.grant_key_for(hello.certificate), conn,
-                               hello.metadata, tcp_addr)
+                               metadata=hello.metadata, tcp_addr=tcp_addr)
             await messages.send(RelayRegistered(entry.grant_key))
         except ProtocolError as exc:
             conn.close(exc.code, "protocol error")
@@ -275,12 +279,19 @@ class Control:
             self.remove_relay(entry)
 
     def _deliver(self, pushes: list[Push]) -> None:
+        """Send what the Matcher says; tell the other instances which lingering announcements left it."""
+        self.published.released(self.matcher.take_released())
         for session_id, update in pushes:
             session = self.sessions.get(session_id)
             if session is not None:
                 session.outbox.put((update.name, update.role), update)
 
     async def _serve_connection(self, conn: Connection) -> None:
+        if not self.shared.healthy:
+            # a stale view would match nobody across instances: the peer tries another one
+            self.counters["unavailable"] += 1
+            conn.close(CloseCode.UNAVAILABLE, "unavailable")
+            return
         if conn.alpn == ALPN_CONTROL:
             await self._serve_client(conn)
         elif conn.alpn == ALPN_RELAYS and self.settings.accept_relays:
@@ -329,6 +340,8 @@ class Control:
                     task.cancel()
             del self.sessions[session.id]
             self._deliver(self.matcher.drop_session(session.id, None if stopped else time.monotonic()))
+            # a lingering session stays published to the other instances until the Matcher drops it
+            self.published.drop_session(session.id, lingers=self.matcher.is_lingering(session.id))
             conn.close(CloseCode.OK)
             log.info("client %s disconnected", address, extra={"peer": str(address)})
 
@@ -372,11 +385,13 @@ class Control:
             "client %s announced %s %r", session.address, role.value, message.name,
             extra={"peer": str(session.address), "endpoint": message.name},
         )
-        self._deliver(self.matcher.announce(announcement))
+        self._deliver(self.matcher.announce(announcement))  # first: a take-over decides the shared key
+        self.published.announce(announcement)
 
     def _withdraw(self, session: ClientSession, message: Withdraw) -> None:
         role, _ = self._parse_endpoint(message.name, message.role)
         session.announced.pop((message.name, role), None)
+        self.published.withdraw(session.id, message.name, role)
         self._deliver(self.matcher.withdraw(session.id, message.name, role))
 
     @staticmethod
@@ -423,8 +438,9 @@ class Control:
                  "announced": sorted(f"{role.value}:{name}" for name, role in s.announced)}
                 for s in self.sessions.values()
             ],
-            "relays": [{"addr": e.addr, "builtin": e.conn is None, "metadata": e.metadata}
-                       for e in self.relays.values()],
+            "relays": [{"addr": e.addr, "builtin": e.conn is None and e.instance is None, "instance": e.instance,
+                        "metadata": e.metadata} for e in self.relays.values()],
+            "shared_state": self.shared.status(),
             # with the endpoint's own (an optional transport attribute: Retry, datagrams dropped)
             "counters": {**self.counters, **getattr(self.endpoint, "counters", {})},
             "plugin_errors": self.hooks.error_report(),

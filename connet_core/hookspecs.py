@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import click
 
     from connet_core.plugin_settings import PluginKey, PluginSettings
+    from connet_core.shared_state import SharedState
     from connet_core.store import Store
     from connet_core.transport import Transport
 
@@ -152,6 +153,21 @@ def connet_open_store(component: str, store_dir: "Path", plugin_settings: "Plugi
     The first non-None result wins. Raise :class:`connet_core.errors.StoreError` for a store
     that exists but is unusable (corrupt, unreadable); that stops the component with a clear
     message. Returning None everywhere is an error: some plugin must provide storage.
+    """
+
+
+# --- shared state -------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def connet_shared_state(component: str, plugin_settings: "PluginSettings") -> "SharedState | None":
+    """The state control instances share (:class:`connet_core.shared_state.SharedState`): who
+    is connected, what each client announces, which relays exist, the grant and reset secrets.
+
+    ``component`` is "control" (also for the control half of ``connet server``). The first
+    non-None result wins: a plugin that is not configured (the ``redis`` plugin without a
+    url) returns None, and the ``memory`` default (``trylast``) keeps the state in this one
+    process. Creating it must not do I/O; ``SharedState.open`` does.
     """
 
 

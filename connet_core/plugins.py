@@ -26,6 +26,7 @@ from connet_core.model import PathCandidate, Principal, PrincipalKind, Role, Rou
 from connet_core.plugin_settings import PluginKey, PluginSettings, SettingProblem, with_defaults
 
 if TYPE_CHECKING:
+    from connet_core.shared_state import SharedState
     from connet_core.store import Store
     from connet_core.transport import Transport
 
@@ -33,7 +34,7 @@ ENTRY_POINT_GROUP = "connet"
 # How long the engines wait for an async hook (an LDAP or HTTP service, a database) before
 # refusing the one request that needed it.
 HOOK_TIMEOUT = 5.0
-DEFAULT_PLUGINS = ("tokens", "cidr", "routes", "filestore", "quic")
+DEFAULT_PLUGINS = ("tokens", "cidr", "routes", "filestore", "memory", "quic")
 
 # Hooks the facade calls one implementation at a time (see the module docstring). A hook
 # wrapper around them would run outside that containment, so wrappers are refused there.
@@ -322,6 +323,27 @@ class Hooks:
             if store is not None:
                 return store
         raise PluginError("no plugin provides storage (is the 'filestore' plugin disabled?)")
+
+    # shared state
+    def shared_state(self, component: str) -> "SharedState":
+        """The first shared state a plugin provides. Any failure is the plugin's, named."""
+        from connet_core.shared_state import SharedState
+
+        caller = self._hook.connet_shared_state
+        for impl in reversed(caller.get_hookimpls()):
+            try:
+                state = impl.function(*self._arguments(impl, {"component": component}))
+            except PluginError:
+                raise
+            except Exception as exc:  # a bug or a bad setting in the plugin: stop, saying whose
+                raise self._failed(self._label(impl.plugin), caller.name, f"raised {_describe(exc)}") from exc
+            if state is None:
+                continue
+            if not isinstance(state, SharedState):
+                raise self._failed(self._label(impl.plugin), caller.name,
+                                   f"returned {type(state).__name__}, expected a SharedState or None")
+            return state
+        raise PluginError("no plugin provides the shared state (is the 'memory' plugin disabled?)")
 
     # transport
     def transport_names(self) -> list[str]:

@@ -19,7 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from connet_core.certs import make_identity
-from connet_core.component import RECONNECT_CEILING, Backoff, default_store_dir, dial_until_up, persistent_secret, spawn
+from connet_core.component import RECONNECT_CEILING, Backoff, default_store_dir, persistent_secret, spawn
+from connet_core.control_addresses import ControlAddresses
 from connet_core.config import RelaySettings
 from connet_core.errors import ConnectionLost, ProtocolError, StoreError, StreamReset
 from connet_core.forward import splice
@@ -46,7 +47,7 @@ from connet_core.protocol.streams import MessageStream
 from connet_core.store import Store
 from connet_core.supervise import TaskGroup, attempt, close_code, contained, describe, pause
 from connet_core.transport import (
-    CloseInfo, Connection, Endpoint, Stream, TLSIdentity, TransportOptions, Trust, listen_over_tcp,
+    CloseInfo, Connection, Endpoint, Stream, TLSIdentity, TransportOptions, listen_over_tcp,
 )
 
 log = logging.getLogger("connet.relay")
@@ -288,6 +289,7 @@ class Relay:
         self.service: RelayService | None = None
         self.started = asyncio.Event()
         self.control_connected = False
+        self._control: ControlAddresses | None = None  # set by the registration loop
 
     async def run(self) -> None:
         s = self.settings
@@ -311,10 +313,12 @@ class Relay:
         service = self.service
         backoff = Backoff(0.5, RECONNECT_CEILING)
         refused_backoff = Backoff(5.0, 60.0)  # a refused token will not fix itself soon: wait longer each time
-        trust = Trust(server_name=s.control_name, cafile=s.control_cas)
+        addresses = ControlAddresses(s.control_addrs or (s.control_addr,), name=s.control_name,
+                                     name_set=s.control_name_set, cafile=s.control_cas)
+        self._control = addresses
         while True:
-            conn = await dial_until_up(service.endpoint, s.control_addr, alpn=ALPN_RELAYS, trust=trust,
-                                       timeout=s.handshake_idle_timeout or STEP_TIMEOUT, backoff=backoff, logger=log, what="control server")
+            conn = await addresses.dial(service.endpoint, alpn=ALPN_RELAYS, timeout=s.handshake_idle_timeout or STEP_TIMEOUT,
+                                        backoff=backoff, logger=log, what="control server")
             try:
                 with attempt() as tried:
                     closed = await self._registered_session(conn)
@@ -328,10 +332,10 @@ class Relay:
                 self.control_connected = False
             error = tried.error
             if error is None:
-                log.warning("lost the control server %s: %s", s.control_addr, CloseCode.describe(closed.code))
+                log.warning("lost the control server %s: %s", addresses.current, CloseCode.describe(closed.code))
                 refused = closed.code in (CloseCode.AUTH_FAILED, CloseCode.FORBIDDEN)
             elif isinstance(error, ConnectionLost):
-                log.error("control server %s refused the relay: %s", s.control_addr, CloseCode.describe(error.code))
+                log.error("control server %s refused the relay: %s", addresses.current, CloseCode.describe(error.code))
                 refused = error.code in (CloseCode.AUTH_FAILED, CloseCode.FORBIDDEN)
             else:
                 log.warning("relay registration failed: %s; retrying", describe(error))
@@ -355,7 +359,7 @@ class Relay:
             await service.store.put("control", "grant-key", registered.grant_key)
         service.set_grant_key(registered.grant_key)
         self.control_connected = True
-        log.info("registered with control server %s as %s:%d", s.control_addr, s.hostname, port)
+        log.info("registered with control server %s as %s:%d", self._control.current if self._control else None, s.hostname, port)
         return await conn.wait_closed()
 
     def status(self) -> dict:

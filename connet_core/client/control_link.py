@@ -11,7 +11,8 @@ from connet_core.addresses import local_candidates
 from connet_core.client.carrier import MOVED_BACK, Carrier, carrier_of
 from connet_core.client.birthday_probe import own_nat
 from connet_core.client.state import HANDSHAKE_STEP_TIMEOUT, ClientState, role_of
-from connet_core.component import RECONNECT_CEILING, Backoff, dial_until_up
+from connet_core.component import RECONNECT_CEILING, Backoff
+from connet_core.control_addresses import ControlAddresses
 from connet_core.config import ClientSettings
 from connet_core.errors import ConnectionLost, DialError, ProtocolError
 from connet_core.model import HostPort
@@ -48,6 +49,9 @@ class ControlLink:
         self._endpoint = endpoint
         self._on_peers = on_peers
         self._on_relays = on_relays
+        self.addresses = ControlAddresses(settings.server_addrs or (settings.server_addr,), name=settings.server_name,
+                                          name_set=settings.server_name_set, cafile=settings.server_cas,
+                                          tcp_addrs=settings.server_tcp_addrs or _one(settings.server_tcp_addr))
 
     def _announcements(self) -> list[Announce]:
         addresses = tuple(self._direct_candidates())
@@ -82,24 +86,23 @@ class ControlLink:
     async def run(self) -> None:
         unreachable = Backoff(0.5, RECONNECT_CEILING)
         refused = Backoff(5.0, 60.0)  # a refused token or address will not fix itself soon
-        settings = self._settings
         state = self._state
-        trust = Trust(server_name=settings.server_name, cafile=settings.server_cas)
-        timeout = settings.handshake_idle_timeout or CONTROL_DIAL_TIMEOUT
-        while True:
-            def dial() -> Awaitable[Connection]:
-                return self._carrier.dial(settings.server_addr, settings.server_tcp_addr, alpn=ALPN_CONTROL,
-                                          trust=trust, timeout=timeout)
+        timeout = self._settings.handshake_idle_timeout or CONTROL_DIAL_TIMEOUT
 
-            conn = await dial_until_up(self._endpoint, settings.server_addr, alpn=ALPN_CONTROL, trust=trust,
-                                       timeout=timeout, backoff=unreachable, logger=log, what="control server",
-                                       hint=self._trust_hint, dial=dial)
+        def dial(udp_addr: HostPort, tcp_addr: HostPort | None, trust: Trust, timeout: float) -> Awaitable[Connection]:
+            return self._carrier.dial(udp_addr, tcp_addr, alpn=ALPN_CONTROL, trust=trust, timeout=timeout)
+
+        while True:
+            conn = await self.addresses.dial(self._endpoint, alpn=ALPN_CONTROL, timeout=timeout,
+                                             backoff=unreachable, logger=log, what="control server",
+                                             hint=self._trust_hint, dial=dial)
             state.control_carrier = carrier_of(conn)
+            instance, trust = self.addresses.current, self.addresses.current_trust
+            assert instance is not None and trust is not None  # set by a successful dial
             try:
                 with attempt() as tried:
                     async with TaskGroup() as tg:
-                        tg.create_task(self._carrier.back_to_udp(conn, settings.server_addr, alpn=ALPN_CONTROL,
-                                                                 trust=trust))
+                        tg.create_task(self._carrier.back_to_udp(conn, instance, alpn=ALPN_CONTROL, trust=trust))
                         await self._session(conn)
             except BaseException as exc:
                 conn.close(close_code(exc), "client stopping")
@@ -122,7 +125,7 @@ class ControlLink:
     def _failed(self, conn: Connection, error: BaseException | None, unreachable: Backoff,
                 refused: Backoff) -> Backoff:
         """One line for how the session ended; the backoff before the next one."""
-        addr = self._settings.server_addr
+        addr = self.addresses.current
         if isinstance(error, ConnectionLost):
             if error.code == CloseCode.AUTH_FAILED:
                 log.error("control server %s refused the token (auth-failed); retrying", addr)
@@ -130,6 +133,10 @@ class ControlLink:
             if error.code == CloseCode.FORBIDDEN:
                 log.error("control server %s refused this client (forbidden); retrying", addr)
                 return refused
+            if error.code == CloseCode.UNAVAILABLE:
+                log.warning("control server %s cannot reach its shared state (unavailable); trying the next", addr)
+                conn.close(CloseCode.OK)
+                return unreachable
             if error.reason != MOVED_BACK:  # else carrier said it
                 log.warning("lost the control server %s: %s", addr, _why_lost(error))
         elif error is not None:
@@ -148,7 +155,7 @@ class ControlLink:
         except ValueError:
             raise ProtocolError(f"control sent a bad observed address {welcome.observed_addr[:60]!r}") from None
         state.control_connected = True
-        log.info("connected to control server %s; observed address %s", self._settings.server_addr, state.observed)
+        log.info("connected to control server %s; observed address %s", self.addresses.current, state.observed)
         state.candidates_changed.clear()
         for announce in self._announcements():
             await messages.send(announce)
@@ -185,3 +192,7 @@ def _why_lost(error: ConnectionLost) -> str:
         return CloseCode.describe(error.code)
     side = "the server closed the connection" if error.by_peer else "the connection closed"
     return f"{side} ({error.reason})" if error.reason else side
+
+
+def _one(addr: HostPort | None) -> tuple[HostPort, ...]:
+    return () if addr is None else (addr,)

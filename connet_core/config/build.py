@@ -174,7 +174,8 @@ def _cert_files(section: _Section) -> tuple[Path, Path]:
 
 
 def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
-    server_addr: HostPort = section.get("server-addr", HostPort("localhost", 19190))  # type: ignore[assignment]
+    server_addrs: tuple[HostPort, ...] = section.get("server-addr", (HostPort("localhost", 19190),))  # type: ignore
+    server_addr = server_addrs[0]
     endpoints: dict[Role, list[EndpointSettings]] = {Role.DESTINATION: [], Role.SOURCE: []}
     for key, role in (("destinations", Role.DESTINATION), ("sources", Role.SOURCE)):
         named: dict[str, dict[str, object]] = section.get(key, {})  # type: ignore[assignment]
@@ -198,15 +199,23 @@ def _build_client(section: _Section, common: CommonSettings) -> ClientSettings:
                     udp_max_flows=values.get("udp-max-flows", 1024),  # type: ignore[arg-type]
                 )
             )
-    if section.get("udp", "auto") == "never" and section.get("server-tcp-addr") is None:
+    server_tcp_addrs: tuple[HostPort, ...] = section.get("server-tcp-addr", ())  # type: ignore[assignment]
+    if section.get("udp", "auto") == "never" and not server_tcp_addrs:
         origin = section.origins.get("client.udp", section.where)
         raise ConfigError(f"{origin}: client.udp: \"never\" needs server-tcp-addr (where control is reachable over TCP)")
+    if len(server_tcp_addrs) > 1 and len(server_tcp_addrs) != len(server_addrs):
+        origin = section.origins.get("client.server-tcp-addr", section.where)
+        raise ConfigError(f"{origin}: client.server-tcp-addr: {len(server_tcp_addrs)} addresses for "
+                          f"{len(server_addrs)} server-addr addresses: give one (for all), or one per server-addr")
     return ClientSettings(
         token=_token(section),
         server_addr=server_addr,
         server_cas=section.get("server-cas"),  # type: ignore[arg-type]
         server_name=section.get("server-name", server_addr.host),  # type: ignore[arg-type]
-        server_tcp_addr=section.get("server-tcp-addr"),  # type: ignore[arg-type]
+        server_addrs=server_addrs,
+        server_name_set="server-name" in section.values,
+        server_tcp_addr=server_tcp_addrs[0] if server_tcp_addrs else None,
+        server_tcp_addrs=server_tcp_addrs,
         udp=section.get("udp", "auto"),  # type: ignore[arg-type]
         direct_addr=section.get("direct-addr", HostPort("", 19192)),  # type: ignore[arg-type]
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
@@ -266,7 +275,8 @@ def _build_control(section: _Section, common: CommonSettings) -> ControlSettings
 
 
 def _build_relay(section: _Section, common: CommonSettings) -> RelaySettings:
-    control_addr: HostPort = section.get("control-addr", HostPort("localhost", 19190))  # type: ignore[assignment]
+    control_addrs: tuple[HostPort, ...] = section.get("control-addr", (HostPort("localhost", 19190),))  # type: ignore
+    control_addr = control_addrs[0]
     return RelaySettings(
         token=_token(section),
         addr=section.get("addr", HostPort("", 19191)),  # type: ignore[arg-type]
@@ -275,6 +285,8 @@ def _build_relay(section: _Section, common: CommonSettings) -> RelaySettings:
         control_addr=control_addr,
         control_cas=section.get("control-cas"),  # type: ignore[arg-type]
         control_name=section.get("control-name", control_addr.host),  # type: ignore[arg-type]
+        control_addrs=control_addrs,
+        control_name_set="control-name" in section.values,
         status_addr=section.get("status-addr"),  # type: ignore[arg-type]
         store_dir=section.get("store-dir"),  # type: ignore[arg-type]
         metadata=section.get("metadata", ""),  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ DAEMON_SECTIONS = ("server", "control", "relay")
 _METAVARS = {
     "listen": "HOST:PORT",
     "dial": "HOST:PORT",
+    "dials": "HOST:PORT[,HOST:PORT...]",
     "host": "HOST",
     "path": "FILE",
     "strings": "TOKEN",
@@ -57,7 +58,7 @@ _HELP: dict[str, str] = {
     "token": "Relay token for the control server (or --token-file).",
     "token-file": "File whose first line is the token.",
     "hostname": "Host advertised to clients for this relay.",
-    "control-addr": "Control server address.",
+    "control-addr": "Control server address; several, comma-separated, for several control instances.",
     "control-cas": "PEM CA(s) of the control server certificate.",
     "control-name": "Name checked in the control server certificate.",
     "allow-cidrs": "Admit only addresses in this CIDR; repeat for more.",

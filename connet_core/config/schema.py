@@ -65,10 +65,10 @@ SCHEMA: dict[str, _Spec] = {
     "client": {
         "token": _Leaf("text"),
         "token-file": _Leaf("path"),
-        "server-addr": _Leaf("dial"),
+        "server-addr": _Leaf("dials"),
         "server-cas": _Leaf("path"),
         "server-name": _Leaf("host"),
-        "server-tcp-addr": _Leaf("dial"),
+        "server-tcp-addr": _Leaf("dials"),
         "udp": _Leaf("enum", ("auto", "never")),
         "direct-addr": _Leaf("listen"),
         "status-addr": _Leaf("listen"),
@@ -125,7 +125,7 @@ SCHEMA: dict[str, _Spec] = {
         "addr": _Leaf("listen"),
         "tcp-addr": _Leaf("listen"),
         "hostname": _Leaf("host"),
-        "control-addr": _Leaf("dial"),
+        "control-addr": _Leaf("dials"),
         "control-cas": _Leaf("path"),
         "control-name": _Leaf("host"),
         "status-addr": _Leaf("listen"),
@@ -225,6 +225,21 @@ def _dial(value: object) -> HostPort:
     if addr.port == 0:
         raise _Invalid(f"{value!r}: port 0 cannot be dialed")
     return addr
+
+
+def _dials(value: object) -> tuple[HostPort, ...]:
+    """One address or several (control instances of one deployment): an array, or one
+    string with commas (``a:19190,b:19190``), so a flag or variable can carry a list too."""
+    items = value if isinstance(value, list) else _text(value).split(",")
+    if not items:
+        raise _Invalid("expected HOST:PORT or an array of them, got an empty array")
+    addrs = []
+    for index, item in enumerate(items, 1):
+        try:
+            addrs.append(_dial(item.strip() if isinstance(item, str) else item))
+        except _Invalid as exc:
+            raise _Invalid(f"item {index}: {exc}" if len(items) > 1 else str(exc)) from None
+    return tuple(addrs)
 
 
 def _strings(value: object) -> tuple[str, ...]:
@@ -340,6 +355,7 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "host": _host,
     "listen": _listen,
     "dial": _dial,
+    "dials": _dials,
     "strings": _strings,
     "cidrs": _cidrs,
     "regex": _regex,

@@ -52,7 +52,14 @@ class ClientSettings:
     server_addr: HostPort = HostPort("localhost", 19190)
     server_cas: Path | None = None
     server_name: str = "localhost"
+    # several control instances (docs/scaling.md): tried in turn; () means just server_addr.
+    # Without an explicit server-name each address is checked against its own host.
+    server_addrs: tuple[HostPort, ...] = ()
+    server_name_set: bool = False
     server_tcp_addr: HostPort | None = None  # control over TLS-over-TCP, where UDP is blocked
+    # several: one per server_addrs entry, by position; one (or ()+server_tcp_addr): for all
+    # (connet_core/control_addresses.py)
+    server_tcp_addrs: tuple[HostPort, ...] = ()
     udp: str = "auto"  # auto: UDP first, TCP after UDP_FALLBACK_AFTER; never: TCP only
     direct_addr: HostPort = HostPort("", 19192)
     status_addr: HostPort | None = None
@@ -91,6 +98,8 @@ class RelaySettings:
     control_addr: HostPort = HostPort("localhost", 19190)
     control_cas: Path | None = None
     control_name: str = "localhost"
+    control_addrs: tuple[HostPort, ...] = ()  # as ClientSettings.server_addrs
+    control_name_set: bool = False
     status_addr: HostPort | None = None
     store_dir: Path | None = None
     metadata: str = ""

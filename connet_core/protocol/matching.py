@@ -7,7 +7,9 @@ carries the full current set, so a client never needs an earlier one to make sen
 Endpoint expiry: with ``expiry`` > 0, a vanished session's announcements stay for that many
 seconds (nobody is told); the same certificate announcing the same name and role from a new
 session within them takes the old one's place, and its peers hear of no change at all.
-``expire(now)`` drops what outlived it and says so to the peers.
+``expire(now)`` drops what outlived it and says so to the peers. ``take_released()`` says
+which lingering announcements left (expired, or taken over by which session), for control
+instances that publish their announcements elsewhere (connet_core/control_instances.py).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Matcher:
         self._by_session: dict[int, set[Key]] = {}
         self.expiry = expiry  # seconds a vanished session's announcements stay; 0: none
         self._lingering: dict[int, float] = {}  # vanished session -> when its announcements go
+        # lingering announcements that left: (session, key, the session that took over or None)
+        self._released: list[tuple[int, Key, int | None]] = []
 
     def view(self, name: str, role: Role) -> PeersUpdate:
         """What a session announcing (name, role) should know: every peer of the other role."""
@@ -60,6 +64,7 @@ class Matcher:
             old = entries[session]
             if session in self._lingering and session != ann.session and old.certificate == ann.certificate:
                 del entries[session]
+                self._released.append((session, (ann.name, ann.role), ann.session))
                 held = self._by_session.get(session, set())
                 held.discard((ann.name, ann.role))
                 if not held:
@@ -120,8 +125,18 @@ class Matcher:
         pushes: list[Push] = []
         for session, deadline in sorted(self._lingering.items()):
             if deadline <= now:
+                self._released.extend((session, key, None) for key in sorted(self._by_session.get(session, ())))
                 pushes.extend(self.drop_session(session))
         return pushes
+
+    def is_lingering(self, session: int) -> bool:
+        return session in self._lingering
+
+    def take_released(self) -> list[tuple[int, Key, int | None]]:
+        """The lingering announcements that left since the last call: (vanished session,
+        (name, role), the session that took its place, or None when it expired)."""
+        released, self._released = self._released, []
+        return released
 
     def lingering(self) -> int:
         """For status: announcements kept for vanished sessions."""
