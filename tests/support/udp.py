@@ -120,15 +120,30 @@ def dnsmasq(tmp: Path) -> Iterator[int]:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
+        _wait_answering(process, port)
         yield port
     finally:
         process.terminate()
         process.wait(10)
 
 
-def dig(port: int, name: str = "test.connet") -> str:
+def _wait_answering(process: subprocess.Popen, port: int) -> None:
+    """Until dnsmasq answers on ``port`` itself (asked directly, one try per second), so that
+    a failure through the tunnel is the tunnel's; one clear failure when dnsmasq exited."""
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            raise AssertionError(f"dnsmasq exited ({process.returncode}) on port {port}: {output}")
+        if dig(port, tries=1, wait=1) == "10.1.2.3":
+            return
+    raise AssertionError(f"dnsmasq did not answer on port {port} within 15 s")
+
+
+def dig(port: int, name: str = "test.connet", *, tries: int = 3, wait: int = 2) -> str:
     """The A record ``dig`` gets for ``name`` through 127.0.0.1:``port`` ('' for none)."""
     program = need_program("dig")
-    done = subprocess.run([program, "@127.0.0.1", "-p", str(port), name, "A", "+short", "+time=2", "+tries=3"],
+    done = subprocess.run([program, "@127.0.0.1", "-p", str(port), name, "A", "+short", f"+time={wait}",
+                           f"+tries={tries}"],
                           capture_output=True, text=True, timeout=30)
     return done.stdout.strip()
