@@ -1,6 +1,7 @@
 """Release artifacts: ``python -m build`` makes an sdist and a wheel of a clean copy of the
 tree; the wheel, installed (not editable) into a new venv, runs examples/demo.py, which
-carries a page through a tunnel between real processes of that venv."""
+carries a page through a tunnel between real processes of that venv; the signed-tokens example
+plugin, installed beside it from its folder, adds its commands and its settings to that connet."""
 
 from __future__ import annotations
 
@@ -76,3 +77,30 @@ def test_the_built_wheel_runs_the_demo_from_a_clean_venv(tmp_path: Path) -> None
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "<h1>Hello from behind the NAT, through connet!</h1>" in demo.stdout, demo.stdout[-3000:]
     assert "Traceback" not in demo.stdout + demo.stderr
+
+    # a third-party plugin from its own folder into the same venv, found only by its entry
+    # point: its commands make keys and a token, and a server with no token list checks clean
+    plugin = ROOT / "examples" / "plugins" / "connet-signed-tokens"
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", str(plugin)], capture_output=True, text=True,
+                             env=_clean_env(), cwd=tmp_path, timeout=400)
+    assert install.returncode == 0, install.stderr[-3000:]
+    connet = venv / "bin" / "connet"
+    keys = tmp_path / "keys"
+    made = subprocess.run([str(connet), "signed-tokens", "keygen", "--out", str(keys)], capture_output=True,
+                          text=True, env=_clean_env(), cwd=tmp_path, timeout=60)
+    assert made.returncode == 0, made.stderr
+    token = subprocess.run([str(connet), "signed-tokens", "issue", "--key", str(keys / "signing.key"), "--name",
+                            "web-*", "--role", "destination", "--ttl", "1h"], capture_output=True, text=True,
+                           env=_clean_env(), cwd=tmp_path, timeout=60)
+    assert token.returncode == 0 and token.stdout.strip(), token.stderr
+    certs = subprocess.run([str(connet), "cert", "--out", str(tmp_path / "certs")], capture_output=True, text=True,
+                           env=_clean_env(), cwd=tmp_path, timeout=60)
+    assert certs.returncode == 0, certs.stderr
+    config = tmp_path / "server.toml"
+    config.write_text('disable-plugins = ["tokens"]\n[server]\n'
+                      f'cert-file = "{tmp_path / "certs" / "server.pem"}"\n'
+                      f'key-file = "{tmp_path / "certs" / "server-key.pem"}"\n'
+                      f'[plugins.signed-tokens]\npublic-key = "{keys / "signing.pub"}"\n')
+    check = subprocess.run([str(connet), "check", "--config", str(config)], capture_output=True, text=True,
+                           env=_clean_env(), cwd=tmp_path, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
