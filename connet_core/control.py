@@ -4,6 +4,7 @@ pushes each side the other's certificate and addresses as they change."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -61,6 +62,8 @@ GRANT_LIFETIME = 600.0  # seconds; grants are re-issued at half their life
 
 TOKEN_RECHECK_INTERVAL = 1.0
 MAX_NAME_LENGTH = 255
+# how long a replacing session waits for the one it replaces to be dropped (it closes at once)
+REPLACE_WAIT = 2.0
 
 
 @dataclass(eq=False)
@@ -73,6 +76,9 @@ class ClientSession:
     metadata: str = ""
     outbox: Outbox = field(default_factory=Outbox)
     announced: dict[tuple[str, Role], Announcement] = field(default_factory=dict)
+    # handed to the client in Authenticated: its next session presents it to replace this one
+    reconnect_id: bytes = field(default_factory=lambda: os.urandom(16))
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Control:
@@ -83,6 +89,7 @@ class Control:
         self.hooks = hooks or load_hooks(settings.common.disable_plugins, plugin_settings=settings.common.plugins)
         self.matcher = Matcher(settings.endpoint_expiry)  # endpoint-expiry-timeout
         self.sessions: dict[int, ClientSession] = {}
+        self._reconnect_ids: dict[bytes, int] = {}  # ClientSession.reconnect_id -> its id
         self._ids = itertools.count(1)
         self.endpoint: Endpoint | None = None
         self.tcp_address: HostPort | None = None
@@ -310,8 +317,10 @@ class Control:
             self.counters["handshake_failures"] += 1
             conn.close(CloseCode.PROTOCOL_ERROR, "bad metadata")
             return
+        await self._replace_earlier_session(hello, address)
         session = ClientSession(next(self._ids), conn, principal, hello.token, address, hello.metadata)
         self.sessions[session.id] = session
+        self._reconnect_ids[session.reconnect_id] = session.id
         log.info("client %s connected (%s)", address, principal.label, extra={"peer": str(address)})
         assert self._tg is not None
         sender = spawn(self._tg, self._send_updates(session, messages))
@@ -320,7 +329,7 @@ class Control:
         # only a lost session lingers for endpoint-expiry-timeout (a quick reconnect)
         stopped = False
         try:
-            await messages.send(Authenticated(observed_addr=str(address), reconnect_id=os.urandom(16)))
+            await messages.send(Authenticated(observed_addr=str(address), reconnect_id=session.reconnect_id))
             while True:
                 message = await messages.recv((Announce, Withdraw))
                 if isinstance(message, Announce):
@@ -339,11 +348,27 @@ class Control:
                 if task is not None:
                     task.cancel()
             del self.sessions[session.id]
+            del self._reconnect_ids[session.reconnect_id]
             self._deliver(self.matcher.drop_session(session.id, None if stopped else time.monotonic()))
             # a lingering session stays published to the other instances until the Matcher drops it
             self.published.drop_session(session.id, lingers=self.matcher.is_lingering(session.id))
             conn.close(CloseCode.OK)
+            session.ended.set()
             log.info("client %s disconnected", address, extra={"peer": str(address)})
+
+    async def _replace_earlier_session(self, hello: Authenticate, address: HostPort) -> None:
+        """A client that lost its session (a new address, a dead path) comes back before
+        control noticed: its new session, presenting the earlier one's reconnect id and the
+        same token, closes that one with ``replaced`` and waits until it is dropped, so that
+        its announcements linger and the new session's take them over without news to peers
+        (instead of being offered twice until the old one times out)."""
+        earlier = self.sessions.get(self._reconnect_ids.get(hello.reconnect_id, -1)) if hello.reconnect_id else None
+        if earlier is None or earlier.token != hello.token:
+            return
+        log.info("client %s replaces its session from %s", address, earlier.address, extra={"peer": str(address)})
+        earlier.conn.close(CloseCode.REPLACED, "replaced by a newer session")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(earlier.ended.wait(), REPLACE_WAIT)
 
     @staticmethod
     def _parse_endpoint(name: str, role: str, route: str | None = None) -> tuple[Role, RoutePolicy]:

@@ -49,6 +49,7 @@ class ControlLink:
         self._endpoint = endpoint
         self._on_peers = on_peers
         self._on_relays = on_relays
+        self._reconnect_id = b""  # from the last Authenticated
         self.addresses = ControlAddresses(settings.server_addrs or (settings.server_addr,), name=settings.server_name,
                                           name_set=settings.server_name_set, cafile=settings.server_cas,
                                           tcp_addrs=settings.server_tcp_addrs or _one(settings.server_tcp_addr))
@@ -148,8 +149,12 @@ class ControlLink:
     async def _session(self, conn: Connection) -> None:
         state = self._state
         messages = MessageStream(await conn.open_stream())
-        await messages.send(Authenticate(token=self._settings.token, metadata=self._settings.metadata))
+        # the previous session's reconnect id: control replaces that session at once if it has
+        # not noticed yet that it is gone (another instance does not know it and ignores it)
+        await messages.send(Authenticate(token=self._settings.token, reconnect_id=self._reconnect_id,
+                                         metadata=self._settings.metadata))
         welcome = await messages.recv(Authenticated, timeout=HANDSHAKE_STEP_TIMEOUT)
+        self._reconnect_id = welcome.reconnect_id
         try:
             state.observed = HostPort.parse(welcome.observed_addr)
         except ValueError:
