@@ -108,35 +108,53 @@ def sha256(data: bytes) -> str:
 
 @contextlib.contextmanager
 def dnsmasq(tmp: Path) -> Iterator[int]:
-    """dnsmasq answering for test.connet (A 10.1.2.3) on a free loopback UDP port, no upstream."""
+    """dnsmasq answering for test.connet (A 10.1.2.3) on a free loopback port, no upstream."""
     program = need_program("dnsmasq")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [program, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-daemon", "--conf-file=/dev/null",
-         f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces", "--address=/test.connet/10.1.2.3",
-         f"--pid-file={tmp / 'dnsmasq.pid'}", "--user=" + os.environ.get("USER", "root")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_answering(process, port)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
+    for attempt in range(5):
+        # dnsmasq listens on the port over UDP *and* TCP: the port must be free in both, and
+        # another process may still take it between our probe and dnsmasq's bind (then: again)
+        port = _free_udp_and_tcp_port()
+        process = subprocess.Popen(
+            [program, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-daemon", "--conf-file=/dev/null",
+             f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces", "--address=/test.connet/10.1.2.3",
+             f"--pid-file={tmp / 'dnsmasq.pid'}", "--user=" + os.environ.get("USER", "root")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        try:
+            if _wait_answering(process, port):
+                yield port
+                return
+        finally:
+            process.terminate()
+            process.wait(10)
+    raise AssertionError("dnsmasq found its port taken five times in a row")
 
 
-def _wait_answering(process: subprocess.Popen, port: int) -> None:
+def _free_udp_and_tcp_port() -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+def _wait_answering(process: subprocess.Popen, port: int) -> bool:
     """Until dnsmasq answers on ``port`` itself (asked directly, one try per second), so that
-    a failure through the tunnel is the tunnel's; one clear failure when dnsmasq exited."""
+    a failure through the tunnel is the tunnel's. False when its port was taken meanwhile;
+    one clear failure when dnsmasq exited for another reason."""
     deadline = time.monotonic() + 15.0
     while time.monotonic() < deadline:
         if process.poll() is not None:
             output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            if "Address already in use" in output:
+                return False
             raise AssertionError(f"dnsmasq exited ({process.returncode}) on port {port}: {output}")
         if dig(port, tries=1, wait=1) == "10.1.2.3":
-            return
+            return True
     raise AssertionError(f"dnsmasq did not answer on port {port} within 15 s")
 
 
