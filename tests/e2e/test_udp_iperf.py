@@ -4,7 +4,6 @@ tunnel on the same port number), direct and relayed: it completes and reports it
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,24 +13,10 @@ import pytest
 from support.cluster import TOKENS, ServerInfo, start_server
 from support.daemons import Daemons
 from support.programs import need_program
-from support.udp import status, udp_endpoint
+from support.udp import free_port_both, status, udp_endpoint
 
 RATE = "8M"  # bits per second: modest, the machine is shared
 LENGTH = 1200  # bytes per datagram
-
-
-def free_port_both() -> int:
-    """A port number free for TCP and UDP on loopback at once (iperf3 uses both)."""
-    for _ in range(50):
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no port free for both TCP and UDP")
 
 
 def start_pair_client(daemons: Daemons, server: ServerInfo, name: str, token: str, table: str, port: int,

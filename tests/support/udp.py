@@ -113,7 +113,7 @@ def dnsmasq(tmp: Path) -> Iterator[int]:
     for attempt in range(5):
         # dnsmasq listens on the port over UDP *and* TCP: the port must be free in both, and
         # another process may still take it between our probe and dnsmasq's bind (then: again)
-        port = _free_udp_and_tcp_port()
+        port = free_port_both()
         process = subprocess.Popen(
             [program, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-daemon", "--conf-file=/dev/null",
              f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces", "--address=/test.connet/10.1.2.3",
@@ -130,16 +130,18 @@ def dnsmasq(tmp: Path) -> Iterator[int]:
     raise AssertionError("dnsmasq found its port taken five times in a row")
 
 
-def _free_udp_and_tcp_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
+def free_port_both() -> int:
+    """A port number free for TCP and UDP on loopback at once (dnsmasq and iperf3 use both)."""
+    for _ in range(50):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
             try:
-                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
+    raise AssertionError("no port free for both TCP and UDP")
 
 
 def _wait_answering(process: subprocess.Popen, port: int) -> bool:
