@@ -9,7 +9,8 @@ passed in (:class:`connet_quic.wiring.ConnectionWiring`), as hypercorn's
 ``QuicProtocol(send, call_at, now)`` gets its capabilities.
 
 Each connection has one timer, which drives the library's timer (pacing included), the keepalive
-and the handshake deadline. Received datagrams are answered once per read batch: the endpoint
+and the handshake deadline (:mod:`connet_quic.clock`). Received datagrams are answered once
+per read batch: the endpoint
 calls :meth:`QuicEndpointConnection.transmit` after the batch, so one ACK covers many datagrams.
 """
 
@@ -26,19 +27,18 @@ from connet_core.protocol.codes import CloseCode
 from connet_core.transport import CloseInfo, ConnectionStats
 
 from connet_quic.addresses import Address
+from connet_quic.clock import ConnectionClock
 from connet_quic.closing import close_info_of
 from connet_quic.datagrams import QuicDatagrams
 from connet_quic.inbox import Inbox
 from connet_quic.library import QuicLibrary, QuicLibraryConnection
 from connet_quic.stream import QuicEndpointStream
-from connet_quic.wiring import ConnectionWiring, contained
+from connet_quic.wiring import ConnectionWiring
 
 logger = logging.getLogger("connet.quic")
 
-# how early the event loop may run a timer (uvloop/libuv count in milliseconds)
-TIMER_SLACK = 0.001
 
-class QuicEndpointConnection:
+class QuicEndpointConnection(ConnectionClock):
     """One QUIC connection of either role (implements :class:`connet_core.transport.Connection`)."""
 
     def __init__(
@@ -329,76 +329,6 @@ class QuicEndpointConnection:
     def forget_if_done(self, stream: QuicEndpointStream) -> None:
         if stream.finished:
             self._streams.pop(stream.stream_id, None)
-
-    # time and sending
-
-    def _library_time(self, at_least: float = 0.0) -> float:
-        """The time to give the library: the loop's clock, never earlier than a time we
-        already gave it (a timer may act slightly ahead, see _on_timer; qh3 refuses a
-        clock that goes back)."""
-        now = self._loop.time()
-        if now < at_least:
-            now = at_least
-        if now < self._clock:
-            return self._clock
-        self._clock = now
-        return now
-
-    def _transmit_soon(self) -> None:
-        if self._transmit_handle is None and not self._terminated:
-            self._transmit_handle = self._loop.call_soon(self.transmit)
-
-    def _arm_timer(self) -> None:
-        due = self._quic.get_timer()
-        if self._handshake_deadline is not None and (due is None or self._handshake_deadline < due):
-            due = self._handshake_deadline
-        if self._next_ping_at is not None and (due is None or self._next_ping_at < due):
-            due = self._next_ping_at
-        admit = self._lib.next_admission(self._quic)  # qh3's trickle while holding (see _qh3.py)
-        if admit is not None and (due is None or admit < due):
-            due = admit
-        if due == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = due
-        if due is not None:
-            self._timer = self._loop.call_at(due, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        contained(self, "in its timer", self._timer_due)
-
-    def _timer_due(self) -> None:
-        now = self._library_time()
-        if self._handshake_deadline is not None and now >= self._handshake_deadline:
-            self._handshake_deadline = None
-            self._on_handshake_timeout()
-        if self._next_ping_at is not None and now >= self._next_ping_at and self._close_info is None:
-            self._ping_uid += 1
-            self._lib.send_keepalive(self._quic, self._ping_uid)
-            self._next_ping_at = now + self._options.keepalive_interval
-        quic_due = self._quic.get_timer()
-        if quic_due is not None and now < quic_due <= now + TIMER_SLACK:
-            # the loop woke us early (its timers have ~1 ms resolution, the pacer's
-            # gaps are microseconds): act as at the due time instead of re-arming
-            # the same timer and spinning until the clock gets there
-            now = self._library_time(at_least=quic_due)
-        if quic_due is not None and now >= quic_due:
-            self._quic.handle_timer(now)
-        self._process_events(in_timer=True)
-        self.transmit(now)
-
-    def _on_handshake_timeout(self) -> None:
-        if self._handshake_done.done() or self._close_info is not None:
-            return
-        timeout = self._options.handshake_timeout
-        self._quic.close(error_code=CloseCode.TIMEOUT, reason_phrase="handshake timeout")
-        self._fail_handshake(DialError(f"QUIC handshake with {HostPort(*self._remote)} timed out"))
-        self._mark_closed(CloseInfo(CloseCode.TIMEOUT, "handshake timeout", by_peer=False))
-        logger.debug("handshake with %s timed out after %.1fs", HostPort(*self._remote), timeout)
 
     # events
 

@@ -5,7 +5,8 @@ Its parts, one job each:
 - :mod:`connet_quic.router` — :class:`QuicEndpoint`: the socket, the connection-ID map,
   pending handshakes and admission, stateless resets, dispatch of datagrams;
 - :mod:`connet_quic.connection` — :class:`QuicEndpointConnection`: one connection's glue
-  (events, timer, keepalive, close), wired to the endpoint by :mod:`connet_quic.wiring`;
+  (events, handshake, close; its timer and keepalive in :mod:`connet_quic.clock`), wired to
+  the endpoint by :mod:`connet_quic.wiring`;
 - :mod:`connet_quic.stream` — :class:`QuicEndpointStream`, with its backpressure;
 - :mod:`connet_quic.addresses`, :mod:`connet_quic.closing`, :mod:`connet_quic.inbox` —
   the socket and canonical addresses, close reasons, the accept queues.
@@ -15,7 +16,8 @@ This module names them where the rest of connet (and its tests) import them from
 
 from __future__ import annotations
 
-from connet_quic.connection import TIMER_SLACK, QuicEndpointConnection
+from connet_quic.clock import TIMER_SLACK
+from connet_quic.connection import QuicEndpointConnection
 from connet_quic.router import (
     RESET_BURST,
     RESET_RATE,
