@@ -10,8 +10,8 @@ passed in (:class:`connet_quic.wiring.ConnectionWiring`), as hypercorn's
 
 Each connection has one timer, which drives the library's timer (pacing included), the keepalive
 and the handshake deadline (:mod:`connet_quic.clock`). Received datagrams are answered once
-per read batch: the endpoint
-calls :meth:`QuicEndpointConnection.transmit` after the batch, so one ACK covers many datagrams.
+per read batch: the endpoint calls :meth:`QuicEndpointConnection.transmit` after the batch,
+so one ACK covers many datagrams.
 """
 
 from __future__ import annotations
