@@ -27,6 +27,18 @@ MIN_RESET_SIZE = 5 + TOKEN_SIZE  # 21
 # We answer only datagrams of at least this size (RFC 9000 10.3: never amplify), so a reset can be one byte
 # shorter than its trigger and still be long enough to pass as a short-header packet.
 MIN_TRIGGER_SIZE = 41
+
+# The stateless answers an endpoint sends to traffic of no connection, per endpoint (token
+# buckets). Half-open accepted handshakes (each costs ~90 KiB of aioquic state) are capped and
+# budgeted per source by connet_quic.admission instead, which asks for a Retry under load.
+# Stateless resets are never larger than their trigger, so this bounds only the work an
+# unknown-CID flood costs us. Generous enough that a restarted server resets a thousand
+# clients within seconds (each keepalive is a new chance).
+RESET_RATE = 200.0  # per second
+RESET_BURST = 50
+# Version Negotiation packets (answers to >= 1200-byte datagrams of other versions)
+VERSION_NEGOTIATION_RATE = 100.0  # per second
+VERSION_NEGOTIATION_BURST = 50
 # A reset never needs to be long; cap it so a flood of large datagrams costs us little.
 MAX_RESET_SIZE = 64
 

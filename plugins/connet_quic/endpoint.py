@@ -18,14 +18,8 @@ from __future__ import annotations
 
 from connet_quic.clock import TIMER_SLACK
 from connet_quic.connection import QuicEndpointConnection
-from connet_quic.router import (
-    RESET_BURST,
-    RESET_RATE,
-    VERSION_NEGOTIATION_BURST,
-    VERSION_NEGOTIATION_RATE,
-    DatagramFilter,
-    QuicEndpoint,
-)
+from connet_quic._reset import RESET_BURST, RESET_RATE, VERSION_NEGOTIATION_BURST, VERSION_NEGOTIATION_RATE
+from connet_quic.router import DatagramFilter, QuicEndpoint
 from connet_quic.stream import QuicEndpointStream
 
 __all__ = [

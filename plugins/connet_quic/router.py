@@ -33,6 +33,7 @@ from connet_core.transport import CloseInfo, TLSIdentity, Trust, TransportOption
 from connet_quic._adapter import CONNECTION_ID_LENGTH
 from connet_quic._udp import BatchedUdpSocket, segments
 from connet_quic._reset import ResetKey, TokenBucket, reset_token_of, stateless_reset
+from connet_quic._reset import RESET_BURST, RESET_RATE, VERSION_NEGOTIATION_BURST, VERSION_NEGOTIATION_RATE
 from connet_quic import _memory
 from connet_quic.addresses import Address, SocketFamily, bind_socket, canonical, resolve
 from connet_quic.admission import Admission, Ticket, Verdict, retry_packet
@@ -45,17 +46,6 @@ from connet_quic.tcp_pipe import PIPE_HOST_PREFIX, PipePaths, TcpPaths
 from connet_quic.wiring import ConnectionWiring, Datagrams, contained
 
 DatagramFilter = Callable[[HostPort, bool], bool]
-
-# Half-open accepted handshakes (each costs ~90 KiB of aioquic state) are capped and
-# budgeted per source by connet_quic.admission, which asks for a Retry under load.
-# Stateless resets we send, per endpoint: they are never larger than their trigger, so this
-# bounds only the work an unknown-CID flood costs us. Generous enough that a restarted
-# server resets a thousand clients within seconds (each keepalive is a new chance).
-RESET_RATE = 200.0  # per second
-RESET_BURST = 50
-# Version Negotiation packets we send (answers to >= 1200-byte datagrams of other versions)
-VERSION_NEGOTIATION_RATE = 100.0  # per second
-VERSION_NEGOTIATION_BURST = 50
 
 
 class QuicEndpoint(TcpPaths):
