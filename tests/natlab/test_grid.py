@@ -39,8 +39,27 @@ def run_cell(lab: Lab, src: str, dst: str, expected: str) -> str:
     return path_of(delta, PAYLOAD)
 
 
+# One hard NAT and one easy: direct only by birthday probing, which meets with high
+# probability, not always (docs/natlab.md: 10 of 10 per cell in the bench; the bar is 9 of 10).
+# Such a cell gets a second try in a fresh lab before it fails, and a miss is printed.
+PROBING = {(s, d) for s in ("easy", "fullcone") for d in ("hard",)} | {("hard", d) for d in ("easy", "fullcone")}
+
+
 @pytest.mark.parametrize(("src", "dst"), CELLS)
-def test_grid_cell(lab: Lab, src: str, dst: str) -> None:
+def test_grid_cell(lab: Lab, src: str, dst: str, lab_certs, tmp_path_factory: pytest.TempPathFactory) -> None:
+    if (src, dst) in PROBING:
+        try:
+            print(f"{src} -> {dst}: {run_cell(lab, src, dst, EXPECTED[(src, dst)])}")
+            return
+        except AssertionError as miss:
+            print(f"{src} -> {dst}: probing missed on the first try ({str(miss).splitlines()[0]}); again")
+        lab.close()
+        lab = Lab(tmp_path_factory.mktemp("second-try"), lab_certs)
+        try:
+            print(f"{src} -> {dst}: {run_cell(lab, src, dst, EXPECTED[(src, dst)])} (second try)")
+        finally:
+            lab.close()
+        return
     print(f"{src} -> {dst}: {run_cell(lab, src, dst, EXPECTED[(src, dst)])}")
 
 
